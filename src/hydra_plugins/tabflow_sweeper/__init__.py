@@ -1,0 +1,1 @@
+"""Hydra sweeper plugin: hydra-optuna-sweeper that passes the Optuna trial number to jobs."""

@@ -1,0 +1,102 @@
+"""Checks of the composed config that the schemas can't express, run before any job.
+
+Schemas catch typos and wrong types at composition. What they can't see (an
+objective metric the task never computes, split sizes that leave no training
+rows, a sweep without a search space) is checked here, in the launching process,
+before tracking starts or a model is fitted.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from tabflow.config import metric_names
+
+log = logging.getLogger(__name__)
+
+
+class ConfigError(ValueError):
+    """A composed config that would waste a run; the message says how to fix it."""
+
+
+def check_objective(cfg: DictConfig) -> None:
+    """Require ``objective.metric`` to be a validation metric the task computes."""
+    allowed = [f"val_{m}" for m in metric_names(cfg.dataset.task)]
+    if cfg.objective.metric not in allowed:
+        raise ConfigError(
+            f"objective.metric={cfg.objective.metric!r} is not a validation metric of a "
+            f"{cfg.dataset.task.value} dataset; use one of {allowed} "
+            f"(the test split is scored once, by the final model, never optimised)"
+        )
+
+
+def check_split(cfg: DictConfig) -> None:
+    """Require split fractions that leave rows in every partition."""
+    test, val = cfg.split.test_size, cfg.split.val_size
+    if not (0 < test < 1 and 0 < val < 1 and test + val < 1):
+        raise ConfigError(
+            f"split.test_size={test} and split.val_size={val} must each be in (0, 1) and "
+            f"sum to less than 1, so that training rows remain"
+        )
+
+
+def check_search_space(cfg: DictConfig) -> None:
+    """Require a non-empty search space whose keys exist in the config (sweeps only)."""
+    choices = cfg.hydra.runtime.choices
+    params = cfg.hydra.sweeper.get("params") or {}
+    if not params:
+        raise ConfigError(
+            f"no search space for model={choices.get('model')} sweep={choices.get('sweep')}: "
+            f"create conf/search_space/{choices.get('model')}/{choices.get('sweep')}.yaml "
+            f"(or pick another sweep); otherwise every trial would be identical"
+        )
+    missing = [k for k in params if OmegaConf.select(cfg, str(k), default=_MISSING) is _MISSING]
+    if missing:
+        raise ConfigError(
+            f"search space keys {missing} do not exist in the config; add them to "
+            f"conf/model/{choices.get('model')}.yaml or fix the search space"
+        )
+
+
+_MISSING = object()
+
+
+def check_config(cfg: DictConfig, sweeping: bool) -> None:
+    """Run every check; raise :class:`ConfigError` on the first problem."""
+    check_objective(cfg)
+    check_split(cfg)
+    if sweeping:
+        check_search_space(cfg)
+
+
+def _fail(error: Exception) -> None:
+    # Hydra turns exceptions raised in callbacks into warnings; SystemExit passes through.
+    print(f"Config error: {error}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+class ConfigCheck(Callback):
+    """Hydra callback that stops a run or sweep with a clear message on a bad config."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """Check a single run's config; hint at ``-m`` when a sweep was selected."""
+        try:
+            check_config(config, sweeping=False)
+        except ConfigError as e:
+            _fail(e)
+        if config.hydra.runtime.choices.get("sweep") not in (None, "none"):
+            log.warning("sweep=%s selected without -m: running one job with the default "
+                        "hyperparameters; add -m to sweep", config.hydra.runtime.choices.sweep)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """Check a sweep's config before the sweeper or tracking starts."""
+        sweeping = "optuna" in str(config.hydra.sweeper.get("_target_", "")).lower()
+        try:
+            check_config(config, sweeping=sweeping)
+        except ConfigError as e:
+            _fail(e)

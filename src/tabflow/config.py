@@ -1,0 +1,206 @@
+"""Dataclass schemas for the composed config, registered in Hydra's ConfigStore.
+
+The schemas only declare names and types; every value lives in ``conf/``. Hydra
+merges each YAML file onto its schema, so a typo (``seeed=1``) or a wrong type
+(``seed=abc``, ``objective.direction=up``) fails at composition, before any job
+runs. This module is imported by ``src/train.py`` before Hydra starts, so it must
+stay cheap: no scikit-learn, pandas or MLflow imports here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+class Task(StrEnum):
+    """What the dataset asks a model to predict."""
+
+    classification = "classification"
+    regression = "regression"
+
+
+class Direction(StrEnum):
+    """Whether a larger or a smaller objective is better."""
+
+    minimize = "minimize"
+    maximize = "maximize"
+
+
+class Scaler(StrEnum):
+    """Scaler applied to numeric columns."""
+
+    standard = "standard"
+    minmax = "minmax"
+    robust = "robust"
+    none = "none"
+
+
+class NumericImputer(StrEnum):
+    """Statistic that fills missing numeric values."""
+
+    mean = "mean"
+    median = "median"
+
+
+class Encoder(StrEnum):
+    """Encoding of categorical columns."""
+
+    onehot = "onehot"
+    ordinal = "ordinal"
+
+
+# Metric names follow the guide: `<split>_<metric>` (train_accuracy, val_f1, test_roc_auc).
+# They are the contract between evaluation, the objective and MLflow, so they live here,
+# where the config check can read them without importing scikit-learn.
+CLASSIFICATION_METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc")
+REGRESSION_METRICS = ("rmse", "mae", "r2")
+SPLITS = ("train", "val", "test")
+
+
+def metric_names(task: Task | str) -> tuple[str, ...]:
+    """Return the bare metric names computed for a task (without split prefix)."""
+    return CLASSIFICATION_METRICS if Task(task) is Task.classification else REGRESSION_METRICS
+
+
+@dataclass
+class DatasetConfig:
+    """A dataset: where it comes from, its target column and its task."""
+
+    name: str = MISSING
+    source: str = MISSING  # "sklearn": one of scikit-learn's bundled loaders
+    loader: str | None = None  # e.g. load_breast_cancer, for source=sklearn
+    target: str = "target"
+    task: Task = MISSING
+
+
+@dataclass
+class PreprocessingConfig:
+    """How raw columns become model inputs (fitted inside the model Pipeline)."""
+
+    name: str = MISSING
+    numeric_imputer: NumericImputer = NumericImputer.median
+    add_indicator: bool = False
+    scaler: Scaler = Scaler.standard
+    encoder: Encoder = Encoder.onehot
+
+
+@dataclass
+class ModelConfig:
+    """Base schema of a model family; subclasses add the typed hyperparameters.
+
+    Every field that is not ``name``, ``classifier`` or ``regressor`` is passed to the
+    estimator's constructor, so search-space keys (``model.max_depth``) map 1:1 onto
+    scikit-learn arguments.
+    """
+
+    name: str = MISSING
+    classifier: str = MISSING  # import path of the scikit-learn classifier
+    regressor: str = MISSING  # import path of the scikit-learn regressor
+
+
+@dataclass
+class RandomForestConfig(ModelConfig):
+    """Random forest hyperparameters (scikit-learn names)."""
+
+    n_estimators: int = MISSING
+    max_depth: int | None = MISSING
+    min_samples_split: int = MISSING
+    min_samples_leaf: int = MISSING
+    max_features: Any = MISSING  # "sqrt", "log2", a float fraction, or null
+    n_jobs: int | None = MISSING
+    random_state: int | None = MISSING
+
+
+@dataclass
+class HistGradientBoostingConfig(ModelConfig):
+    """Histogram gradient boosting hyperparameters (scikit-learn names)."""
+
+    learning_rate: float = MISSING
+    max_iter: int = MISSING
+    max_depth: int | None = MISSING
+    max_leaf_nodes: int | None = MISSING
+    min_samples_leaf: int = MISSING
+    l2_regularization: float = MISSING
+    random_state: int | None = MISSING
+
+
+@dataclass
+class SplitConfig:
+    """Train / validation / test split; sizes are fractions of the whole dataset."""
+
+    test_size: float = 0.2
+    val_size: float = 0.1
+    stratify: bool = True
+
+
+@dataclass
+class ObjectiveConfig:
+    """The value the sweep optimises: a validation metric and a direction."""
+
+    metric: str = "val_accuracy"
+    direction: Direction = Direction.maximize
+
+
+@dataclass
+class TrackingConfig:
+    """Where and how runs are tracked in MLflow."""
+
+    enabled: bool = True
+    uri: str = MISSING
+    experiment: str = MISSING
+    log_model: bool = True  # single runs: log the fitted pipeline as the run's model
+
+
+@dataclass
+class RegistryConfig:
+    """What happens to a sweep's best configuration in the Model Registry."""
+
+    enabled: bool = True
+    model_name: str = MISSING
+    alias: str = "staging"
+
+
+@dataclass
+class PathsConfig:
+    """Project folders; ``root`` anchors every relative store and data path."""
+
+    root: str = MISSING
+    data: str = MISSING
+
+
+@dataclass
+class TrainConfig:
+    """The primary config of ``src/train.py``."""
+
+    dataset: DatasetConfig = MISSING
+    preprocessing: PreprocessingConfig = MISSING
+    model: Any = MISSING  # validated by the per-family schema the model YAML extends
+    split: SplitConfig = field(default_factory=SplitConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    registry: RegistryConfig = field(default_factory=RegistryConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    seed: int = 42
+    # Set by the tabflow Optuna sweeper on every trial; null outside a sweep.
+    optuna_trial: int | None = None
+
+
+MODEL_SCHEMAS: dict[str, type[ModelConfig]] = {
+    "rf": RandomForestConfig,
+    "hgb": HistGradientBoostingConfig,
+}
+
+
+def register_configs() -> None:
+    """Register the schemas so ``conf/`` files can extend them by name."""
+    cs = ConfigStore.instance()
+    cs.store(name="train_schema", node=TrainConfig)
+    cs.store(group="schema/dataset", name="dataset", node=DatasetConfig)
+    cs.store(group="schema/preprocessing", name="preprocessing", node=PreprocessingConfig)
+    for name, schema in MODEL_SCHEMAS.items():
+        cs.store(group="schema/model", name=name, node=schema)

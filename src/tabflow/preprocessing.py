@@ -1,0 +1,67 @@
+"""Build the ColumnTransformer that turns raw columns into model inputs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from omegaconf import DictConfig
+from sklearn.compose import ColumnTransformer
+from sklearn.impute import SimpleImputer
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import (
+    MinMaxScaler,
+    OneHotEncoder,
+    OrdinalEncoder,
+    RobustScaler,
+    StandardScaler,
+)
+
+from tabflow.config import Encoder, NumericImputer, Scaler
+
+_SCALERS: dict[Scaler, Any] = {
+    Scaler.standard: StandardScaler,
+    Scaler.minmax: MinMaxScaler,
+    Scaler.robust: RobustScaler,
+}
+
+
+def make_preprocessor(
+    cfg: DictConfig, numeric: list[str], categorical: list[str]
+) -> ColumnTransformer:
+    """Build the preprocessing step of the model Pipeline.
+
+    It is fitted with the model, on training rows only, so nothing leaks from
+    validation or test data, and the logged model takes raw rows.
+
+    Args:
+        cfg: The ``preprocessing`` node (numeric_imputer, add_indicator, scaler, encoder).
+        numeric: Names of the numeric columns.
+        categorical: Names of the categorical columns.
+
+    Returns:
+        A ColumnTransformer that imputes and scales numeric columns and imputes and
+        encodes categorical ones; other columns are dropped.
+    """
+    scaler = Scaler(cfg.scaler)
+    numeric_steps: list[tuple[str, Any]] = [
+        ("impute", SimpleImputer(strategy=NumericImputer(cfg.numeric_imputer).value,
+                                 add_indicator=cfg.add_indicator)),
+    ]
+    if scaler is not Scaler.none:
+        numeric_steps.append(("scale", _SCALERS[scaler]()))
+    encoder: Any
+    if Encoder(cfg.encoder) is Encoder.onehot:
+        # Categories unseen in training become all-zero rows instead of an error at serving time.
+        encoder = OneHotEncoder(handle_unknown="ignore", sparse_output=False)
+    else:
+        encoder = OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1)
+    categorical_steps = [
+        ("impute", SimpleImputer(strategy="most_frequent", add_indicator=cfg.add_indicator)),
+        ("encode", encoder),
+    ]
+    transformers = []
+    if numeric:
+        transformers.append(("numeric", Pipeline(numeric_steps), numeric))
+    if categorical:
+        transformers.append(("categorical", Pipeline(categorical_steps), categorical))
+    return ColumnTransformer(transformers, remainder="drop", verbose_feature_names_out=False)

@@ -1,0 +1,549 @@
+"""MLflow tracking as a Hydra callback: the only module that talks to MLflow.
+
+Where each hook runs and what it does:
+
+* ``on_multirun_start`` (launching process): creates or upgrades the tracking store
+  once, before any job (parallel jobs would race on its schema migrations), sets the
+  experiment and opens the sweep's parent run.
+* ``on_job_start`` / ``on_job_end`` (the job's process: in-process, a joblib worker or
+  a remote host): open a child run under the parent, then log the job's output-dir
+  contract (:mod:`tabflow.artifacts`) and close it FINISHED or FAILED.
+* ``on_multirun_end`` (launching process): picks the best child, refits it on
+  train + validation, scores it once on test, logs and registers the model, sets the
+  alias, and closes the parent.
+* ``on_run_start`` / ``on_run_end``: a single run is one standalone MLflow run.
+
+Hydra turns exceptions raised in callbacks into warnings, so a sweep could "succeed"
+with nothing tracked. Here every tracking failure is recorded and ends the command
+with a non-zero exit and a clear message (``SystemExit`` passes through Hydra).
+MLflow is imported lazily: importing it takes seconds, and ``--help`` must not pay.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from tabflow import artifacts
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+log = logging.getLogger(__name__)
+
+# Tag names this project sets; users filter runs on them (`tags.tabflow.role = 'sweep'`).
+TAG_ROLE = "tabflow.role"  # "sweep" (parent), "trial" (child) or "run" (single run)
+TAG_TRIAL = "optuna.trial"
+TAG_STUDY = "optuna.study"
+TAG_STORAGE = "optuna.storage"
+TAG_OVERRIDES = "hydra.overrides"
+TAG_OUTPUT_DIR = "hydra.output_dir"
+TAG_JOB_NUM = "hydra.job.num"
+TAG_DIGEST = "dataset.digest"
+TAG_ERROR = "error"
+
+# Packages the logged model needs; pinned to the versions that trained it. Listing them
+# explicitly avoids MLflow's requirement inference, which takes ~16 s per model.
+MODEL_REQUIREMENTS = ("scikit-learn", "numpy", "pandas", "scipy", "skops")
+# skops refuses types it does not know; we trust exactly the types our pipeline holds,
+# and only from these packages.
+TRUSTED_TYPE_PREFIXES = ("sklearn.", "numpy.", "scipy.")
+
+# The checkout this code runs from: its commit and lock file are recorded with every sweep.
+CODE_ROOT = Path(__file__).resolve().parents[2]
+
+_KEY_BAD_CHARS = re.compile(r"[^\w\-. /]")
+_MAX_PARAM_VALUE = 6000  # MLflow's limit on a param value
+
+
+class TrackingError(RuntimeError):
+    """Tracking failed; the message names what and how to fix it."""
+
+
+def sanitize_key(key: str) -> str:
+    """Return a key MLflow accepts as a param or tag name.
+
+    Hydra produces keys MLflow rejects: ``search_space/rf@hydra.sweeper.params``
+    (choices) and ``+foo`` / ``~foo`` (overrides).
+    """
+    key = key.replace("@", "_at_").lstrip("+~")
+    return _KEY_BAD_CHARS.sub("_", key)
+
+
+def flatten(node: Any, prefix: str = "") -> dict[str, str]:
+    """Flatten a nested dict or list into ``{"a.b.c": "value"}`` with sanitized keys."""
+    items: dict[str, str] = {}
+    if isinstance(node, dict):
+        for k, v in node.items():
+            items.update(flatten(v, f"{prefix}{k}."))
+    elif isinstance(node, list) and any(isinstance(v, (dict, list)) for v in node):
+        for i, v in enumerate(node):
+            items.update(flatten(v, f"{prefix}{i}."))
+    else:
+        items[sanitize_key(prefix[:-1])] = str(node)[:_MAX_PARAM_VALUE]
+    return items
+
+
+def git_info(root: Path) -> dict[str, str]:
+    """Return the commit of the code and whether the work tree has uncommitted changes."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+                                text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True,
+                               text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    return {"mlflow.source.git.commit": commit, "git.dirty": str(bool(dirty)).lower()}
+
+
+def environment_tags() -> dict[str, str]:
+    """Return the Python version and the versions of the packages that shape results."""
+    tags = {"env.python": sys.version.split()[0]}
+    for pkg in ("scikit-learn", "numpy", "pandas", "hydra-core", "hydra-optuna-sweeper",
+                "optuna", "mlflow"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            tags[f"env.{pkg}"] = metadata.version(pkg)
+    return tags
+
+
+def choice_tags(cfg: DictConfig) -> dict[str, str]:
+    """Return Hydra's config-group choices (dataset, model, ...) as ``choice.<group>`` tags."""
+    choices = OmegaConf.to_container(cfg.hydra.runtime.choices)
+    assert isinstance(choices, dict)
+    return {sanitize_key(f"choice.{k!s}"): str(v) for k, v in choices.items()
+            if not str(k).startswith("hydra/")}
+
+
+def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass
+class _Store:
+    """A connection to the tracking store, made once per process."""
+
+    uri: str
+    client: MlflowClient
+
+
+def connect(uri: str) -> _Store:
+    """Connect to a tracking store, creating or upgrading it if needed.
+
+    Raises:
+        TrackingError: If the store can't be reached or opened.
+    """
+    import mlflow
+    from mlflow import MlflowClient
+
+    mlflow.set_tracking_uri(uri)
+    client = MlflowClient(uri)
+    try:
+        # The first call creates a SQLite store and runs its schema migrations. Done here,
+        # in one process, it can't race with parallel jobs doing the same.
+        client.search_experiments(max_results=1)
+    except Exception as e:
+        raise TrackingError(
+            f"cannot open the MLflow tracking store {uri!r}: {type(e).__name__}: {e}. "
+            f"Check tracking.uri / MLFLOW_TRACKING_URI (a server must be running, "
+            f"e.g. `mlflow server --host 127.0.0.1 --port 5000`)"
+        ) from e
+    return _Store(uri, client)
+
+
+def ensure_experiment(store: _Store, name: str, root: Path) -> str:
+    """Return the id of the named experiment, creating it if needed."""
+    experiment = store.client.get_experiment_by_name(name)
+    if experiment is not None:
+        return str(experiment.experiment_id)
+    artifact_location = None
+    if store.uri.startswith("sqlite:"):
+        # MLflow would put artifacts under ./mlruns of whatever the cwd is; anchor them.
+        artifact_location = (root / "mlruns").resolve().as_uri()
+    # Open the UI on the classic model-training view, not the GenAI one.
+    tags = {"mlflow.experimentKind": "custom_model_development"}
+    try:
+        return str(store.client.create_experiment(name, artifact_location, tags))
+    except Exception:
+        # Another process created it between our lookup and create.
+        experiment = store.client.get_experiment_by_name(name)
+        if experiment is None:
+            raise
+        return str(experiment.experiment_id)
+
+
+def log_run_data(store: _Store, run_id: str, params: dict[str, str] | None = None,
+                 metrics: dict[str, float] | None = None,
+                 tags: dict[str, str] | None = None) -> None:
+    """Log params, metrics and tags in as few requests as MLflow's batch limits allow."""
+    from mlflow.entities import Metric, Param, RunTag
+
+    ts = _now_ms()
+    param_list = [Param(k, v) for k, v in (params or {}).items()]
+    tag_list = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
+    metric_list = [Metric(k, float(v), ts, 0) for k, v in (metrics or {}).items()]
+    # MLflow accepts at most 100 params+tags and 1000 metrics per batch.
+    for chunk in _chunks(param_list, 100):
+        store.client.log_batch(run_id, params=chunk)
+    for chunk in _chunks(tag_list, 100):
+        store.client.log_batch(run_id, tags=chunk)
+    for chunk in _chunks(metric_list, 1000):
+        store.client.log_batch(run_id, metrics=chunk)
+
+
+def trusted_types(model: Any) -> list[str]:
+    """Return the exact types skops must trust to save and load ``model``.
+
+    Raises:
+        TrackingError: If the model holds a type from outside scikit-learn, NumPy or SciPy.
+    """
+    import skops.io
+
+    untrusted = skops.io.get_untrusted_types(data=skops.io.dumps(model))
+    foreign = [t for t in untrusted if not t.startswith(TRUSTED_TYPE_PREFIXES)]
+    if foreign:
+        raise TrackingError(f"the model holds types skops should not trust: {foreign}")
+    return list(untrusted)
+
+
+def log_model(store: _Store, run_id: str, model: Any, input_example: Any) -> Any:
+    """Log a fitted pipeline as the run's MLflow model (skops format, explicit requirements).
+
+    Returns:
+        MLflow's ``ModelInfo`` (``model_uri`` points at the logged model).
+    """
+    import mlflow
+
+    requirements = [f"{pkg}=={metadata.version(pkg)}" for pkg in MODEL_REQUIREMENTS]
+    with mlflow.start_run(run_id=run_id):
+        return mlflow.sklearn.log_model(
+            model, name="model", input_example=input_example, pip_requirements=requirements,
+            serialization_format="skops", skops_trusted_types=trusted_types(model),
+        )
+
+
+def _read_config(path: Path) -> DictConfig:
+    cfg = OmegaConf.load(path)
+    assert isinstance(cfg, DictConfig)
+    return cfg
+
+
+@dataclass
+class _Best:
+    run_id: str
+    trial: str
+    value: float
+    output_dir: str
+
+
+@dataclass
+class MlflowCallback(Callback):
+    """Hydra callback that tracks runs and sweeps in MLflow and registers the best model.
+
+    It takes no arguments: every setting is read from the composed config in each hook
+    (``tracking``, ``registry``, ``objective``), which avoids ``${hydra:...}``
+    interpolations in callback parameters (callbacks are built before HydraConfig).
+    State set in the launching process (parent run, experiment) reaches joblib or
+    remote workers because launchers pickle the callbacks after ``on_multirun_start``.
+    """
+
+    experiment_id: str | None = None
+    parent_run_id: str | None = None
+    run_tags: dict[str, str] = field(default_factory=dict)
+    last_run_id: str | None = None
+    _job_run_id: str | None = field(default=None, repr=False)
+    _store: _Store | None = field(default=None, repr=False)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_store"] = None  # a client is per process
+        state["_job_run_id"] = None
+        return state
+
+    def _connect(self, config: DictConfig) -> _Store:
+        if self._store is None or self._store.uri != config.tracking.uri:
+            self._store = connect(config.tracking.uri)
+        return self._store
+
+    def _start(self, config: DictConfig) -> _Store:
+        """Open the store and experiment and collect the tags shared by every run."""
+        store = self._connect(config)
+        root = Path(config.paths.root)
+        self.experiment_id = ensure_experiment(store, config.tracking.experiment, root)
+        self.run_tags = {**git_info(CODE_ROOT), **environment_tags()}
+        return store
+
+    # ---------------------------------------------------------------- single run
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """Open the store before the job, so a bad URI stops the run before any fit."""
+        if config.tracking.enabled:
+            _loud(lambda: self._start(config), "could not start tracking")
+
+    def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
+        """Fail the command if the job's tracking failed."""
+        if not config.tracking.enabled or self.experiment_id is None:
+            return
+        out = Path(config.hydra.runtime.output_dir)
+        _loud(lambda: _raise_tracking_errors([out / artifacts.TRACKING_ERROR_FILE]),
+              "the run was not fully tracked")
+        if self.last_run_id:
+            print(f"MLflow run {self.last_run_id} in experiment "
+                  f"{config.tracking.experiment!r} at {config.tracking.uri}")
+
+    # ---------------------------------------------------------------------- sweep
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """Open the store once and the sweep's parent run."""
+        if config.tracking.enabled:
+            _loud(lambda: self._open_parent(config), "could not start tracking the sweep")
+
+    def _open_parent(self, config: DictConfig) -> None:
+        store = self._start(config)
+        assert self.experiment_id is not None
+        sweeper = config.hydra.sweeper
+        choices = config.hydra.runtime.choices
+        tags = {
+            **self.run_tags, **choice_tags(config),
+            TAG_ROLE: "sweep",
+            TAG_OVERRIDES: " ".join(config.hydra.overrides.task),
+            "hydra.sweep_dir": str(Path(config.hydra.sweep.dir).resolve()),
+        }
+        if "study_name" in sweeper:
+            tags[TAG_STUDY] = str(sweeper.study_name)
+            tags[TAG_STORAGE] = str(sweeper.storage)
+        run = store.client.create_run(
+            self.experiment_id, tags=tags,
+            run_name=f"sweep-{choices.get('model')}-{choices.get('sweep')}-"
+                     f"{time.strftime('%Y%m%d-%H%M%S')}",
+        )
+        self.parent_run_id = run.info.run_id
+        params = {f"sweep.{k}": str(sweeper.get(k)) for k in
+                  ("n_trials", "direction", "max_failure_rate") if k in sweeper}
+        params["sweep.sampler"] = str(sweeper.get("sampler", {}).get("_target_", ""))
+        params.update({f"search_space.{sanitize_key(str(k))}": str(v)
+                       for k, v in (sweeper.get("params") or {}).items()})
+        params["objective.metric"] = config.objective.metric
+        log_run_data(store, self.parent_run_id, params=params)
+        lock = CODE_ROOT / "requirements.lock"
+        if lock.exists():  # the pinned dependencies, for reproducing the environment
+            store.client.log_artifact(self.parent_run_id, str(lock), "environment")
+        log.info("MLflow parent run %s (experiment %r, %s)", self.parent_run_id,
+                 config.tracking.experiment, config.tracking.uri)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        """Register the best trial's model and close the parent run."""
+        if not config.tracking.enabled or self.parent_run_id is None:
+            return
+        # This hook runs in a `finally`: an exception in flight means the sweep failed.
+        error = sys.exc_info()[1]
+        store = self._connect(config)
+        if error is not None:
+            status = "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
+            log_run_data(store, self.parent_run_id,
+                         tags={TAG_ERROR: f"{type(error).__name__}: {error}"[:5000]})
+            store.client.set_terminated(self.parent_run_id, status)
+            return
+        try:
+            sweep_dir = Path(config.hydra.sweep.dir)
+            _raise_tracking_errors(sorted(sweep_dir.glob(f"**/{artifacts.TRACKING_ERROR_FILE}")))
+            self._finish_sweep(store, config, sweep_dir)
+        except BaseException as e:
+            store.client.set_terminated(self.parent_run_id, "FAILED")
+            _exit(f"the sweep's results could not be tracked: {e}", e)
+        store.client.set_terminated(self.parent_run_id, "FINISHED")
+
+    def _best_child(self, store: _Store, config: DictConfig) -> tuple[_Best, dict[str, int]]:
+        metric = config.objective.metric
+        order = "DESC" if config.objective.direction.value == "maximize" else "ASC"
+        runs = store.client.search_runs(
+            [str(self.experiment_id)],
+            filter_string=f"tags.`mlflow.parentRunId` = '{self.parent_run_id}' "
+                          f"and tags.`{TAG_ROLE}` = 'trial'",
+            # Ties go to the earliest trial, as in Optuna's own best_trial.
+            order_by=[f"metrics.`{metric}` {order}", "attributes.start_time ASC"],
+            max_results=50000,
+        )
+        counts: dict[str, int] = {}
+        for r in runs:
+            counts[r.info.status] = counts.get(r.info.status, 0) + 1
+        finished = [r for r in runs if r.info.status == "FINISHED" and metric in r.data.metrics]
+        if not finished:
+            raise TrackingError(f"no trial finished with {metric}: {counts or 'no trials'}; "
+                                f"nothing is registered")
+        best = finished[0]
+        return _Best(best.info.run_id, best.data.tags.get(TAG_TRIAL, "?"),
+                     best.data.metrics[metric], best.data.tags[TAG_OUTPUT_DIR]), counts
+
+    def _finish_sweep(self, store: _Store, config: DictConfig, sweep_dir: Path) -> None:
+        assert self.parent_run_id is not None
+        metric = config.objective.metric
+        best, counts = self._best_child(store, config)
+        summary = {f"trials_{status.lower()}": n for status, n in counts.items()}
+        log_run_data(store, self.parent_run_id,
+                     metrics={f"best_{metric}": best.value, **summary},
+                     tags={"best.run_id": best.run_id, "best.trial": best.trial})
+        results = sweep_dir / "optimization_results.yaml"
+        if results.exists():
+            store.client.log_artifact(self.parent_run_id, str(results))
+        print(f"Best trial {best.trial}: {metric}={best.value:.4f} (run {best.run_id}); "
+              f"trials: {counts}")
+        if config.registry.enabled:
+            self._register(store, config, best)
+
+    def _register(self, store: _Store, config: DictConfig, best: _Best) -> None:
+        from tabflow.job import refit_final  # scikit-learn, only when registering
+
+        assert self.parent_run_id is not None
+        best_cfg = _read_config(Path(best.output_dir) / artifacts.CONFIG_FILE)
+        final = refit_final(best_cfg)
+        log_run_data(store, self.parent_run_id, metrics=final.metrics,
+                     tags={TAG_DIGEST: final.dataset["digest"]})
+        store.client.log_artifact(self.parent_run_id,
+                                  str(Path(best.output_dir) / artifacts.CONFIG_FILE), "best")
+        info = log_model(store, self.parent_run_id, final.pipeline, final.input_example)
+        name, alias = config.registry.model_name, config.registry.alias
+        version = self._register_version(store, info.model_uri, name, config, best, final)
+        store.client.set_registered_model_alias(name, alias, version)
+        log_run_data(store, self.parent_run_id,
+                     tags={"registry.model": name, "registry.version": version,
+                           "registry.alias": alias})
+        test = "  ".join(f"{k}={v:.4f}" for k, v in sorted(final.metrics.items()))
+        print(f"Registered {name} version {version} as @{alias}: models:/{name}@{alias}\n"
+              f"  {test}")
+
+    def _register_version(self, store: _Store, model_uri: str, name: str, config: DictConfig,
+                          best: _Best, final: Any) -> str:
+        import mlflow
+
+        tags = {
+            "sweep.parent_run_id": str(self.parent_run_id),
+            "best.run_id": best.run_id,
+            "best.trial": best.trial,
+            "objective.metric": config.objective.metric,
+            "objective.value": str(best.value),
+            TAG_DIGEST: final.dataset["digest"],
+            **{k: str(v) for k, v in final.metrics.items()},
+        }
+        if "mlflow.source.git.commit" in self.run_tags:
+            tags["git.commit"] = self.run_tags["mlflow.source.git.commit"]
+        mv = mlflow.register_model(model_uri, name, tags=tags)
+        return str(mv.version)
+
+    # ------------------------------------------------------------------------ jobs
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """Open the job's run: a child of the sweep's parent, or a standalone run."""
+        self._job_run_id = None
+        if not config.tracking.enabled or self.experiment_id is None:
+            return
+        out = Path(config.hydra.runtime.output_dir)
+        try:
+            store = self._connect(config)
+            trial = config.get("optuna_trial")
+            tags = {**self.run_tags, TAG_OUTPUT_DIR: str(out.resolve()),
+                    TAG_ROLE: "trial" if self.parent_run_id else "run",
+                    TAG_OVERRIDES: " ".join(config.hydra.overrides.task)}
+            if self.parent_run_id:
+                tags["mlflow.parentRunId"] = self.parent_run_id
+                tags[TAG_JOB_NUM] = str(config.hydra.job.num)
+            if trial is not None:
+                tags[TAG_TRIAL] = str(trial)
+            name = f"trial-{trial}" if trial is not None else f"{config.model.name}-run"
+            run = store.client.create_run(str(self.experiment_id), tags=tags, run_name=name)
+            self._job_run_id = run.info.run_id
+        except Exception as e:
+            _record_job_error(out, "opening the job's MLflow run", e)
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        """Log the job's outputs and close its run FINISHED or FAILED."""
+        run_id, self._job_run_id = self._job_run_id, None
+        if run_id is None:
+            return
+        self.last_run_id = run_id
+        out = Path(config.hydra.runtime.output_dir)
+        try:
+            store = self._connect(config)
+            self._log_job(store, config, run_id, out, job_return)
+        except Exception as e:
+            _record_job_error(out, "logging the job to MLflow", e)
+            try:
+                store = self._connect(config)
+                store.client.set_terminated(run_id, "FAILED")
+            except Exception:
+                pass  # the error file already says what happened
+
+    def _log_job(self, store: _Store, config: DictConfig, run_id: str, out: Path,
+                 job_return: JobReturn) -> None:
+        from tabflow.job import job_config
+
+        resolved = OmegaConf.to_container(job_config(config))
+        dataset = artifacts.read_json(out / artifacts.DATASET_FILE)
+        tags = choice_tags(config)
+        if dataset:
+            tags.update({TAG_DIGEST: dataset["digest"], "dataset.source": dataset["source"],
+                         "dataset.shape": f"{dataset['n_rows']}x{dataset['n_features']}"})
+        failed = job_return.status != JobStatus.COMPLETED
+        if failed:
+            error = job_return._return_value
+            tags[TAG_ERROR] = f"{type(error).__name__}: {error}"[:5000]
+        log_run_data(store, run_id, params=flatten(resolved),
+                     metrics=artifacts.read_json(out / artifacts.METRICS_FILE), tags=tags)
+        for name in (artifacts.CONFIG_FILE, artifacts.DATASET_FILE, ".hydra/overrides.yaml"):
+            if (out / name).exists():
+                store.client.log_artifact(run_id, str(out / name))
+        model_file = out / artifacts.MODEL_FILE
+        if not failed and config.tracking.log_model and model_file.exists():
+            import joblib
+
+            from tabflow.data import load_dataset
+
+            # Our own file, written by this job moments ago.
+            model = joblib.load(model_file)
+            log_model(store, run_id, model, load_dataset(config.dataset).X.head(5))
+        store.client.set_terminated(run_id, "FAILED" if failed else "FINISHED")
+
+
+def _record_job_error(out: Path, what: str, error: BaseException) -> None:
+    """Leave a job's tracking failure where the launching process will find it."""
+    message = f"{what} failed: {type(error).__name__}: {error}"
+    log.error("%s", message)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / artifacts.TRACKING_ERROR_FILE).write_text(
+        f"{message}\n\n{''.join(traceback.format_exception(error))}")
+
+
+def _raise_tracking_errors(files: list[Path]) -> None:
+    errors = [f"{f.parent}: {f.read_text().splitlines()[0]}" for f in files if f.exists()]
+    if errors:
+        raise TrackingError(
+            f"{len(errors)} job(s) could not be tracked; their results are in their output "
+            f"dirs:\n  " + "\n  ".join(errors))
+
+
+def _exit(message: str, error: BaseException | None = None) -> None:
+    print(f"Tracking error: {message}", file=sys.stderr)
+    raise SystemExit(1) from error
+
+
+def _loud(action: Any, what: str) -> None:
+    """Run a tracking action; on failure stop the command with a clear message."""
+    try:
+        action()
+    except Exception as e:
+        _exit(f"{what}: {e}", e)

@@ -1,0 +1,38 @@
+"""Train one configuration, or sweep many with Optuna.
+
+    python src/train.py                          # one run on the defaults
+    python src/train.py -m model=rf sweep=wide   # an Optuna sweep, tracked in MLflow
+
+Tracking and registration happen in Hydra callbacks (``tabflow.tracking``); this
+entry only runs the job and returns the objective to the sweeper.
+"""
+
+import os
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from tabflow.config import register_configs
+
+# Anchor stores and data paths at the project root, whatever the cwd (conf/train.yaml reads it).
+os.environ.setdefault("TABFLOW_ROOT", str(Path(__file__).resolve().parent.parent))
+register_configs()
+
+
+# Config-named targets Hydra may instantiate: our callbacks only (model classes are
+# resolved by tabflow.pipeline, which allows scikit-learn classes only).
+@hydra.main(config_path="../conf", config_name="train", execution_whitelist=("tabflow.*",))
+def main(cfg: DictConfig) -> float:
+    """Run one job and return the objective the Optuna sweeper optimises."""
+    from tabflow.job import objective_value, run_job  # scikit-learn loads only when a job runs
+
+    hydra_cfg = HydraConfig.get()
+    metrics = run_job(cfg, hydra_cfg.runtime.output_dir, save_model=hydra_cfg.mode == RunMode.RUN)
+    return objective_value(metrics, cfg.objective.metric)
+
+
+if __name__ == "__main__":
+    main()
