@@ -199,8 +199,6 @@ MODEL_SCHEMAS: dict[str, type[ModelConfig]] = {
 def register_configs() -> None:
     """Register the schemas so ``conf/`` files can extend them by name."""
     cs = ConfigStore.instance()
-    cs.store(name="train_schema", node=TrainConfig)
-    cs.store(group="schema/dataset", name="dataset", node=DatasetConfig)
-    cs.store(group="schema/preprocessing", name="preprocessing", node=PreprocessingConfig)
+    cs.store(name="train_schema", node=TrainConfig, provider="tabflow", replace=True)
     for name, schema in MODEL_SCHEMAS.items():
-        cs.store(group="schema/model", name=name, node=schema)
+        cs.store(group="schema/model", name=name, node=schema, provider="tabflow", replace=True)

@@ -6,7 +6,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 from sklearn.compose import ColumnTransformer
-from sklearn.impute import SimpleImputer
+from sklearn.impute import MissingIndicator, SimpleImputer
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import (
     MinMaxScaler,
@@ -35,6 +35,7 @@ def make_preprocessor(
 
     Args:
         cfg: The ``preprocessing`` node (numeric_imputer, add_indicator, scaler, encoder).
+            ``add_indicator`` adds a 0/1 column for each feature that had missing values.
         numeric: Names of the numeric columns.
         categorical: Names of the categorical columns.
 
@@ -44,8 +45,7 @@ def make_preprocessor(
     """
     scaler = Scaler(cfg.scaler)
     numeric_steps: list[tuple[str, Any]] = [
-        ("impute", SimpleImputer(strategy=NumericImputer(cfg.numeric_imputer).value,
-                                 add_indicator=cfg.add_indicator)),
+        ("impute", SimpleImputer(strategy=NumericImputer(cfg.numeric_imputer).value)),
     ]
     if scaler is not Scaler.none:
         numeric_steps.append(("scale", _SCALERS[scaler]()))
@@ -56,7 +56,7 @@ def make_preprocessor(
     else:
         encoder = OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1)
     categorical_steps = [
-        ("impute", SimpleImputer(strategy="most_frequent", add_indicator=cfg.add_indicator)),
+        ("impute", SimpleImputer(strategy="most_frequent")),
         ("encode", encoder),
     ]
     transformers = []
@@ -64,4 +64,8 @@ def make_preprocessor(
         transformers.append(("numeric", Pipeline(numeric_steps), numeric))
     if categorical:
         transformers.append(("categorical", Pipeline(categorical_steps), categorical))
+    if cfg.add_indicator:
+        # One 0/1 column per feature that had gaps in training, kept out of the encoders.
+        transformers.append(("missing", MissingIndicator(features="missing-only"),
+                             numeric + categorical))
     return ColumnTransformer(transformers, remainder="drop", verbose_feature_names_out=False)

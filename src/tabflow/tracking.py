@@ -28,6 +28,7 @@ import subprocess
 import sys
 import time
 import traceback
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -151,12 +152,14 @@ def connect(uri: str) -> _Store:
     Raises:
         TrackingError: If the store can't be reached or opened.
     """
+    if uri.startswith(("http://", "https://")):
+        _check_server(uri)
     import mlflow
     from mlflow import MlflowClient
 
-    mlflow.set_tracking_uri(uri)
-    client = MlflowClient(uri)
     try:
+        mlflow.set_tracking_uri(uri)
+        client = MlflowClient(uri)
         # The first call creates a SQLite store and runs its schema migrations. Done here,
         # in one process, it can't race with parallel jobs doing the same.
         client.search_experiments(max_results=1)
@@ -167,6 +170,22 @@ def connect(uri: str) -> _Store:
             f"e.g. `mlflow server --host 127.0.0.1 --port 5000`)"
         ) from e
     return _Store(uri, client)
+
+
+def _check_server(uri: str, timeout_s: float = 5.0) -> None:
+    """Fail fast when a tracking server is down (MLflow's own retries take minutes)."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout_s):
+            pass
+    except (urllib.error.URLError, OSError) as e:
+        raise TrackingError(
+            f"the MLflow tracking server at {uri} is not reachable ({e}). Start it, e.g. "
+            f"`mlflow server --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 "
+            f"--port 5000`, or unset MLFLOW_TRACKING_URI to use the local SQLite store"
+        ) from e
 
 
 def ensure_experiment(store: _Store, name: str, root: Path) -> str:
@@ -233,7 +252,10 @@ def log_model(store: _Store, run_id: str, model: Any, input_example: Any) -> Any
     import mlflow
 
     requirements = [f"{pkg}=={metadata.version(pkg)}" for pkg in MODEL_REQUIREMENTS]
-    with mlflow.start_run(run_id=run_id):
+    with mlflow.start_run(run_id=run_id), warnings.catch_warnings():
+        # Class labels are integers; MLflow's hint about missing values in integer
+        # columns concerns inputs with gaps, which this output can't have.
+        warnings.filterwarnings("ignore", message=".*Inferred schema contains integer")
         return mlflow.sklearn.log_model(
             model, name="model", input_example=input_example, pip_requirements=requirements,
             serialization_format="skops", skops_trusted_types=trusted_types(model),

@@ -1,0 +1,72 @@
+"""The MLflow callback's hooks, driven in-process against a real SQLite store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra.core.utils import JobReturn, JobStatus
+from mlflow import MlflowClient
+from omegaconf import DictConfig, open_dict, read_write
+
+from tabflow import artifacts
+from tabflow.tracking import MlflowCallback
+
+
+def with_output_dir(cfg: DictConfig, sweep_dir: Path, job: int) -> DictConfig:
+    cfg = cfg.copy()
+    with read_write(cfg.hydra), open_dict(cfg.hydra):
+        cfg.hydra.sweep.dir = str(sweep_dir)
+        cfg.hydra.runtime.output_dir = str(sweep_dir / str(job))
+        cfg.hydra.job.num = job
+        cfg.hydra.overrides.task = ["sweep=narrow"]
+    with open_dict(cfg):
+        cfg.optuna_trial = job
+    return cfg
+
+
+def test_a_trial_that_cannot_be_logged_fails_the_sweep_loudly(compose_cfg, project_root):
+    cfg = with_output_dir(compose_cfg("sweep=narrow"), project_root / "multirun", 0)
+    callback = MlflowCallback()
+    callback.on_multirun_start(cfg)
+    callback.on_job_start(cfg, task_function=None)
+    run_id = callback._job_run_id
+    out = Path(cfg.hydra.runtime.output_dir)
+    artifacts.write_json(out / artifacts.METRICS_FILE, {"val_accuracy": 0.9})
+    client = MlflowClient(cfg.tracking.uri)
+    client.delete_run(run_id)  # a real fault: someone deletes the run mid-trial
+    callback.on_job_end(cfg, JobReturn(status=JobStatus.COMPLETED, _return_value=0.9))
+
+    error_file = out / artifacts.TRACKING_ERROR_FILE
+    assert "logging the job to MLflow failed" in error_file.read_text()
+    assert (out / artifacts.METRICS_FILE).exists()  # the result itself is kept
+    with pytest.raises(SystemExit) as exit_info:
+        callback.on_multirun_end(cfg)
+    assert exit_info.value.code == 1
+    assert client.get_run(callback.parent_run_id).info.status == "FAILED"
+
+
+def test_a_failed_job_is_tracked_as_failed_with_its_error(compose_cfg, project_root):
+    cfg = with_output_dir(compose_cfg("sweep=narrow"), project_root / "multirun", 0)
+    callback = MlflowCallback()
+    callback.on_multirun_start(cfg)
+    callback.on_job_start(cfg, task_function=None)
+    run_id = callback._job_run_id
+    callback.on_job_end(cfg, JobReturn(status=JobStatus.FAILED,
+                                       _return_value=ValueError("boom: bad column")))
+    run = MlflowClient(cfg.tracking.uri).get_run(run_id)
+    assert run.info.status == "FAILED"
+    assert run.data.tags["error"] == "ValueError: boom: bad column"
+    assert run.data.tags["mlflow.parentRunId"] == callback.parent_run_id
+
+
+def test_an_interrupted_sweep_leaves_the_parent_killed(compose_cfg, project_root):
+    cfg = with_output_dir(compose_cfg("sweep=narrow"), project_root / "multirun", 0)
+    callback = MlflowCallback()
+    callback.on_multirun_start(cfg)
+    try:
+        raise KeyboardInterrupt
+    except KeyboardInterrupt:
+        callback.on_multirun_end(cfg)  # Hydra calls it in a `finally`
+    parent = MlflowClient(cfg.tracking.uri).get_run(callback.parent_run_id)
+    assert parent.info.status == "KILLED"

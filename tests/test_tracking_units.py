@@ -1,0 +1,70 @@
+"""Tracking helpers and the sweeper's batch sizing, without a full sweep."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+
+import pytest
+from omegaconf import OmegaConf
+
+from hydra_plugins.tabflow_sweeper.tabflow_sweeper import batch_size
+from tabflow.tracking import TrackingError, connect, flatten, sanitize_key, trusted_types
+
+
+@pytest.mark.parametrize(("key", "expected"), [
+    ("search_space/rf@hydra.sweeper.params", "search_space/rf_at_hydra.sweeper.params"),
+    ("+model.extra", "model.extra"),
+    ("~model.x", "model.x"),
+    ("choice.hydra/launcher", "choice.hydra/launcher"),
+    ("weird:key!", "weird_key_"),
+])
+def test_sanitize_key_gives_names_mlflow_accepts(key, expected):
+    assert sanitize_key(key) == expected
+
+
+def test_flatten_nested_config():
+    flat = flatten({"model": {"n_estimators": 10, "max_depth": None},
+                    "dataset": {"columns": ["a", "b"]}, "seed": 1})
+    assert flat == {"model.n_estimators": "10", "model.max_depth": "None",
+                    "dataset.columns": "['a', 'b']", "seed": "1"}
+    assert len(flatten({"x": "y" * 10_000})["x"]) == 6000
+
+
+@pytest.mark.parametrize(("n_jobs", "launcher", "expected"), [
+    (3, {"n_jobs": 8}, 3),          # explicit wins
+    (None, None, 1),                # basic launcher: sequential
+    (None, {"_target_": "basic"}, 1),
+    (None, {"n_jobs": 2}, 2),       # joblib with 2 workers
+    (None, {"n_jobs": -1}, os.cpu_count() or 1),  # joblib: all cores
+])
+def test_batch_size_matches_launcher(n_jobs, launcher, expected):
+    cfg = OmegaConf.create(launcher) if launcher is not None else None
+    assert batch_size(n_jobs, cfg) == expected
+
+
+def test_batch_size_rejects_zero():
+    with pytest.raises(ValueError, match="n_jobs"):
+        batch_size(0, None)
+
+
+def test_unreachable_server_fails_fast_naming_the_uri():
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    uri = f"http://127.0.0.1:{port}"
+    start = time.monotonic()
+    with pytest.raises(TrackingError, match=f"127.0.0.1:{port}.*mlflow server"):
+        connect(uri)
+    assert time.monotonic() - start < 15
+
+
+def test_trusted_types_are_exactly_the_models_own():
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression
+
+    forest = RandomForestClassifier(n_estimators=2).fit([[0], [1]], [0, 1])
+    assert "sklearn.tree._tree.Tree" in trusted_types(forest)
+    linear = LogisticRegression().fit([[0], [1]], [0, 1])
+    assert "sklearn.tree._tree.Tree" not in trusted_types(linear)
