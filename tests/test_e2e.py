@@ -181,3 +181,19 @@ def test_bad_config_is_reported_before_tracking_starts(tmp_path):
     assert proc.returncode != 0
     assert "objective.metric='test_accuracy'" in proc.stderr
     assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_a_failing_trial_is_tracked_failed_and_nothing_is_registered(tmp_path):
+    # A real fault inside the job: scikit-learn rejects the value at fit time.
+    proc = run_train(tmp_path, "-m", "sweep=narrow", "hydra.sweeper.n_trials=2",
+                     "model.max_features=bogus")
+    assert proc.returncode != 0
+    assert "max_features" in proc.stderr
+    client, runs = runs_of(tmp_path)
+    child = next(r for r in runs if r.data.tags.get("tabflow.role") == "trial")
+    parent = next(r for r in runs if r.data.tags.get("tabflow.role") == "sweep")
+    assert child.info.status == "FAILED"
+    assert "max_features" in child.data.tags["error"]
+    assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
+    assert parent.info.status == "FAILED"
+    assert not client.search_registered_models()

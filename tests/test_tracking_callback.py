@@ -25,12 +25,25 @@ def with_output_dir(cfg: DictConfig, sweep_dir: Path, job: int) -> DictConfig:
     return cfg
 
 
-def test_a_trial_that_cannot_be_logged_fails_the_sweep_loudly(compose_cfg, project_root):
+@pytest.fixture
+def sweep(compose_cfg, project_root) -> tuple[DictConfig, MlflowCallback]:
+    """A sweep's parent run opened by the callback, and the config of its job 0."""
     cfg = with_output_dir(compose_cfg("sweep=narrow"), project_root / "multirun", 0)
     callback = MlflowCallback()
     callback.on_multirun_start(cfg)
+    return cfg, callback
+
+
+def start_job(sweep: tuple[DictConfig, MlflowCallback]) -> str:
+    cfg, callback = sweep
     callback.on_job_start(cfg, task_function=None)
-    run_id = callback._job_run_id
+    assert callback._job_run_id is not None
+    return callback._job_run_id
+
+
+def test_a_trial_that_cannot_be_logged_fails_the_sweep_loudly(sweep):
+    cfg, callback = sweep
+    run_id = start_job(sweep)
     out = Path(cfg.hydra.runtime.output_dir)
     artifacts.write_json(out / artifacts.METRICS_FILE, {"val_accuracy": 0.9})
     client = MlflowClient(cfg.tracking.uri)
@@ -46,12 +59,9 @@ def test_a_trial_that_cannot_be_logged_fails_the_sweep_loudly(compose_cfg, proje
     assert client.get_run(callback.parent_run_id).info.status == "FAILED"
 
 
-def test_a_failed_job_is_tracked_as_failed_with_its_error(compose_cfg, project_root):
-    cfg = with_output_dir(compose_cfg("sweep=narrow"), project_root / "multirun", 0)
-    callback = MlflowCallback()
-    callback.on_multirun_start(cfg)
-    callback.on_job_start(cfg, task_function=None)
-    run_id = callback._job_run_id
+def test_a_failed_job_is_tracked_as_failed_with_its_error(sweep):
+    cfg, callback = sweep
+    run_id = start_job(sweep)
     callback.on_job_end(cfg, JobReturn(status=JobStatus.FAILED,
                                        _return_value=ValueError("boom: bad column")))
     run = MlflowClient(cfg.tracking.uri).get_run(run_id)
@@ -60,10 +70,8 @@ def test_a_failed_job_is_tracked_as_failed_with_its_error(compose_cfg, project_r
     assert run.data.tags["mlflow.parentRunId"] == callback.parent_run_id
 
 
-def test_an_interrupted_sweep_leaves_the_parent_killed(compose_cfg, project_root):
-    cfg = with_output_dir(compose_cfg("sweep=narrow"), project_root / "multirun", 0)
-    callback = MlflowCallback()
-    callback.on_multirun_start(cfg)
+def test_an_interrupted_sweep_leaves_the_parent_killed(sweep):
+    cfg, callback = sweep
     try:
         raise KeyboardInterrupt
     except KeyboardInterrupt:
