@@ -67,9 +67,11 @@ def test_single_run_logs_one_run_with_metrics_and_model(tmp_path):
 def load_dataset_frame():
     from omegaconf import OmegaConf
 
-    return load_dataset(OmegaConf.create({
-        "name": "breast_cancer", "source": "sklearn", "loader": "load_breast_cancer",
-        "target": "target", "task": "classification"})).X
+    from tabflow.config import DatasetConfig, Source, Task
+
+    return load_dataset(OmegaConf.structured(DatasetConfig(
+        name="breast_cancer", source=Source.sklearn, loader="load_breast_cancer",
+        task=Task.classification))).X
 
 
 def test_sweep_tracks_every_trial_and_registers_the_best(tmp_path):

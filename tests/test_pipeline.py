@@ -8,8 +8,8 @@ import pytest
 from omegaconf import OmegaConf
 from sklearn.pipeline import Pipeline
 
-from tabflow.config import Task
-from tabflow.data import Dataset, load_dataset, split_dataset
+from tabflow.config import DatasetConfig, PreprocessingConfig, Source, Task
+from tabflow.data import DataError, Dataset, infer_columns, load_dataset, split_dataset
 from tabflow.evaluation import compute_metrics
 from tabflow.job import objective_value, refit_final, run_job
 from tabflow.pipeline import build_estimator, build_pipeline
@@ -27,13 +27,12 @@ def mixed_frame(n: int = 120, seed: int = 0) -> Dataset:
     X.loc[::7, "num a"] = np.nan
     X.loc[::11, "colour"] = np.nan
     y = pd.Series((X["num_b"] > 50).astype(int), name="target")
-    return Dataset("mixed", "test", Task.classification, X, y)
+    numeric, categorical = infer_columns(X)
+    return Dataset("mixed", "test", Task.classification, X, y, numeric, categorical)
 
 
 def prep_cfg(**kw):
-    base = {"name": "t", "numeric_imputer": "median", "add_indicator": False,
-            "scaler": "standard", "encoder": "onehot"}
-    return OmegaConf.create({**base, **kw})
+    return OmegaConf.merge(OmegaConf.structured(PreprocessingConfig), {"name": "t", **kw})
 
 
 def test_sklearn_dataset_loads_with_target_and_task(compose_cfg):
@@ -51,9 +50,9 @@ def test_digest_changes_with_the_data():
 
 
 def test_unknown_loader_names_the_choices():
-    cfg = OmegaConf.create({"name": "x", "source": "sklearn", "loader": "fetch_openml",
-                            "target": "target", "task": "classification"})
-    with pytest.raises(ValueError, match="load_breast_cancer"):
+    cfg = OmegaConf.structured(DatasetConfig(name="x", source=Source.sklearn,
+                                             loader="fetch_openml", task=Task.classification))
+    with pytest.raises(DataError, match="load_breast_cancer"):
         load_dataset(cfg)
 
 

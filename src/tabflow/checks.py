@@ -1,9 +1,10 @@
-"""Checks of the composed config that the schemas can't express, run before any job.
+"""Checks of the composed config and its data, run before any job.
 
 Schemas catch typos and wrong types at composition. What they can't see (an
 objective metric the task never computes, split sizes that leave no training
 rows, a sweep without a search space) is checked here, in the launching process,
-before tracking starts or a model is fitted.
+before tracking starts or a model is fitted. The dataset is loaded and split here
+too, so bad data is reported before the first trial.
 """
 
 from __future__ import annotations
@@ -74,29 +75,51 @@ def check_config(cfg: DictConfig, sweeping: bool) -> None:
         check_search_space(cfg)
 
 
-def _fail(error: Exception) -> None:
+def check_data(cfg: DictConfig) -> None:
+    """Load, check and split the dataset once, before any job.
+
+    Bad data then stops the command with a clear message before a trial starts, and the
+    cleaned table and split are cached in data/ for the jobs to reuse.
+    """
+    # pandas and scikit-learn load here, not at start-up (--help stays fast).
+    from tabflow.data import load_dataset, split_dataset
+
+    ds = load_dataset(cfg.dataset, cfg.paths.data)
+    split_dataset(ds, cfg.split, cfg.seed, cfg.paths.data)
+    log.info("dataset %s: %d rows, %d numeric and %d categorical features, digest %s",
+             ds.name, len(ds.y), len(ds.numeric), len(ds.categorical), ds.digest[:12])
+
+
+def _fail(kind: str, error: Exception) -> None:
     # Hydra turns exceptions raised in callbacks into warnings; SystemExit passes through.
-    print(f"Config error: {error}", file=sys.stderr)
+    print(f"{kind} error: {error}", file=sys.stderr)
     raise SystemExit(2)
+
+
+def _check_all(config: DictConfig, sweeping: bool) -> None:
+    from tabflow.data import DataError  # imported here: pandas loads only once a run starts
+
+    try:
+        check_config(config, sweeping=sweeping)
+    except ConfigError as e:
+        _fail("Config", e)
+    try:
+        check_data(config)
+    except DataError as e:
+        _fail("Data", e)
 
 
 class ConfigCheck(Callback):
     """Hydra callback that stops a run or sweep with a clear message on a bad config."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        """Check a single run's config; hint at ``-m`` when a sweep was selected."""
-        try:
-            check_config(config, sweeping=False)
-        except ConfigError as e:
-            _fail(e)
+        """Check a single run's config and data; hint at ``-m`` when a sweep was selected."""
+        _check_all(config, sweeping=False)
         if config.hydra.runtime.choices.get("sweep") not in (None, "none"):
             log.warning("sweep=%s selected without -m: running one job with the default "
                         "hyperparameters; add -m to sweep", config.hydra.runtime.choices.sweep)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        """Check a sweep's config before the sweeper or tracking starts."""
+        """Check a sweep's config and data before the sweeper or tracking starts."""
         sweeping = "optuna" in str(config.hydra.sweeper.get("_target_", "")).lower()
-        try:
-            check_config(config, sweeping=sweeping)
-        except ConfigError as e:
-            _fail(e)
+        _check_all(config, sweeping=sweeping)

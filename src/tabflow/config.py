@@ -67,15 +67,44 @@ def metric_names(task: Task | str) -> tuple[str, ...]:
     return CLASSIFICATION_METRICS if Task(task) is Task.classification else REGRESSION_METRICS
 
 
+class Source(StrEnum):
+    """Where a dataset's rows come from."""
+
+    sklearn = "sklearn"  # one of scikit-learn's bundled `load_*` sets
+    penguins = "penguins"  # the Palmer penguins table of the palmerpenguins package
+    file = "file"  # a CSV or Parquet file (under data/raw/ when relative)
+    synthetic = "synthetic"  # make_classification / make_regression
+
+
+@dataclass
+class SyntheticConfig:
+    """Size knobs of a synthetic dataset (``dataset=synthetic``)."""
+
+    n_rows: int = 1000
+    n_features: int = 10
+    n_informative: int = 5
+    n_categorical: int = 0  # of the features, how many become string categories
+    n_classes: int = 2  # classification only
+    missing_rate: float = 0.0  # fraction of feature cells set missing, at random
+    noise: float = 0.0  # regression: std of the Gaussian noise on the target
+    seed: int = 0
+
+
 @dataclass
 class DatasetConfig:
-    """A dataset: where it comes from, its target column and its task."""
+    """A dataset: where it comes from, its target column, its task and its columns."""
 
     name: str = MISSING
-    source: str = MISSING  # "sklearn": one of scikit-learn's bundled loaders
-    loader: str | None = None  # e.g. load_breast_cancer, for source=sklearn
-    target: str = "target"
+    source: Source = MISSING
+    loader: str | None = None  # source=sklearn: e.g. load_breast_cancer
+    path: str | None = None  # source=file: a .csv or .parquet file, relative to data/raw/
+    target: str | None = "target"
     task: Task = MISSING
+    numeric: list[str] = field(default_factory=list)  # columns forced numeric
+    categorical: list[str] = field(default_factory=list)  # columns forced categorical
+    drop: list[str] = field(default_factory=list)  # columns left out
+    id_columns: list[str] = field(default_factory=list)  # identifiers: never features
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
 
 @dataclass
@@ -84,9 +113,11 @@ class PreprocessingConfig:
 
     name: str = MISSING
     numeric_imputer: NumericImputer = NumericImputer.median
-    add_indicator: bool = False
+    add_indicator: bool = False  # a 0/1 column per feature that had missing values
     scaler: Scaler = Scaler.standard
     encoder: Encoder = Encoder.onehot
+    poly_degree: int = 1  # >1 adds polynomial terms of the numeric columns
+    interaction_only: bool = False  # with poly_degree > 1: products only, no powers
 
 
 @dataclass
@@ -142,8 +173,10 @@ class SplitConfig:
 class ObjectiveConfig:
     """The value the sweep optimises: a validation metric and a direction."""
 
-    metric: str = "val_accuracy"
-    direction: Direction = Direction.maximize
+    metric: str = MISSING
+    direction: Direction = MISSING
+    # Defaults per task, which `metric` and `direction` interpolate in conf/train.yaml.
+    by_task: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 @dataclass

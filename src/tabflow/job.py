@@ -33,8 +33,8 @@ def job_config(cfg: DictConfig) -> DictConfig:
 
 
 def _prepare(cfg: DictConfig) -> tuple[Dataset, Splits, Pipeline]:
-    ds = load_dataset(cfg.dataset)
-    splits = split_dataset(ds, cfg.split, cfg.seed)
+    ds = load_dataset(cfg.dataset, cfg.paths.data)
+    splits = split_dataset(ds, cfg.split, cfg.seed, cfg.paths.data)
     return ds, splits, build_pipeline(cfg, ds)
 
 

@@ -12,6 +12,7 @@ from sklearn.preprocessing import (
     MinMaxScaler,
     OneHotEncoder,
     OrdinalEncoder,
+    PolynomialFeatures,
     RobustScaler,
     StandardScaler,
 )
@@ -35,18 +36,29 @@ def make_preprocessor(
 
     Args:
         cfg: The ``preprocessing`` node (numeric_imputer, add_indicator, scaler, encoder).
-            ``add_indicator`` adds a 0/1 column for each feature that had missing values.
+            ``add_indicator`` adds a 0/1 column for each feature that had missing values;
+            ``poly_degree`` > 1 adds polynomial (or, with ``interaction_only``, interaction)
+            terms of the numeric columns.
         numeric: Names of the numeric columns.
         categorical: Names of the categorical columns.
 
     Returns:
-        A ColumnTransformer that imputes and scales numeric columns and imputes and
-        encodes categorical ones; other columns are dropped.
+        A ColumnTransformer that imputes, expands and scales numeric columns and imputes
+        and encodes categorical ones; other columns are dropped.
+
+    Raises:
+        ValueError: If ``poly_degree`` is below 1.
     """
+    if cfg.poly_degree < 1:
+        raise ValueError(f"preprocessing.poly_degree={cfg.poly_degree} must be >= 1 (1 = off)")
     scaler = Scaler(cfg.scaler)
     numeric_steps: list[tuple[str, Any]] = [
         ("impute", SimpleImputer(strategy=NumericImputer(cfg.numeric_imputer).value)),
     ]
+    if cfg.poly_degree > 1:
+        # Powers and products of the imputed numeric columns, scaled afterwards like the rest.
+        numeric_steps.append(("poly", PolynomialFeatures(
+            degree=cfg.poly_degree, interaction_only=cfg.interaction_only, include_bias=False)))
     if scaler is not Scaler.none:
         numeric_steps.append(("scale", _SCALERS[scaler]()))
     encoder: Any

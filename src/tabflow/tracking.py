@@ -22,6 +22,7 @@ MLflow is imported lazily: importing it takes seconds, and ``--help`` must not p
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import re
 import subprocess
@@ -226,6 +227,41 @@ def log_run_data(store: _Store, run_id: str, params: dict[str, str] | None = Non
         store.client.log_batch(run_id, tags=chunk)
     for chunk in _chunks(metric_list, 1000):
         store.client.log_batch(run_id, metrics=chunk)
+
+
+def _column_type(dtype: str) -> str:
+    """Map a pandas dtype name to an MLflow column type."""
+    if dtype.startswith("float"):
+        return "double"
+    if dtype.startswith(("int", "uint")):
+        return "long"
+    return "boolean" if dtype == "bool" else "string"
+
+
+def log_dataset(store: _Store, run_id: str, dataset: dict[str, Any], context: str) -> None:
+    """Record a dataset as an MLflow dataset input of a run (the run's *Datasets used*).
+
+    Args:
+        store: The tracking store.
+        run_id: The run that used the data.
+        dataset: The lineage record a job writes (``Dataset.describe``): name, source,
+            digest, shape and schema.
+        context: How the run used it, e.g. ``training``.
+    """
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    schema = {"mlflow_colspec": [{"name": name, "type": _column_type(dtype), "required": True}
+                                 for name, dtype in dataset["schema"].items()]}
+    entity = Dataset(
+        # MLflow caps a dataset digest at 36 characters; the full one is the run's tag.
+        name=dataset["name"], digest=dataset["digest"][:16],
+        source_type="local" if dataset["source"].startswith("/") else "code",
+        source=json.dumps({"uri": dataset["source"]}), schema=json.dumps(schema),
+        profile=json.dumps({"num_rows": dataset["n_rows"],
+                            "num_elements": dataset["n_rows"] * dataset["n_features"]}),
+    )
+    store.client.log_inputs(run_id, datasets=[DatasetInput(
+        entity, tags=[InputTag("mlflow.data.context", context)])])
 
 
 def trusted_types(model: Any) -> list[str]:
@@ -437,6 +473,7 @@ class MlflowCallback(Callback):
         final = refit_final(best_cfg)
         log_run_data(store, self.parent_run_id, metrics=final.metrics,
                      tags={TAG_DIGEST: final.dataset["digest"]})
+        log_dataset(store, self.parent_run_id, final.dataset, "training")
         store.client.log_artifact(self.parent_run_id,
                                   str(Path(best.output_dir) / artifacts.CONFIG_FILE), "best")
         info = log_model(store, self.parent_run_id, final.pipeline, final.input_example)
@@ -520,6 +557,7 @@ class MlflowCallback(Callback):
         if dataset:
             tags.update({TAG_DIGEST: dataset["digest"], "dataset.source": dataset["source"],
                          "dataset.shape": f"{dataset['n_rows']}x{dataset['n_features']}"})
+            log_dataset(store, run_id, dataset, "training")
         failed = job_return.status != JobStatus.COMPLETED
         if failed:
             error = job_return._return_value
@@ -537,7 +575,8 @@ class MlflowCallback(Callback):
 
             # Our own file, written by this job moments ago.
             model = joblib.load(model_file)
-            log_model(store, run_id, model, load_dataset(config.dataset).X.head(5))
+            X = load_dataset(config.dataset, config.paths.data).X  # cached by the job
+            log_model(store, run_id, model, X.head(5))
         store.client.set_terminated(run_id, "FAILED" if failed else "FINISHED")
 
 
