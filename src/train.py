@@ -25,12 +25,15 @@ register_configs()
 # Config-named targets Hydra may instantiate: our callbacks only (model classes are
 # resolved by tabflow.pipeline, which allows scikit-learn classes only).
 @hydra.main(config_path="../conf", config_name="train", execution_whitelist=("tabflow.*",))
-def main(cfg: DictConfig) -> float:
+def main(cfg: DictConfig) -> float | list[float]:
     """Run one job and return the objective the Optuna sweeper optimises."""
-    from tabflow.job import objective_value, run_job  # scikit-learn loads only when a job runs
+    # scikit-learn loads only when a job runs, so --help and config errors stay fast.
+    from tabflow.job import objective_value, run_job, threads_per_job
 
     hydra_cfg = HydraConfig.get()
-    metrics = run_job(cfg, hydra_cfg.runtime.output_dir, save_model=hydra_cfg.mode == RunMode.RUN)
+    threads = threads_per_job(cfg.threads, hydra_cfg.launcher.get("n_jobs"))
+    metrics = run_job(cfg, hydra_cfg.runtime.output_dir, threads=threads,
+                      save_model=hydra_cfg.mode == RunMode.RUN)
     return objective_value(metrics, cfg.objective.metric)
 
 

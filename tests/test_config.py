@@ -7,12 +7,12 @@ import itertools
 import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf, open_dict, read_write
+from sklearn.base import is_classifier, is_regressor
 
 from conftest import group_options
 from tabflow.checks import ConfigError, check_config
-from tabflow.config import MODEL_SCHEMAS, Task
-from tabflow.job import job_config
-from tabflow.pipeline import estimator_params
+from tabflow.config import MODEL_SCHEMAS, Task, job_config
+from tabflow.pipeline import build_estimator
 
 DATASETS = group_options("dataset")
 PREPROCESSING = group_options("preprocessing")
@@ -27,9 +27,15 @@ def test_groups_offer_what_the_readme_promises() -> None:
     assert {"narrow", "wide"} <= set(SWEEPS)
 
 
-@pytest.mark.parametrize(("dataset", "preprocessing", "model"),
-                         list(itertools.product(DATASETS, PREPROCESSING, MODELS)))
-def test_every_combination_composes_and_resolves(compose_cfg, dataset, preprocessing, model):
+COMBINATIONS = sorted(
+    {(d, "standard", "rf") for d in DATASETS}
+    | {("breast_cancer", p, "rf") for p in PREPROCESSING}
+    | {(d, "standard", m) for m in MODELS for d in ("breast_cancer", "diabetes")}
+)
+
+
+@pytest.mark.parametrize(("dataset", "preprocessing", "model"), COMBINATIONS)
+def test_every_option_composes_and_resolves(compose_cfg, dataset, preprocessing, model):
     cfg = compose_cfg(f"dataset={dataset}", f"preprocessing={preprocessing}", f"model={model}")
     resolved = job_config(cfg)  # raises on a missing value or a broken interpolation
     assert resolved.dataset.name == dataset
@@ -40,11 +46,16 @@ def test_every_combination_composes_and_resolves(compose_cfg, dataset, preproces
 
 
 @pytest.mark.parametrize("model", MODELS)
-def test_every_model_has_a_schema_and_takes_the_seed(compose_cfg, model):
+@pytest.mark.parametrize("task", list(Task))
+def test_every_model_resolves_by_task_and_takes_the_seed(compose_cfg, model, task):
     assert model in MODEL_SCHEMAS, f"add a schema for model={model} in tabflow.config"
     cfg = compose_cfg(f"model={model}", "seed=7")
-    params = estimator_params(cfg.model)
-    assert params.get("random_state") == 7
+    estimator = build_estimator(cfg.model, task)
+    assert (is_classifier if task is Task.classification else is_regressor)(estimator)
+    kind = "classifier" if task is Task.classification else "regressor"
+    assert type(estimator).__name__ == cfg.model[kind].rsplit(".", 1)[1]
+    if "random_state" in estimator.get_params():
+        assert estimator.get_params()["random_state"] == 7
 
 
 @pytest.mark.parametrize(("model", "sweep"), list(itertools.product(MODELS, SWEEPS)))
@@ -111,7 +122,6 @@ def test_command_line_overrides_reach_the_job(compose_cfg):
     ("model.max_dept=3", "max_depth"),                   # typo in a model knob
     ("seed=abc", "'abc'"),                               # wrong type
     ("model.n_estimators=many", "'many'"),               # wrong type in the model schema
-    ("objective.direction=up", "minimize"),              # not an enum value: lists the valid ones
     ("preprocessing.scaler=zscore", "robust"),
     ("model=xgboost", "xgboost"),                        # unknown option
 ])
@@ -125,6 +135,8 @@ def test_bad_overrides_fail_at_composition_with_a_message(compose_cfg, override,
 @pytest.mark.parametrize(("overrides", "needle"), [
     (["objective.metric=test_accuracy"], "not a validation metric"),
     (["objective.metric=val_rmse"], "not a validation metric"),
+    (["objective.direction=up"], "must give minimize or maximize"),
+    (["objective.metric=[val_f1,fit_time_s]"], "must give minimize or maximize for each"),
     (["split.test_size=0.6", "split.val_size=0.5"], "training rows remain"),
 ])
 def test_checks_name_the_problem_and_the_fix(compose_cfg, overrides, needle):
@@ -146,3 +158,9 @@ def test_search_space_key_missing_from_model_is_refused(compose_cfg):
         cfg.hydra.sweeper.params["model.n_estimators"] = "int(interval(50, 300))"
     with pytest.raises(ConfigError, match=r"model\.n_estimators"):
         check_config(cfg, sweeping=True)
+
+
+def test_logreg_c_becomes_ridge_alpha_for_regression(compose_cfg):
+    cfg = compose_cfg("model=logreg", "model.C=2.0")
+    assert build_estimator(cfg.model, Task.classification).C == 2.0
+    assert build_estimator(cfg.model, Task.regression).alpha == 0.25

@@ -16,7 +16,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from tabflow.config import metric_names
+from tabflow.config import COST_METRICS, Direction, as_list, metric_names
 
 log = logging.getLogger(__name__)
 
@@ -26,13 +26,22 @@ class ConfigError(ValueError):
 
 
 def check_objective(cfg: DictConfig) -> None:
-    """Require ``objective.metric`` to be a validation metric the task computes."""
-    allowed = [f"val_{m}" for m in metric_names(cfg.dataset.task)]
-    if cfg.objective.metric not in allowed:
+    """Require validation metrics the task computes, each with a direction."""
+    allowed = [f"val_{m}" for m in metric_names(cfg.dataset.task)] + list(COST_METRICS)
+    metrics, directions = as_list(cfg.objective.metric), as_list(cfg.objective.direction)
+    for metric in metrics:
+        if metric not in allowed:
+            raise ConfigError(
+                f"objective.metric={metric!r} is not a validation metric of a "
+                f"{cfg.dataset.task.value} dataset; use one of {allowed} "
+                f"(the test split is scored once, by the final model, never optimised)"
+            )
+    bad = [d for d in directions if str(d) not in {d.value for d in Direction}]
+    if bad or len(directions) != len(metrics):
         raise ConfigError(
-            f"objective.metric={cfg.objective.metric!r} is not a validation metric of a "
-            f"{cfg.dataset.task.value} dataset; use one of {allowed} "
-            f"(the test split is scored once, by the final model, never optimised)"
+            f"objective.direction={directions} must give minimize or maximize for each of "
+            f"objective.metric={metrics}, e.g. objective.metric=[val_f1,fit_time_s] "
+            f"objective.direction=[maximize,minimize]"
         )
 
 

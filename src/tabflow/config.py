@@ -14,7 +14,7 @@ from enum import StrEnum
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
 
 class Task(StrEnum):
@@ -62,9 +62,30 @@ REGRESSION_METRICS = ("rmse", "mae", "r2")
 SPLITS = ("train", "val", "test")
 
 
+# Per-trial measurements an objective may also use (e.g. minimise fit time).
+COST_METRICS = ("fit_time_s",)
+
+
 def metric_names(task: Task | str) -> tuple[str, ...]:
     """Return the bare metric names computed for a task (without split prefix)."""
     return CLASSIFICATION_METRICS if Task(task) is Task.classification else REGRESSION_METRICS
+
+
+def as_list(value: Any) -> list[Any]:
+    """Return a config value that may be one item or a list as a list."""
+    if isinstance(value, (list, tuple, ListConfig)):
+        return list(value)
+    return [value]
+
+
+def job_config(cfg: DictConfig) -> DictConfig:
+    """Return the resolved job config without Hydra's own node."""
+    # Resolve node by node: Hydra's own node holds values that only exist in some modes.
+    return OmegaConf.create({
+        str(key): OmegaConf.to_container(cfg[key], resolve=True, throw_on_missing=True)
+        if OmegaConf.is_config(cfg[key]) else cfg[key]
+        for key in cfg if key != "hydra"
+    })
 
 
 class Source(StrEnum):
@@ -161,6 +182,47 @@ class HistGradientBoostingConfig(ModelConfig):
 
 
 @dataclass
+class GradientBoostingConfig(ModelConfig):
+    """Gradient boosting hyperparameters (scikit-learn names)."""
+
+    learning_rate: float = MISSING
+    n_estimators: int = MISSING
+    max_depth: int | None = MISSING
+    min_samples_split: int = MISSING
+    min_samples_leaf: int = MISSING
+    subsample: float = MISSING
+    random_state: int | None = MISSING
+
+
+@dataclass
+class LogisticRegressionConfig(ModelConfig):
+    """Logistic regression (classification) / ridge (regression) hyperparameters."""
+
+    C: float = MISSING
+    max_iter: int = MISSING
+    random_state: int | None = MISSING
+
+
+@dataclass
+class SVMConfig(ModelConfig):
+    """Support vector machine hyperparameters (scikit-learn names)."""
+
+    C: float = MISSING
+    kernel: str = MISSING
+    gamma: Any = MISSING  # "scale", "auto" or a positive float
+    random_state: int | None = MISSING
+
+
+@dataclass
+class KNNConfig(ModelConfig):
+    """k-nearest-neighbours hyperparameters (scikit-learn names)."""
+
+    n_neighbors: int = MISSING
+    weights: str = MISSING
+    p: int = MISSING
+
+
+@dataclass
 class SplitConfig:
     """Train / validation / test split; sizes are fractions of the whole dataset."""
 
@@ -173,10 +235,20 @@ class SplitConfig:
 class ObjectiveConfig:
     """The value the sweep optimises: a validation metric and a direction."""
 
-    metric: str = MISSING
-    direction: Direction = MISSING
+    # A metric name and a direction, or lists of both for a multi-objective sweep
+    # (e.g. [val_f1, fit_time_s] and [maximize, minimize]); checked in tabflow.checks.
+    metric: Any = MISSING
+    direction: Any = MISSING
     # Defaults per task, which `metric` and `direction` interpolate in conf/train.yaml.
     by_task: dict[str, dict[str, str]] = field(default_factory=dict)
+
+
+@dataclass
+class CVConfig:
+    """Cross-validation as the objective, instead of the single validation split."""
+
+    folds: int = 0  # 0: score on the validation split; k >= 2: k-fold CV on train + val
+    shuffle: bool = True  # shuffle (seeded) before cutting folds
 
 
 @dataclass
@@ -215,6 +287,10 @@ class TrainConfig:
     model: Any = MISSING  # validated by the per-family schema the model YAML extends
     split: SplitConfig = field(default_factory=SplitConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    cv: CVConfig = field(default_factory=CVConfig)
+    # Threads per fit for libraries that use OpenMP/BLAS (hgb, numpy); null = one per core,
+    # or the cores divided among parallel trials under the joblib launcher.
+    threads: int | None = None
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     registry: RegistryConfig = field(default_factory=RegistryConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
@@ -225,7 +301,12 @@ class TrainConfig:
 
 MODEL_SCHEMAS: dict[str, type[ModelConfig]] = {
     "rf": RandomForestConfig,
+    "extra_trees": RandomForestConfig,  # the same arguments as a random forest
     "hgb": HistGradientBoostingConfig,
+    "gb": GradientBoostingConfig,
+    "logreg": LogisticRegressionConfig,
+    "svm": SVMConfig,
+    "knn": KNNConfig,
 }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,25 +12,17 @@ from typing import Any
 
 import joblib
 import pandas as pd
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from sklearn.pipeline import Pipeline
+from threadpoolctl import threadpool_limits
 
 from tabflow import artifacts
+from tabflow.config import as_list, job_config
 from tabflow.data import Dataset, Splits, load_dataset, split_dataset
-from tabflow.evaluation import compute_metrics
+from tabflow.evaluation import compute_metrics, cross_validate_metrics
 from tabflow.pipeline import build_pipeline
 
 log = logging.getLogger(__name__)
-
-
-def job_config(cfg: DictConfig) -> DictConfig:
-    """Return the resolved job config without Hydra's own node."""
-    # Resolve node by node: Hydra's own node holds values that only exist in some modes.
-    return OmegaConf.create({
-        str(key): OmegaConf.to_container(cfg[key], resolve=True, throw_on_missing=True)
-        if OmegaConf.is_config(cfg[key]) else cfg[key]
-        for key in cfg if key != "hydra"
-    })
 
 
 def _prepare(cfg: DictConfig) -> tuple[Dataset, Splits, Pipeline]:
@@ -44,7 +37,29 @@ def _fit(pipeline: Pipeline, X: pd.DataFrame, y: pd.Series) -> float:
     return time.perf_counter() - start
 
 
-def run_job(cfg: DictConfig, output_dir: str | Path, save_model: bool = False) -> dict[str, float]:
+def threads_per_job(threads: int | None, parallel_jobs: int | None) -> int | None:
+    """Return how many threads a fit may use.
+
+    Args:
+        threads: The ``threads`` setting; wins when set.
+        parallel_jobs: Trials running side by side (the joblib launcher's ``n_jobs``;
+            negative counts back from the number of CPUs, as joblib does).
+
+    Returns:
+        None (the libraries' default: every core) for a single job at a time, else the
+        cores divided among the parallel jobs, so they don't fight over them.
+    """
+    if threads is not None:
+        return threads
+    if not parallel_jobs or parallel_jobs == 1:
+        return None
+    cpus = os.cpu_count() or 1
+    jobs = parallel_jobs if parallel_jobs > 0 else max(1, cpus + 1 + parallel_jobs)
+    return max(1, cpus // jobs)
+
+
+def run_job(cfg: DictConfig, output_dir: str | Path, save_model: bool = False,
+            threads: int | None = None) -> dict[str, float]:
     """Fit one configuration on the training split and score it on train and validation.
 
     Args:
@@ -52,6 +67,7 @@ def run_job(cfg: DictConfig, output_dir: str | Path, save_model: bool = False) -
         output_dir: The job's Hydra output dir; receives the output-dir contract
             (see :mod:`tabflow.artifacts`).
         save_model: Also write the fitted pipeline (single runs log it as their model).
+        threads: Threads the fit may use (see :func:`threads_per_job`); None: no limit.
 
     Returns:
         ``train_*`` and ``val_*`` metrics plus ``fit_time_s``.
@@ -60,12 +76,22 @@ def run_job(cfg: DictConfig, output_dir: str | Path, save_model: bool = False) -
     ds, splits, pipeline = _prepare(cfg)
     artifacts.write_json(out / artifacts.DATASET_FILE, ds.describe())
     OmegaConf.save(job_config(cfg), out / artifacts.CONFIG_FILE)
-    fit_time = _fit(pipeline, splits.X_train, splits.y_train)
-    metrics = {
-        **compute_metrics(pipeline, splits.X_train, splits.y_train, ds.task, "train"),
-        **compute_metrics(pipeline, splits.X_val, splits.y_val, ds.task, "val"),
-        "fit_time_s": fit_time,
-    }
+    with threadpool_limits(limits=threads):
+        if cfg.cv.folds >= 2:
+            # k-fold CV on train + validation; test stays held out for the final model.
+            X = pd.concat([splits.X_train, splits.X_val])
+            y = pd.concat([splits.y_train, splits.y_val])
+            metrics = cross_validate_metrics(pipeline, X, y, ds.task, cfg.cv.folds,
+                                             cfg.cv.shuffle, cfg.seed)
+            if save_model:
+                _fit(pipeline, splits.X_train, splits.y_train)
+        else:
+            fit_time = _fit(pipeline, splits.X_train, splits.y_train)
+            metrics = {
+                **compute_metrics(pipeline, splits.X_train, splits.y_train, ds.task, "train"),
+                **compute_metrics(pipeline, splits.X_val, splits.y_val, ds.task, "val"),
+                "fit_time_s": fit_time,
+            }
     artifacts.write_json(out / artifacts.METRICS_FILE, metrics)
     if save_model:
         joblib.dump(pipeline, out / artifacts.MODEL_FILE)
@@ -73,20 +99,23 @@ def run_job(cfg: DictConfig, output_dir: str | Path, save_model: bool = False) -
     return metrics
 
 
-def objective_value(metrics: dict[str, float], metric: str) -> float:
-    """Return the value the sweeper optimises.
+def objective_value(metrics: dict[str, float], metric: Any) -> float | list[float]:
+    """Return the value the sweeper optimises: one float, or a list for several metrics.
 
     Raises:
-        KeyError: If the job did not compute ``metric``.
-        ValueError: If the value is NaN or infinite (never ranked as best).
+        KeyError: If the job did not compute a metric.
+        ValueError: If a value is NaN or infinite (the trial fails; it is never ranked).
     """
-    if metric not in metrics:
-        raise KeyError(f"objective.metric={metric!r} was not computed; this job has "
-                       f"{sorted(metrics)}")
-    value = float(metrics[metric])
-    if not math.isfinite(value):
-        raise ValueError(f"objective {metric} is {value}; the trial counts as failed")
-    return value
+    values = []
+    for name in as_list(metric):
+        if name not in metrics:
+            raise KeyError(f"objective.metric={name!r} was not computed; this job has "
+                           f"{sorted(metrics)}")
+        value = float(metrics[name])
+        if not math.isfinite(value):
+            raise ValueError(f"objective {name} is {value}; the trial counts as failed")
+        values.append(value)
+    return values if isinstance(metric, (list, tuple, ListConfig)) else values[0]
 
 
 @dataclass
@@ -111,7 +140,8 @@ def refit_final(cfg: DictConfig) -> FinalModel:
     ds, splits, pipeline = _prepare(cfg)
     X = pd.concat([splits.X_train, splits.X_val])
     y = pd.concat([splits.y_train, splits.y_val])
-    fit_time = _fit(pipeline, X, y)
+    with threadpool_limits(limits=cfg.get("threads")):
+        fit_time = _fit(pipeline, X, y)
     metrics = compute_metrics(pipeline, splits.X_test, splits.y_test, ds.task, "test")
     metrics["refit_time_s"] = fit_time
     return FinalModel(pipeline, metrics, splits.X_test.head(5), ds.describe())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -47,7 +48,14 @@ def build_estimator(model_cfg: DictConfig, task: Task) -> Any:
             f"only modules starting with {ALLOWED_ESTIMATOR_MODULES} are allowed"
         )
     cls = getattr(importlib.import_module(module_name), class_name)
-    return cls(**estimator_params(model_cfg))
+    params = estimator_params(model_cfg)
+    if cls.__name__ == "Ridge" and "C" in params:
+        # logreg's C is an inverse penalty; Ridge's alpha is the penalty: alpha = 1 / (2 C).
+        params["alpha"] = 1.0 / (2.0 * params.pop("C"))
+    # One family config serves classifier and regressor; pass each only what it takes
+    # (SVR has no random_state, Ridge no max_iter for every solver, ...).
+    accepted = set(inspect.signature(cls).parameters)
+    return cls(**{k: v for k, v in params.items() if k in accepted})
 
 
 def build_pipeline(cfg: DictConfig, ds: Dataset) -> Pipeline:

@@ -41,6 +41,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from tabflow import artifacts
+from tabflow.config import job_config
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -549,8 +550,6 @@ class MlflowCallback(Callback):
 
     def _log_job(self, store: _Store, config: DictConfig, run_id: str, out: Path,
                  job_return: JobReturn) -> None:
-        from tabflow.job import job_config
-
         resolved = OmegaConf.to_container(job_config(config))
         dataset = artifacts.read_json(out / artifacts.DATASET_FILE)
         tags = choice_tags(config)
