@@ -84,7 +84,7 @@ def test_sweep_tracks_every_trial_and_registers_the_best(tmp_path):
     parent = parents[0]
     assert parent.info.status == "FINISHED"
     assert parent.data.tags["choice.model"] == "rf"
-    assert parent.data.params["sweep.n_trials"] == "3"
+    assert parent.data.tags["sweep.n_trials"] == "3"
 
     # Children: nested under the parent, one per Optuna trial, with params and metrics.
     trials = set()

@@ -16,6 +16,8 @@ DATASET_FILE = "dataset.json"
 CONFIG_FILE = "config.yaml"  # the job's resolved config, without the hydra node
 MODEL_FILE = "model.joblib"  # single runs only: the fitted pipeline
 TRACKING_ERROR_FILE = "tracking_error.txt"
+MLFLOW_RUN_FILE = "mlflow_run_id.txt"  # the job's MLflow run, for the sweeper's records
+ERROR_FILE = "error.txt"  # a failed job's exception and traceback
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:

@@ -41,7 +41,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from tabflow import artifacts
-from tabflow.config import job_config
+from tabflow.config import as_list, job_config
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -378,33 +378,68 @@ class MlflowCallback(Callback):
         assert self.experiment_id is not None
         sweeper = config.hydra.sweeper
         choices = config.hydra.runtime.choices
+        # Settings that may change between runs of one study are tags; params are fixed.
         tags = {
             **self.run_tags, **choice_tags(config),
             TAG_ROLE: "sweep",
             TAG_OVERRIDES: " ".join(config.hydra.overrides.task),
             "hydra.sweep_dir": str(Path(config.hydra.sweep.dir).resolve()),
+            **{f"sweep.{k}": str(sweeper.get(k)) for k in
+               ("n_trials", "timeout", "max_failure_rate", "n_jobs") if k in sweeper},
         }
         if "study_name" in sweeper:
-            tags[TAG_STUDY] = str(sweeper.study_name)
+            from tabflow.study import study_name
+
+            tags[TAG_STUDY] = study_name(config)
             tags[TAG_STORAGE] = str(sweeper.storage)
+            previous = self._previous_parent(store, tags[TAG_STUDY], tags[TAG_STORAGE])
+            if previous is not None:
+                self._reattach(store, previous, tags)
+                return
         run = store.client.create_run(
             self.experiment_id, tags=tags,
             run_name=f"sweep-{choices.get('model')}-{choices.get('sweep')}-"
                      f"{time.strftime('%Y%m%d-%H%M%S')}",
         )
         self.parent_run_id = run.info.run_id
-        params = {f"sweep.{k}": str(sweeper.get(k)) for k in
-                  ("n_trials", "direction", "max_failure_rate") if k in sweeper}
+        params = {f"search_space.{sanitize_key(str(k))}": str(v)
+                  for k, v in (sweeper.get("params") or {}).items()}
         params["sweep.sampler"] = str(sweeper.get("sampler", {}).get("_target_", ""))
-        params.update({f"search_space.{sanitize_key(str(k))}": str(v)
-                       for k, v in (sweeper.get("params") or {}).items()})
-        params["objective.metric"] = config.objective.metric
+        params["sweep.direction"] = str(sweeper.get("direction"))
+        params["objective.metric"] = str(config.objective.metric)
         log_run_data(store, self.parent_run_id, params=params)
         lock = CODE_ROOT / "requirements.lock"
         if lock.exists():  # the pinned dependencies, for reproducing the environment
             store.client.log_artifact(self.parent_run_id, str(lock), "environment")
         log.info("MLflow parent run %s (experiment %r, %s)", self.parent_run_id,
                  config.tracking.experiment, config.tracking.uri)
+
+    def _previous_parent(self, store: _Store, study: str, storage: str) -> Any:
+        """Return the latest parent run of the same study, if a sweep of it ran before."""
+        runs = store.client.search_runs(
+            [str(self.experiment_id)],
+            filter_string=f"tags.`{TAG_ROLE}` = 'sweep' and tags.`{TAG_STUDY}` = '{study}' "
+                          f"and tags.`{TAG_STORAGE}` = '{storage}'",
+            order_by=["attributes.start_time DESC"], max_results=1)
+        return runs[0] if runs else None
+
+    def _reattach(self, store: _Store, parent: Any, tags: dict[str, str]) -> None:
+        """Continue a study's parent run: reopen it and close what a killed sweep left open."""
+        self.parent_run_id = parent.info.run_id
+        resumes = int(parent.data.tags.get("tabflow.resumes", "0")) + 1
+        store.client.update_run(self.parent_run_id, status="RUNNING")
+        log_run_data(store, self.parent_run_id, tags={**tags, "tabflow.resumes": str(resumes)})
+        stale = store.client.search_runs(
+            [str(self.experiment_id)],
+            filter_string=f"tags.`mlflow.parentRunId` = '{self.parent_run_id}' "
+                          f"and attributes.status = 'RUNNING'", max_results=50000)
+        for run in stale:  # their process died with the sweep (e.g. SIGKILL)
+            log_run_data(store, run.info.run_id,
+                         tags={TAG_ERROR: "interrupted: the sweep was killed; the trial is "
+                                          "retried"})
+            store.client.set_terminated(run.info.run_id, "FAILED")
+        log.info("Resuming MLflow parent run %s (resume %d%s)", self.parent_run_id, resumes,
+                 f"; {len(stale)} interrupted trial run(s) closed as FAILED" if stale else "")
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         """Register the best trial's model and close the parent run."""
@@ -429,8 +464,8 @@ class MlflowCallback(Callback):
         store.client.set_terminated(self.parent_run_id, "FINISHED")
 
     def _best_child(self, store: _Store, config: DictConfig) -> tuple[_Best, dict[str, int]]:
-        metric = config.objective.metric
-        order = "DESC" if config.objective.direction.value == "maximize" else "ASC"
+        metric, direction = primary_objective(config)
+        order = "DESC" if direction == "maximize" else "ASC"
         runs = store.client.search_runs(
             [str(self.experiment_id)],
             filter_string=f"tags.`mlflow.parentRunId` = '{self.parent_run_id}' "
@@ -452,8 +487,11 @@ class MlflowCallback(Callback):
 
     def _finish_sweep(self, store: _Store, config: DictConfig, sweep_dir: Path) -> None:
         assert self.parent_run_id is not None
-        metric = config.objective.metric
+        metric = primary_objective(config)[0]
+        previous = store.client.get_run(self.parent_run_id).data.tags
         best, counts = self._best_child(store, config)
+        unchanged = (previous.get("best.run_id") == best.run_id
+                     and "registry.version" in previous)
         summary = {f"trials_{status.lower()}": n for status, n in counts.items()}
         log_run_data(store, self.parent_run_id,
                      metrics={f"best_{metric}": best.value, **summary},
@@ -463,7 +501,10 @@ class MlflowCallback(Callback):
             store.client.log_artifact(self.parent_run_id, str(results))
         print(f"Best trial {best.trial}: {metric}={best.value:.4f} (run {best.run_id}); "
               f"trials: {counts}")
-        if config.registry.enabled:
+        if config.registry.enabled and unchanged:
+            print(f"The best trial is unchanged: {config.registry.model_name} version "
+                  f"{previous['registry.version']} stays registered")
+        elif config.registry.enabled:
             self._register(store, config, best)
 
     def _register(self, store: _Store, config: DictConfig, best: _Best) -> None:
@@ -496,7 +537,7 @@ class MlflowCallback(Callback):
             "sweep.parent_run_id": str(self.parent_run_id),
             "best.run_id": best.run_id,
             "best.trial": best.trial,
-            "objective.metric": config.objective.metric,
+            "objective.metric": primary_objective(config)[0],
             "objective.value": str(best.value),
             TAG_DIGEST: final.dataset["digest"],
             **{k: str(v) for k, v in final.metrics.items()},
@@ -527,6 +568,8 @@ class MlflowCallback(Callback):
             name = f"trial-{trial}" if trial is not None else f"{config.model.name}-run"
             run = store.client.create_run(str(self.experiment_id), tags=tags, run_name=name)
             self._job_run_id = run.info.run_id
+            out.mkdir(parents=True, exist_ok=True)
+            (out / artifacts.MLFLOW_RUN_FILE).write_text(run.info.run_id)
         except Exception as e:
             _record_job_error(out, "opening the job's MLflow run", e)
 
@@ -558,12 +601,19 @@ class MlflowCallback(Callback):
                          "dataset.shape": f"{dataset['n_rows']}x{dataset['n_features']}"})
             log_dataset(store, run_id, dataset, "training")
         failed = job_return.status != JobStatus.COMPLETED
+        status = "FAILED" if failed else "FINISHED"
         if failed:
             error = job_return._return_value
             tags[TAG_ERROR] = f"{type(error).__name__}: {error}"[:5000]
+            if isinstance(error, (KeyboardInterrupt, SystemExit)):
+                status = "KILLED"  # interrupted, not wrong: a resumed sweep retries it
+            if isinstance(error, BaseException):
+                (out / artifacts.ERROR_FILE).write_text(
+                    "".join(traceback.format_exception(error)))
         log_run_data(store, run_id, params=flatten(resolved),
                      metrics=artifacts.read_json(out / artifacts.METRICS_FILE), tags=tags)
-        for name in (artifacts.CONFIG_FILE, artifacts.DATASET_FILE, ".hydra/overrides.yaml"):
+        for name in (artifacts.CONFIG_FILE, artifacts.DATASET_FILE, ".hydra/overrides.yaml",
+                     artifacts.ERROR_FILE):
             if (out / name).exists():
                 store.client.log_artifact(run_id, str(out / name))
         model_file = out / artifacts.MODEL_FILE
@@ -576,7 +626,13 @@ class MlflowCallback(Callback):
             model = joblib.load(model_file)
             X = load_dataset(config.dataset, config.paths.data).X  # cached by the job
             log_model(store, run_id, model, X.head(5))
-        store.client.set_terminated(run_id, "FAILED" if failed else "FINISHED")
+        store.client.set_terminated(run_id, status)
+
+
+def primary_objective(config: DictConfig) -> tuple[str, str]:
+    """Return the metric and direction that rank trials (the first of several objectives)."""
+    return (str(as_list(config.objective.metric)[0]),
+            str(as_list(config.objective.direction)[0]))
 
 
 def _record_job_error(out: Path, what: str, error: BaseException) -> None:

@@ -1,17 +1,15 @@
-"""hydra-optuna-sweeper, extended to tell each job which Optuna trial it runs.
+"""hydra-optuna-sweeper, extended for long sweeps (resume, budgets, failures).
 
-The upstream sweeper asks Optuna for trials and launches them as Hydra jobs, but the
-job never learns the trial's number (hydra issue 2293), so a tracked run cannot be
-tied back to its trial. This subclass appends ``optuna_trial=<number>`` to every
-job's overrides and sizes each batch to the launcher's parallelism when
-``n_jobs`` is null. Everything else is the upstream implementation.
+The upstream sweeper asks Optuna for trials and launches them as Hydra jobs. It never
+tells a job its trial number (hydra issue 2293), re-runs ``n_trials`` more trials on a
+re-run (issue 3328), has no timeout, and stops at the first failed trial. This plugin
+extends it (``_impl``) without forking it, and registers ``hydra/sweeper=tabflow_optuna``.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -48,43 +46,31 @@ def batch_size(n_jobs: int | None, launcher_cfg: Any) -> int:
     return max(1, int(launcher_jobs))
 
 
-def _impl_class() -> type:
-    # Imported lazily: the upstream implementation imports optuna (slow), and Hydra
-    # imports every plugin module at start-up, even for --help.
-    from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl
-
-    class TabflowOptunaSweeperImpl(OptunaSweeperImpl):
-        def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction,
-                  config: DictConfig) -> None:
-            super().setup(hydra_context=hydra_context, task_function=task_function,
-                          config=config)
-            self.n_jobs = batch_size(self.n_jobs, config.hydra.get("launcher"))
-
-        def _configure_trials(self, trials: list[Any], *args: Any) -> Sequence[Sequence[str]]:
-            overrides = super()._configure_trials(trials, *args)
-            return [
-                (*override, f"{TRIAL_KEY}={trial.number}")
-                for override, trial in zip(overrides, trials, strict=True)
-            ]
-
-    return TabflowOptunaSweeperImpl
-
-
 class TabflowOptunaSweeper(Sweeper):
-    """Optuna sweeper that passes the trial number into each job."""
+    """Optuna sweeper with resume, timeout, warm start, conditional spaces and failure handling.
+
+    See ``_impl`` for the sweep loop; this class only builds it, so that importing the
+    plugin (Hydra imports every plugin at start-up, even for ``--help``) stays cheap.
+    """
 
     def __init__(self, sampler: Any, direction: Any, storage: Any | None,
                  study_name: str | None, n_trials: int, n_jobs: int | None,
                  max_failure_rate: float, custom_search_space: str | None,
-                 params: DictConfig | None) -> None:
+                 params: DictConfig | None, timeout: float | None = None,
+                 enqueue_defaults: bool = False, enqueue: Any = (),
+                 conditional_on: str = "model", conditional_params: Any = None) -> None:
         """Build the sampler (whitelisted to Optuna's samplers) and the implementation."""
+        from hydra_plugins.tabflow_sweeper._impl import TabflowOptunaSweeperImpl
+
         sampler = instantiate(
             sampler,
             _execution_whitelist_=("hydra_plugins.hydra_optuna_sweeper.*", "optuna.samplers.*"),
         )
-        self.sweeper = _impl_class()(
-            sampler, direction, storage, study_name, n_trials, n_jobs,
-            max_failure_rate, custom_search_space, params,
+        self.sweeper = TabflowOptunaSweeperImpl(
+            sampler, direction, storage, study_name, n_trials, n_jobs, max_failure_rate,
+            custom_search_space, params, timeout, enqueue_defaults,
+            [dict(e) for e in enqueue or ()], conditional_on,
+            {str(k): dict(v) for k, v in (conditional_params or {}).items()},
         )
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction,
@@ -94,16 +80,29 @@ class TabflowOptunaSweeper(Sweeper):
                            config=config)
 
     def sweep(self, arguments: list[str]) -> None:
-        """Run the study (see ``OptunaSweeperImpl.sweep``)."""
-        return self.sweeper.sweep(arguments)
+        """Run or resume the study (see ``TabflowOptunaSweeperImpl.sweep``)."""
+        self.sweeper.sweep(arguments)
 
 
 @dataclass
 class TabflowOptunaSweeperConf(OptunaSweeperConf):
-    """Upstream sweeper settings; ``n_jobs`` may be null (match the launcher)."""
+    """Upstream sweeper settings, plus resume, budget, warm start and conditional spaces."""
 
     _target_: str = "hydra_plugins.tabflow_sweeper.tabflow_sweeper.TabflowOptunaSweeper"
+    # Trials per batch; null: the launcher's parallelism (1 for the basic launcher).
     n_jobs: Any = None
+    # Upstream stops a sweep at the first failed trial; here a sweep goes on while at most
+    # this fraction of its trials fail (checked once 5 trials have finished).
+    max_failure_rate: float = 0.5
+    # Wall-clock budget in seconds: no new trial starts after it (running ones finish).
+    timeout: float | None = None
+    # Warm start: the first trial uses the config's own values of the searched keys.
+    enqueue_defaults: bool = False
+    # Warm start: parameter sets to try first, e.g. [{model.n_estimators: 100}].
+    enqueue: list[dict[str, Any]] = field(default_factory=list)
+    # Conditional search space: one space per value of this parameter (e.g. per family).
+    conditional_on: str = "model"
+    conditional_params: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 ConfigStore.instance().store(

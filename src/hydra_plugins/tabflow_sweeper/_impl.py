@@ -1,0 +1,366 @@
+"""The sweep loop: upstream's ask / launch / tell, plus what long sweeps need.
+
+Added to hydra-optuna-sweeper's implementation (by subclassing it; its parsing of
+search spaces, grid handling and directions are reused as they are):
+
+* the trial number reaches each job (``optuna_trial=<n>``);
+* resume: the study is named by the sweep's identity (:mod:`tabflow.study`); a re-run
+  continues it to ``n_trials`` in total, job numbers continue, and trials left RUNNING
+  by a killed sweep (or FAILED by an interrupted one) are retried first;
+* a wall-clock ``timeout``; warm start from the model's own values or given sets;
+* conditional search spaces (``conditional_params``: one space per choice of a
+  parameter, e.g. per model family);
+* failures: a trial that raises or returns NaN / inf fails in Optuna with its error,
+  the sweep goes on while ``max_failure_rate`` holds, and ends with a summary;
+* a progress line per trial; the job's metrics and MLflow run id as user attributes;
+* a results file naming the best trial and its MLflow run.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import socket
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+import optuna
+from hydra.core.utils import JobReturn
+from hydra_plugins.hydra_optuna_sweeper._impl import (
+    OptunaSweeperImpl,
+    create_params_from_overrides,
+)
+from omegaconf import DictConfig, OmegaConf
+from optuna.distributions import BaseDistribution
+from optuna.trial import FrozenTrial, Trial, TrialState
+
+from hydra_plugins.tabflow_sweeper.tabflow_sweeper import TRIAL_KEY, batch_size
+from tabflow import artifacts
+from tabflow.study import study_name as derive_study_name
+
+log = logging.getLogger(__name__)
+
+# Trial user attributes set by this sweeper.
+ATTR_HOST, ATTR_PID = "tabflow.host", "tabflow.pid"
+ATTR_INTERRUPTED = "tabflow.interrupted"  # the trial was cut short, not wrong: retried
+ATTR_RETRY_OF = "tabflow.retry_of"
+ATTR_ERROR = "tabflow.error"
+ATTR_RUN_ID = "mlflow_run_id"
+# Failure-rate checks wait for this many finished trials, so one early failure can't end a sweep.
+MIN_TRIALS_FOR_RATE = 5
+
+
+class SweepAbortedError(RuntimeError):
+    """Too many trials failed; the message summarises the failures."""
+
+
+def _format_duration(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _tell(study: optuna.Study, trial: Trial, **kwargs: Any) -> None:
+    try:
+        study.tell(trial, **kwargs)
+    except RuntimeError as e:
+        # The grid sampler calls Study.stop() once the grid is covered, which Optuna only
+        # allows inside optimize(); the trial is recorded all the same (as upstream does).
+        if "Study.stop" not in str(e):
+            raise
+
+
+@dataclass
+class _Progress:
+    """Counts this invocation's trials and prints a line per finished one."""
+
+    total: int
+    done: int
+    metric: str
+    started: float = field(default_factory=time.monotonic)
+    finished_here: int = 0
+
+    def line(self, study: optuna.Study, trial_number: int, outcome: str) -> str:
+        self.done += 1
+        self.finished_here += 1
+        elapsed = time.monotonic() - self.started
+        remaining = max(0, self.total - self.done)
+        eta = elapsed / self.finished_here * remaining
+        best = ""
+        if len(study.directions) == 1:
+            complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if complete:
+                b = study.best_trial
+                best = f" | best {b.value:.4f} (trial {b.number})"
+        else:
+            best = f" | Pareto front: {len(study.best_trials)} trials"
+        return (f"trial {trial_number} {outcome} | {self.done}/{self.total}{best} | "
+                f"elapsed {_format_duration(elapsed)} | ETA {_format_duration(eta)}")
+
+
+class TabflowOptunaSweeperImpl(OptunaSweeperImpl):
+    """Upstream's implementation with resume, timeout, warm start and failure handling."""
+
+    def __init__(self, sampler: Any, direction: Any, storage: Any | None,
+                 study_name: str | None, n_trials: int, n_jobs: int | None,
+                 max_failure_rate: float, custom_search_space: str | None, params: Any,
+                 timeout: float | None, enqueue_defaults: bool,
+                 enqueue: Sequence[dict[str, Any]], conditional_on: str,
+                 conditional_params: dict[str, dict[str, str]] | None) -> None:
+        super().__init__(sampler, direction, storage, study_name, n_trials, 1,
+                         max_failure_rate, custom_search_space, params)
+        self.requested_n_jobs = n_jobs
+        self.timeout = timeout
+        self.enqueue_defaults = enqueue_defaults
+        self.enqueue = [dict(p) for p in enqueue]
+        self.conditional_on = conditional_on
+        self.conditional_params = dict(conditional_params or {})
+        self._conditional: dict[str, dict[str, BaseDistribution]] = {}
+        self.metric_name = "objective"
+
+    @property
+    def _cfg(self) -> DictConfig:
+        assert self.config is not None, "setup() runs before sweep()"
+        return self.config
+
+    def setup(self, **kwargs: Any) -> None:
+        """Prepare the launcher and size batches to its parallelism."""
+        super().setup(**kwargs)
+        self.n_jobs = batch_size(self.requested_n_jobs, self._cfg.hydra.get("launcher"))
+        metric = OmegaConf.select(self._cfg, "objective.metric", default="objective")
+        self.metric_name = str(metric)
+
+    # ---------------------------------------------------------------- trial set-up
+    def _configure_trials(self, trials: list[Trial],
+                          search_space_distributions: dict[str, BaseDistribution],
+                          fixed_params: dict[str, Any],
+                          fixed_overrides: list[str]) -> Sequence[Sequence[str]]:
+        overrides = []
+        for trial in trials:
+            for name, distribution in search_space_distributions.items():
+                trial._suggest(name, distribution)
+            # A conditional space: the choice made above decides which keys exist.
+            choice = trial.params.get(self.conditional_on)
+            for name, distribution in self._conditional.get(str(choice), {}).items():
+                trial._suggest(f"{choice}:{name}", distribution)
+            for name, value in fixed_params.items():
+                trial.set_user_attr(name, value)
+            if self.custom_search_space_extender:
+                self.custom_search_space_extender(self._cfg, trial)
+            trial.set_user_attr(ATTR_HOST, socket.gethostname())
+            trial.set_user_attr(ATTR_PID, os.getpid())
+            # Conditional names carry their choice as a prefix; the override doesn't.
+            values = {name.split(":", 1)[-1]: value for name, value in trial.params.items()}
+            values.update(fixed_params)
+            overrides.append((*(f"{k}={v}" for k, v in values.items()), *fixed_overrides,
+                              f"{TRIAL_KEY}={trial.number}"))
+        return overrides
+
+    def _search_space(self, arguments: list[str]) -> tuple[dict[str, BaseDistribution],
+                                                            dict[str, Any], list[str], bool]:
+        self._process_searchspace_config()
+        params_conf = self._parse_sweeper_params_config()
+        params_conf.extend(arguments)
+        dists, fixed_params, fixed_overrides = create_params_from_overrides(params_conf)
+        is_grid = getattr(self.sampler, "func", None) is optuna.samplers.GridSampler
+        if is_grid:
+            grid = {name: self._to_grid_sampler_choices(d) for name, d in dists.items()}
+            self.sampler = self.sampler(grid)
+            self.n_trials = min(self.n_trials, math.prod(len(v) for v in grid.values()))
+            log.info("Grid sampler: %d trials cover the grid", self.n_trials)
+        for name in fixed_params:
+            dists.pop(name, None)
+        self._conditional = {
+            str(choice): create_params_from_overrides(
+                [f"{k}={v}" for k, v in space.items()])[0]
+            for choice, space in self.conditional_params.items()
+        }
+        return dists, fixed_params, fixed_overrides, is_grid
+
+    # ---------------------------------------------------------------------- resume
+    def _reclaim_interrupted(self, study: optuna.Study) -> list[int]:
+        """Fail trials a killed sweep left RUNNING, and queue every interrupted trial again."""
+        host = socket.gethostname()
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            owner, pid = t.user_attrs.get(ATTR_HOST), t.user_attrs.get(ATTR_PID)
+            if owner not in (None, host) or (pid is not None and _pid_alive(int(pid))):
+                continue  # another live sweep process is running it
+            Trial(study, t._trial_id).set_user_attr(ATTR_INTERRUPTED, True)
+            study.tell(t.number, state=TrialState.FAIL)
+        trials = study.get_trials(deepcopy=False)
+        retried = {t.user_attrs.get(ATTR_RETRY_OF) for t in trials}
+        queued = []
+        for t in trials:
+            if (t.state is TrialState.FAIL and t.user_attrs.get(ATTR_INTERRUPTED)
+                    and t.number not in retried):
+                study.enqueue_trial(t.params, user_attrs={ATTR_RETRY_OF: t.number})
+                queued.append(t.number)
+        return queued
+
+    @staticmethod
+    def _counts_toward_total(t: FrozenTrial) -> bool:
+        if t.state in (TrialState.COMPLETE, TrialState.PRUNED):
+            return True
+        return t.state is TrialState.FAIL and not t.user_attrs.get(ATTR_INTERRUPTED)
+
+    def _warm_start(self, study: optuna.Study, dists: dict[str, BaseDistribution]) -> None:
+        sets = list(self.enqueue)
+        if self.enqueue_defaults:
+            # The model's configured values for the searched keys: a known-good first trial.
+            defaults = {name: OmegaConf.select(self._cfg, name) for name in dists}
+            sets.insert(0, {k: v for k, v in defaults.items() if v is not None})
+        for params in sets:
+            study.enqueue_trial(params)
+            log.info("Warm start: queued %s", params)
+
+    # ------------------------------------------------------------------------ loop
+    def _record_outputs(self, trial: Trial, ret: JobReturn) -> None:
+        """Copy the job's metrics and MLflow run id onto the trial as user attributes."""
+        if ret.hydra_cfg is None:
+            return
+        out = Path(str(ret.hydra_cfg.hydra.runtime.output_dir))
+        for name, value in artifacts.read_json(out / artifacts.METRICS_FILE).items():
+            if isinstance(value, (int, float)) and math.isfinite(value):
+                trial.set_user_attr(name, value)
+        run_file = out / artifacts.MLFLOW_RUN_FILE
+        if run_file.exists():
+            trial.set_user_attr(ATTR_RUN_ID, run_file.read_text().strip())
+
+    @staticmethod
+    def _values(ret: JobReturn, n_directions: int) -> list[float]:
+        result = ret.return_value  # re-raises the job's exception
+        values = [float(v) for v in (result if n_directions > 1 else [result])]
+        if len(values) != n_directions:
+            raise ValueError(f"the job returned {len(values)} values for {n_directions} "
+                             f"objectives")
+        bad = [v for v in values if not math.isfinite(v)]
+        if bad:
+            raise ValueError(f"the objective is {bad[0]}; a trial must return finite values")
+        return values
+
+    def sweep(self, arguments: list[str]) -> None:
+        """Run or resume the study until ``n_trials`` trials are done or time runs out."""
+        dists, fixed_params, fixed_overrides, _ = self._search_space(arguments)
+        directions = self._get_directions()
+        name = self.study_name or derive_study_name(self._cfg)
+        study = optuna.create_study(study_name=name, storage=self.storage,
+                                    sampler=self.sampler, directions=cast(Any, directions),
+                                    load_if_exists=True)
+        assert self.launcher is not None
+        study.set_user_attr("sampler", type(self.sampler).__name__)
+        queued = self._reclaim_interrupted(study)
+        launched = [t for t in study.get_trials(deepcopy=False)
+                    if t.state is not TrialState.WAITING]
+        done = sum(self._counts_toward_total(t) for t in launched)
+        if launched:
+            # A fresh sampler with the same seed would re-propose the first trials.
+            self.sampler.reseed_rng()
+            log.info("Resuming study %s: %d of %d trials done%s", name, done, self.n_trials,
+                     f"; retrying interrupted trials {queued}" if queued else "")
+        else:
+            self._warm_start(study, dists)
+            log.info("Study %s (%s), sampler %s, directions %s", name, self.storage,
+                     type(self.sampler).__name__, directions)
+        self.job_idx = len(launched)  # job numbers continue across resumes
+        progress = _Progress(total=self.n_trials, done=done, metric=self.metric_name)
+        failures: list[tuple[int, str]] = []
+        stopped_by_timeout = False
+
+        while progress.done < self.n_trials:
+            if self.timeout is not None and time.monotonic() - progress.started >= self.timeout:
+                stopped_by_timeout = True
+                log.warning("Timeout of %ss reached: stopping after %d of %d trials",
+                            self.timeout, progress.done, self.n_trials)
+                break
+            batch = min(self.n_trials - progress.done, self.n_jobs)
+            trials = [study.ask() for _ in range(batch)]
+            overrides = self._configure_trials(trials, dists, fixed_params, fixed_overrides)
+            try:
+                returns = self.launcher.launch(overrides, initial_job_idx=self.job_idx)
+            except BaseException as e:  # Ctrl-C, SIGTERM, a crashed launcher
+                for trial in trials:
+                    trial.set_user_attr(ATTR_INTERRUPTED, True)
+                    trial.set_user_attr(ATTR_ERROR, f"interrupted: {type(e).__name__}")
+                    study.tell(trial, state=TrialState.FAIL)
+                log.error("Sweep interrupted (%s); re-run the same command to resume study "
+                          "%s", type(e).__name__, name)
+                raise
+            self.job_idx += len(returns)
+            for trial, ret in zip(trials, returns, strict=True):
+                self._record_outputs(trial, ret)
+                try:
+                    values = self._values(ret, len(directions))
+                except Exception as e:
+                    message = f"{type(e).__name__}: {e}"
+                    trial.set_user_attr(ATTR_ERROR, message[:2000])
+                    _tell(study, trial, state=TrialState.FAIL)
+                    failures.append((trial.number, message))
+                    log.warning("%s", progress.line(study, trial.number, f"FAILED ({message})"))
+                    continue
+                _tell(study, trial, values=values)
+                shown = ", ".join(f"{v:.4f}" for v in values)
+                log.info("%s", progress.line(study, trial.number, f"{self.metric_name}={shown}"))
+            finished = progress.finished_here
+            if (finished >= min(MIN_TRIALS_FOR_RATE, self.n_trials)
+                    and len(failures) / finished > self.max_failure_rate):
+                summary = self._write_results(study, failures, stopped_by_timeout)
+                raise SweepAbortedError(
+                    f"{len(failures)} of {finished} trials failed, more than "
+                    f"max_failure_rate={self.max_failure_rate}; {summary}")
+
+        summary = self._write_results(study, failures, stopped_by_timeout)
+        if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            raise SweepAbortedError(f"no trial of study {name} completed; {summary}")
+
+    # --------------------------------------------------------------------- results
+    def _write_results(self, study: optuna.Study, failures: list[tuple[int, str]],
+                       stopped_by_timeout: bool) -> str:
+        """Write optimization_results.yaml and return a one-line failure summary."""
+        trials = study.get_trials(deepcopy=False)
+        states = Counter(t.state.name for t in trials)
+        by_error = Counter(message.split(":", 1)[0] for _, message in failures)
+        summary = (f"failures by error: {dict(by_error)}; first: trial {failures[0][0]}: "
+                   f"{failures[0][1]}" if failures else "no failures")
+        results: dict[str, Any] = {
+            "name": "optuna",
+            "study_name": study.study_name,
+            "storage": str(self.storage),
+            "n_trials": self.n_trials,
+            "trials_by_state": dict(states),
+            "stopped_by_timeout": stopped_by_timeout,
+            "failures": [{"trial": n, "error": m} for n, m in failures],
+        }
+        complete = [t for t in trials if t.state is TrialState.COMPLETE]
+        if complete and len(study.directions) == 1:
+            best = study.best_trial
+            results.update({"best_trial": best.number, "best_value": best.value,
+                            "best_params": best.params,
+                            "best_mlflow_run_id": best.user_attrs.get(ATTR_RUN_ID)})
+            log.info("Best trial %d: %s=%s %s", best.number, self.metric_name, best.value,
+                     best.params)
+        elif complete:
+            results["solutions"] = [
+                {"trial": t.number, "values": t.values, "params": t.params,
+                 "mlflow_run_id": t.user_attrs.get(ATTR_RUN_ID)} for t in study.best_trials]
+            log.info("Pareto front: %d trials", len(study.best_trials))
+        if failures:
+            log.warning("%d trial(s) failed: %s", len(failures), summary)
+        sweep_dir = Path(self._cfg.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)  # a resumed, complete study launched nothing
+        OmegaConf.save(OmegaConf.create(results), sweep_dir / "optimization_results.yaml")
+        return summary
