@@ -58,7 +58,10 @@ def test_every_model_resolves_by_task_and_takes_the_seed(compose_cfg, model, tas
         assert estimator.get_params()["random_state"] == 7
 
 
-@pytest.mark.parametrize(("model", "sweep"), list(itertools.product(MODELS, SWEEPS)))
+PER_MODEL_SWEEPS = [s for s in SWEEPS if s != "families"]
+
+
+@pytest.mark.parametrize(("model", "sweep"), list(itertools.product(MODELS, PER_MODEL_SWEEPS)))
 def test_every_model_and_sweep_has_a_search_space_over_existing_keys(compose_cfg, model, sweep):
     # `optional` in the defaults list would silently skip a missing file: identical trials.
     cfg = compose_cfg(f"model={model}", f"sweep={sweep}")
@@ -164,3 +167,19 @@ def test_logreg_c_becomes_ridge_alpha_for_regression(compose_cfg):
     cfg = compose_cfg("model=logreg", "model.C=2.0")
     assert build_estimator(cfg.model, Task.classification).C == 2.0
     assert build_estimator(cfg.model, Task.regression).alpha == 0.25
+
+
+def test_families_sweep_covers_every_family_with_its_own_space(compose_cfg):
+    cfg = compose_cfg("sweep=families")
+    sweeper = cfg.hydra.sweeper
+    assert set(sweeper.params) == {"model"}
+    families = sweeper.params.model.removeprefix("choice(").removesuffix(")").split(", ")
+    assert sorted(families) == MODELS
+    assert set(sweeper.conditional_params) == set(MODELS)
+    for family in MODELS:
+        space = sweeper.conditional_params[family]
+        assert space, family
+        family_cfg = compose_cfg(f"model={family}")
+        for key in space:
+            assert OmegaConf.select(family_cfg, key, default="<missing>") != "<missing>", key
+    check_config(cfg, sweeping=True)
