@@ -81,10 +81,19 @@ def test_csv_sweep_searches_preprocessing_and_serves_raw_rows(tmp_path):
 
 def test_regression_dataset_minimizes_rmse(tmp_path):
     proc = run_train(tmp_path, "-m", "dataset=diabetes", "model=hgb", "sweep=narrow",
-                     "hydra.sweeper.n_trials=3")
+                     "hydra.sweeper.n_trials=3", "evaluation.trial_figures=true")
     assert_ok(proc)
     client, runs = runs_of(tmp_path, "diabetes")
     parent, children = split_runs(runs)
+    regression_figures = {"predicted_vs_actual.png", "residuals.png",
+                          "permutation_importance.png"}
+    on_parent = {p.path.split("/")[-1] for p in client.list_artifacts(parent.info.run_id,
+                                                                      "figures")}
+    assert regression_figures <= on_parent
+    for child in children:  # evaluation.trial_figures=true: every trial has its own
+        on_child = {p.path.split("/")[-1]
+                    for p in client.list_artifacts(child.info.run_id, "figures")}
+        assert regression_figures <= on_child
     assert parent.data.params["objective.metric"] == "val_rmse"
     best = min(c.data.metrics["val_rmse"] for c in children)
     assert parent.data.metrics["best_val_rmse"] == pytest.approx(best)

@@ -8,7 +8,13 @@ import pytest
 from omegaconf import OmegaConf
 from sklearn.pipeline import Pipeline
 
-from tabflow.config import DatasetConfig, PreprocessingConfig, Source, Task
+from tabflow.config import (
+    CLASSIFICATION_METRICS,
+    DatasetConfig,
+    PreprocessingConfig,
+    Source,
+    Task,
+)
 from tabflow.data import DataError, Dataset, infer_columns, load_dataset, split_dataset
 from tabflow.evaluation import compute_metrics
 from tabflow.job import objective_value, refit_final, run_job
@@ -127,9 +133,14 @@ def test_metrics_are_named_split_metric_and_scored_correctly():
                          Task.classification))])
     pipe.fit(ds.X, ds.y)
     m = compute_metrics(pipe, ds.X, ds.y, Task.classification, "train")
-    assert set(m) == {"train_accuracy", "train_precision", "train_recall", "train_f1",
-                      "train_roc_auc"}
-    assert m["train_accuracy"] == pytest.approx((pipe.predict(ds.X) == ds.y).mean())
+    assert set(m) == {f"train_{name}" for name in CLASSIFICATION_METRICS}
+    pred = pipe.predict(ds.X)
+    assert m["train_accuracy"] == pytest.approx((pred == ds.y).mean())
+    recalls = [(pred[ds.y == c] == c).mean() for c in (0, 1)]
+    assert m["train_balanced_accuracy"] == pytest.approx(np.mean(recalls))
+    assert m["train_recall_macro"] == pytest.approx(np.mean(recalls))
+    proba = pipe.predict_proba(ds.X)[np.arange(len(ds.y)), ds.y]
+    assert m["train_log_loss"] == pytest.approx(-np.log(np.clip(proba, 1e-15, 1)).mean())
     reg = compute_metrics(_Constant(ds.y.mean()), ds.X, ds.y.astype(float), Task.regression,
                           "val")
     assert reg["val_r2"] == pytest.approx(0.0)

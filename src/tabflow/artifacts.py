@@ -18,6 +18,7 @@ MODEL_FILE = "model.joblib"  # single runs only: the fitted pipeline
 TRACKING_ERROR_FILE = "tracking_error.txt"
 MLFLOW_RUN_FILE = "mlflow_run_id.txt"  # the job's MLflow run, for the sweeper's records
 ERROR_FILE = "error.txt"  # a failed job's exception and traceback
+FIGURES_DIR = "figures"  # trial figures, when evaluation.trial_figures is on
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:

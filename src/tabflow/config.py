@@ -57,13 +57,14 @@ class Encoder(StrEnum):
 # Metric names follow the guide: `<split>_<metric>` (train_accuracy, val_f1, test_roc_auc).
 # They are the contract between evaluation, the objective and MLflow, so they live here,
 # where the config check can read them without importing scikit-learn.
-CLASSIFICATION_METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc")
+CLASSIFICATION_METRICS = ("accuracy", "balanced_accuracy", "precision", "recall", "f1",
+                          "precision_macro", "recall_macro", "f1_macro", "roc_auc", "log_loss")
 REGRESSION_METRICS = ("rmse", "mae", "r2")
 SPLITS = ("train", "val", "test")
 
 
 # Per-trial measurements an objective may also use (e.g. minimise fit time).
-COST_METRICS = ("fit_time_s",)
+COST_METRICS = ("fit_time_s", "predict_time_s", "model_size_bytes")
 
 
 def metric_names(task: Task | str) -> tuple[str, ...]:
@@ -252,6 +253,14 @@ class CVConfig:
 
 
 @dataclass
+class EvaluationConfig:
+    """Figures and the sweep report."""
+
+    figures: bool = True  # final model and sweep figures, and the report, on the parent run
+    trial_figures: bool = False  # figures of every trial's model too (slower sweeps)
+
+
+@dataclass
 class TrackingConfig:
     """Where and how runs are tracked in MLflow."""
 
@@ -268,6 +277,8 @@ class RegistryConfig:
     enabled: bool = True
     model_name: str = MISSING
     alias: str = "staging"
+    auto_promote: bool = False  # promote staging to production when it beats production
+    promote_margin: float = 0.0  # how much better on the test metric it must be
 
 
 @dataclass
@@ -288,6 +299,7 @@ class TrainConfig:
     split: SplitConfig = field(default_factory=SplitConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     cv: CVConfig = field(default_factory=CVConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     # Threads per fit for libraries that use OpenMP/BLAS (hgb, numpy); null = one per core,
     # or the cores divided among parallel trials under the joblib launcher.
     threads: int | None = None

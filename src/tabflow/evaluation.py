@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
@@ -12,27 +13,35 @@ from tabflow.config import Task
 
 
 def classification_scores(model: Any, X: pd.DataFrame, y: pd.Series) -> dict[str, float]:
-    """Return accuracy, weighted precision / recall / F1 (as in the guide) and ROC-AUC.
+    """Return the classification metrics of a fitted model on one split.
 
-    ROC-AUC is binary on the positive class, or one-vs-rest weighted for several
-    classes; a binary model without ``predict_proba`` is ranked by its decision
-    function. It is left out when neither exists or the split holds a single class.
+    Accuracy, balanced accuracy, precision / recall / F1 weighted by class support (as in
+    the guide; ``precision``, ``recall``, ``f1``) and unweighted (``*_macro``), ROC-AUC and
+    log loss. ROC-AUC is binary on the positive class, or one-vs-rest weighted for several
+    classes; a binary model without ``predict_proba`` is ranked by its decision function.
+    Metrics that need what the model or split lacks (probabilities, two classes) are left out.
     """
-    pred = model.predict(X)
+    proba = model.predict_proba(X) if hasattr(model, "predict_proba") else None
+    classes = np.asarray(getattr(model, "classes_", []))
+    # For probabilistic classifiers predict() is the argmax of predict_proba(): reuse it.
+    pred = classes[proba.argmax(axis=1)] if proba is not None and len(classes) else \
+        model.predict(X)
     scores = {
         "accuracy": skm.accuracy_score(y, pred),
-        "precision": skm.precision_score(y, pred, average="weighted", zero_division=0),
-        "recall": skm.recall_score(y, pred, average="weighted", zero_division=0),
-        "f1": skm.f1_score(y, pred, average="weighted", zero_division=0),
+        "balanced_accuracy": skm.balanced_accuracy_score(y, pred),
     }
-    classes = list(getattr(model, "classes_", []))
-    if y.nunique() > 1 and hasattr(model, "predict_proba"):
-        proba = model.predict_proba(X)
+    for average, suffix in (("weighted", ""), ("macro", "_macro")):
+        scores[f"precision{suffix}"] = skm.precision_score(y, pred, average=average,
+                                                           zero_division=0)
+        scores[f"recall{suffix}"] = skm.recall_score(y, pred, average=average, zero_division=0)
+        scores[f"f1{suffix}"] = skm.f1_score(y, pred, average=average, zero_division=0)
+    if y.nunique() > 1 and proba is not None:
         if len(classes) == 2:
             scores["roc_auc"] = skm.roc_auc_score(y, proba[:, 1])
         elif set(np.unique(y)) == set(classes):
             scores["roc_auc"] = skm.roc_auc_score(y, proba, multi_class="ovr",
                                                   average="weighted", labels=classes)
+        scores["log_loss"] = skm.log_loss(y, proba, labels=classes)
     elif y.nunique() > 1 and len(classes) == 2 and hasattr(model, "decision_function"):
         # SVC without probability estimates: the decision function ranks rows just as well.
         scores["roc_auc"] = skm.roc_auc_score(y, model.decision_function(X))
@@ -47,6 +56,16 @@ def regression_scores(model: Any, X: pd.DataFrame, y: pd.Series) -> dict[str, fl
         "mae": float(skm.mean_absolute_error(y, pred)),
         "r2": float(skm.r2_score(y, pred)),
     }
+
+
+def predict_time_and_size(model: Any, X: pd.DataFrame) -> dict[str, float]:
+    """Return the seconds to predict ``X`` and the model's serialized size in bytes."""
+    import pickle
+
+    start = time.perf_counter()
+    model.predict(X)
+    elapsed = time.perf_counter() - start
+    return {"predict_time_s": elapsed, "model_size_bytes": float(len(pickle.dumps(model)))}
 
 
 def compute_metrics(model: Any, X: pd.DataFrame, y: pd.Series, task: Task,
@@ -73,8 +92,9 @@ def _scorers(model: Any, y: pd.Series, task: Task) -> dict[str, str]:
     if task is Task.regression:
         return {"rmse": "neg_root_mean_squared_error", "mae": "neg_mean_absolute_error",
                 "r2": "r2"}
-    scorers = {"accuracy": "accuracy", "precision": "precision_weighted",
-               "recall": "recall_weighted", "f1": "f1_weighted"}
+    scorers = {"accuracy": "accuracy", "balanced_accuracy": "balanced_accuracy",
+               "precision": "precision_weighted", "recall": "recall_weighted",
+               "f1": "f1_weighted", "f1_macro": "f1_macro"}
     if y.nunique() == 2:
         scorers["roc_auc"] = "roc_auc"  # uses predict_proba or decision_function
     elif hasattr(model, "predict_proba"):

@@ -17,9 +17,9 @@ from sklearn.pipeline import Pipeline
 from threadpoolctl import threadpool_limits
 
 from tabflow import artifacts
-from tabflow.config import as_list, job_config
+from tabflow.config import Task, as_list, job_config
 from tabflow.data import Dataset, Splits, load_dataset, split_dataset
-from tabflow.evaluation import compute_metrics, cross_validate_metrics
+from tabflow.evaluation import compute_metrics, cross_validate_metrics, predict_time_and_size
 from tabflow.pipeline import build_pipeline
 
 log = logging.getLogger(__name__)
@@ -90,9 +90,17 @@ def run_job(cfg: DictConfig, output_dir: str | Path, save_model: bool = False,
             metrics = {
                 **compute_metrics(pipeline, splits.X_train, splits.y_train, ds.task, "train"),
                 **compute_metrics(pipeline, splits.X_val, splits.y_val, ds.task, "val"),
+                **predict_time_and_size(pipeline, splits.X_val),
                 "fit_time_s": fit_time,
             }
     artifacts.write_json(out / artifacts.METRICS_FILE, metrics)
+    if cfg.evaluation.trial_figures:
+        from tabflow.plots import model_figures, save_figures
+
+        if cfg.cv.folds >= 2:  # CV leaves no fitted model; fit one for the figures
+            _fit(pipeline, splits.X_train, splits.y_train)
+        save_figures(model_figures(pipeline, splits.X_val, splits.y_val, ds.task, "validation",
+                                   cfg.seed), out / artifacts.FIGURES_DIR)
     if save_model:
         joblib.dump(pipeline, out / artifacts.MODEL_FILE)
     log.info("%s", "  ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items())))
@@ -126,6 +134,9 @@ class FinalModel:
     metrics: dict[str, float]
     input_example: pd.DataFrame
     dataset: dict[str, Any]
+    X_test: pd.DataFrame
+    y_test: pd.Series
+    task: Task
 
 
 def refit_final(cfg: DictConfig) -> FinalModel:
@@ -144,4 +155,5 @@ def refit_final(cfg: DictConfig) -> FinalModel:
         fit_time = _fit(pipeline, X, y)
     metrics = compute_metrics(pipeline, splits.X_test, splits.y_test, ds.task, "test")
     metrics["refit_time_s"] = fit_time
-    return FinalModel(pipeline, metrics, splits.X_test.head(5), ds.describe())
+    return FinalModel(pipeline, metrics, splits.X_test.head(5), ds.describe(), splits.X_test,
+                      splits.y_test, ds.task)

@@ -265,6 +265,79 @@ def log_dataset(store: _Store, run_id: str, dataset: dict[str, Any], context: st
         entity, tags=[InputTag("mlflow.data.context", context)])])
 
 
+# ------------------------------------------------------------------ registry primitives
+# The lifecycle logic lives in tabflow.registry; these are the MLflow calls it needs.
+# Aliases are the source of truth; the deprecated stages are mirrored so the guide's
+# `models:/<name>/Production` URIs still resolve.
+STAGE_OF_ALIAS = {"staging": "Staging", "production": "Production"}
+
+
+def set_alias(store: _Store, name: str, alias: str, version: str) -> None:
+    """Point an alias at a version and mirror it to the matching (deprecated) stage."""
+    store.client.set_registered_model_alias(name, alias, version)
+    mirror_stage(store, name, version, STAGE_OF_ALIAS.get(alias))
+
+
+def mirror_stage(store: _Store, name: str, version: str, stage: str | None) -> None:
+    """Set a version's deprecated stage (Staging, Production, Archived), if any."""
+    if stage is None:
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # stages are deprecated; mirrored only
+        store.client.transition_model_version_stage(name, version, stage)
+
+
+def version_by_alias(store: _Store, name: str, alias: str) -> Any:
+    """Return the model version an alias points at, or None."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return store.client.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None
+
+
+def model_version(store: _Store, name: str, version: str) -> Any:
+    """Return one model version."""
+    return store.client.get_model_version(name, version)
+
+
+def tag_version(store: _Store, name: str, version: str, tags: dict[str, str]) -> None:
+    """Set tags on a model version."""
+    for key, value in tags.items():
+        store.client.set_model_version_tag(name, version, key, value)
+
+
+def load_model(uri: str) -> Any:
+    """Load a registered scikit-learn pipeline (``models:/<name>/<version>``)."""
+    import mlflow
+
+    return mlflow.sklearn.load_model(uri)
+
+
+def download_artifact(store: _Store, run_id: str, path: str) -> Path:
+    """Download one artifact of a run and return its local path."""
+    import mlflow
+
+    return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path,
+                                                    tracking_uri=store.uri))
+
+
+def search(store: _Store, experiment: str, filter_string: str = "",
+           order_by: list[str] | None = None, max_results: int = 10) -> list[Any]:
+    """Search runs of an experiment by name with MLflow's own filter syntax."""
+    exp = store.client.get_experiment_by_name(experiment)
+    if exp is None:
+        raise TrackingError(f"no experiment named {experiment!r} at {store.uri}")
+    return list(store.client.search_runs([exp.experiment_id], filter_string=filter_string,
+                                         order_by=order_by or [], max_results=max_results))
+
+
+def experiments(store: _Store) -> list[Any]:
+    """Return every experiment of the store."""
+    return list(store.client.search_experiments())
+
+
 def trusted_types(model: Any) -> list[str]:
     """Return the exact types skops must trust to save and load ``model``.
 
@@ -518,16 +591,66 @@ class MlflowCallback(Callback):
         log_dataset(store, self.parent_run_id, final.dataset, "training")
         store.client.log_artifact(self.parent_run_id,
                                   str(Path(best.output_dir) / artifacts.CONFIG_FILE), "best")
+        start = time.perf_counter()
         info = log_model(store, self.parent_run_id, final.pipeline, final.input_example)
         name, alias = config.registry.model_name, config.registry.alias
         version = self._register_version(store, info.model_uri, name, config, best, final)
-        store.client.set_registered_model_alias(name, alias, version)
-        log_run_data(store, self.parent_run_id,
+        set_alias(store, name, alias, version)
+        seconds = time.perf_counter() - start
+        log_run_data(store, self.parent_run_id, metrics={"registration_time_s": seconds},
                      tags={"registry.model": name, "registry.version": version,
                            "registry.alias": alias})
         test = "  ".join(f"{k}={v:.4f}" for k, v in sorted(final.metrics.items()))
-        print(f"Registered {name} version {version} as @{alias}: models:/{name}@{alias}\n"
-              f"  {test}")
+        print(f"Registered {name} version {version} as @{alias} in {seconds:.2f}s: "
+              f"models:/{name}@{alias}\n  {test}")
+        if config.evaluation.figures:
+            self._report(store, config, best, final, name, version)
+        if config.registry.auto_promote:
+            from tabflow.registry import promote, render
+
+            print(render(promote(store, name, margin=config.registry.promote_margin)))
+
+    def _report(self, store: _Store, config: DictConfig, best: _Best, final: Any, name: str,
+                version: str) -> None:
+        """Attach the final model's and the sweep's figures and report.html to the parent."""
+        import tempfile
+
+        from tabflow import plots
+
+        assert self.parent_run_id is not None
+        sweeper = config.hydra.sweeper
+        metric = primary_objective(config)[0]
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp) / "figures"
+            figures = plots.model_figures(final.pipeline, final.X_test, final.y_test,
+                                          final.task, "test", config.seed)
+            if "study_name" in sweeper:
+                from tabflow.study import study_name
+
+                figures.update(plots.sweep_figures(str(sweeper.storage), study_name(config),
+                                                   metric))
+            paths = plots.save_figures(figures, folder)
+            parent = store.client.get_run(self.parent_run_id)
+            summary = {
+                "study": parent.data.tags.get(TAG_STUDY, ""),
+                "best trial": best.trial, f"best {metric} (validation)": best.value,
+                "best run": best.run_id,
+                "trials": ", ".join(f"{k.removeprefix('trials_')}: {int(v)}"
+                                    for k, v in parent.data.metrics.items()
+                                    if k.startswith("trials_")),
+                "registered": f"models:/{name}/{version} (@{config.registry.alias})",
+                "dataset": f"{final.dataset['name']} ({final.dataset['digest'][:12]}, "
+                           f"{final.dataset['n_rows']} rows)",
+            }
+            params = {k: v for k, v in flatten(
+                OmegaConf.to_container(_read_config(Path(best.output_dir) /
+                                                    artifacts.CONFIG_FILE))).items()
+                      if k.startswith(("model.", "preprocessing."))}
+            report = plots.write_report(Path(tmp) / "report.html",
+                                        f"Sweep report: {config.tracking.experiment}", summary,
+                                        params, final.metrics, paths)
+            store.client.log_artifacts(self.parent_run_id, str(folder), "figures")
+            store.client.log_artifact(self.parent_run_id, str(report))
 
     def _register_version(self, store: _Store, model_uri: str, name: str, config: DictConfig,
                           best: _Best, final: Any) -> str:
@@ -616,6 +739,9 @@ class MlflowCallback(Callback):
                      artifacts.ERROR_FILE):
             if (out / name).exists():
                 store.client.log_artifact(run_id, str(out / name))
+        if (out / artifacts.FIGURES_DIR).is_dir():
+            store.client.log_artifacts(run_id, str(out / artifacts.FIGURES_DIR),
+                                       artifacts.FIGURES_DIR)
         model_file = out / artifacts.MODEL_FILE
         if not failed and config.tracking.log_model and model_file.exists():
             import joblib

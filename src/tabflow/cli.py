@@ -1,0 +1,190 @@
+"""``tabflow``: what a user does after training, from the command line.
+
+    tabflow experiments                         # experiments in the store
+    tabflow runs breast_cancer --top 5          # best trials of the latest sweep
+    tabflow promote breast_cancer               # staging -> production if it beats it
+    tabflow rollback breast_cancer              # production -> the version it replaced
+    tabflow ui                                  # the MLflow UI on 127.0.0.1:5000
+    tabflow serve breast_cancer                 # REST predictions from @production
+
+Every command takes ``--tracking-uri`` (default: ``MLFLOW_TRACKING_URI``, else the
+project's ``mlflow.db``) and ``--help``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+PROJECT_ROOT = Path(os.environ.get("TABFLOW_ROOT", Path(__file__).resolve().parents[2]))
+
+
+def default_tracking_uri() -> str:
+    """Return ``MLFLOW_TRACKING_URI`` if set, else the project's SQLite store."""
+    return os.environ.get("MLFLOW_TRACKING_URI", f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}")
+
+
+def _experiments(args: argparse.Namespace) -> int:
+    from tabflow import tracking
+
+    store = tracking.connect(args.tracking_uri)
+    for exp in tracking.experiments(store):
+        print(f"{exp.experiment_id:>4}  {exp.name}")
+    return 0
+
+
+def _runs(args: argparse.Namespace) -> int:
+    from tabflow import tracking
+
+    store = tracking.connect(args.tracking_uri)
+    sweeps = tracking.search(store, args.experiment, "tags.`tabflow.role` = 'sweep'",
+                             ["attributes.start_time DESC"], max_results=1)
+    if not sweeps:
+        print(f"no sweep in experiment {args.experiment!r}", file=sys.stderr)
+        return 1
+    parent = sweeps[0]
+    metric = args.metric or parent.data.params.get("objective.metric", "val_accuracy")
+    if metric.startswith("["):  # multi-objective: rank by the first
+        metric = metric.strip("[]").split(",")[0].strip(" '")
+    order = "ASC" if args.ascending else "DESC"
+    runs = tracking.search(
+        store, args.experiment,
+        f"tags.`mlflow.parentRunId` = '{parent.info.run_id}' and attributes.status = 'FINISHED'",
+        [f"metrics.`{metric}` {order}"], max_results=args.top)
+    print(f"sweep {parent.info.run_name} ({parent.info.run_id}), "
+          f"study {parent.data.tags.get('optuna.study', '?')}")
+    print(f"{'rank':>4}  {'trial':>5}  {metric:>14}  run")
+    for rank, run in enumerate(runs, 1):
+        value = run.data.metrics.get(metric, float("nan"))
+        print(f"{rank:>4}  {run.data.tags.get('optuna.trial', '?'):>5}  {value:>14.4f}  "
+              f"{run.info.run_id}")
+    if runs:
+        print(f"best run: {runs[0].info.run_id}")
+    return 0
+
+
+def _promote(args: argparse.Namespace) -> int:
+    from tabflow import registry, tracking
+
+    store = tracking.connect(args.tracking_uri)
+    try:
+        result = registry.promote(store, args.name, args.metric, args.margin, args.force)
+    except registry.RegistryError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(registry.render(result))
+    return 0
+
+
+def _rollback(args: argparse.Namespace) -> int:
+    from tabflow import registry, tracking
+
+    store = tracking.connect(args.tracking_uri)
+    try:
+        old, new = registry.rollback(store, args.name)
+    except registry.RegistryError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"{args.name}: production rolled back from version {old} to version {new}")
+    return 0
+
+
+def ui_command(tracking_uri: str, host: str, port: int) -> list[str]:
+    """Return the ``mlflow server`` command for the UI; beyond localhost, allow that host."""
+    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", tracking_uri,
+           "--host", host, "--port", str(port)]
+    if host not in ("127.0.0.1", "localhost"):
+        # MLflow rejects other Host headers (DNS-rebinding protection) unless allowed.
+        cmd += ["--allowed-hosts", f"{host}:{port},localhost:{port},127.0.0.1:{port},*"]
+    return cmd
+
+
+def runs_page(base: str, experiment_id: str) -> str:
+    """Return the UI address of an experiment's runs, in the model-training view.
+
+    MLflow 3's UI opens on its GenAI view unless the address asks for the classic one.
+    """
+    return f"{base}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+
+
+def _ui(args: argparse.Namespace) -> int:
+    from tabflow import tracking
+
+    cmd = ui_command(args.tracking_uri, args.host, args.port)
+    base = f"http://{args.host}:{args.port}"
+    print(f"MLflow UI on {base} (Ctrl-C stops it); runs of each experiment:")
+    for exp in tracking.experiments(tracking.connect(args.tracking_uri)):
+        print(f"  {exp.name}: {runs_page(base, exp.experiment_id)}", flush=True)
+    os.execv(cmd[0], cmd)  # become the server: signals reach it directly
+
+
+def serve_command(name: str, alias: str, port: int, tracking_uri: str) -> list[str]:
+    """Return the ``mlflow models serve`` command for a registered model's alias."""
+    return [sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/{name}@{alias}",
+            "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)]
+
+
+def _serve(args: argparse.Namespace) -> int:
+    env = {**os.environ, "MLFLOW_TRACKING_URI": args.tracking_uri}
+    cmd = serve_command(args.name, args.alias, args.port, args.tracking_uri)
+    print(f"Serving models:/{args.name}@{args.alias} on http://127.0.0.1:{args.port}"
+          f"/invocations", flush=True)
+    os.execve(cmd[0], cmd, env)  # become the server: signals reach it directly
+
+
+def parser() -> argparse.ArgumentParser:
+    """Build the command-line parser."""
+    main = argparse.ArgumentParser(prog="tabflow", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    main.add_argument("--tracking-uri", default=default_tracking_uri(),
+                      help="MLflow tracking URI (default: %(default)s)")
+    sub = main.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("experiments", help="list the experiments in the store")
+    p.set_defaults(func=_experiments)
+
+    p = sub.add_parser("runs", help="the top trials of an experiment's latest sweep")
+    p.add_argument("experiment", help="experiment name (the dataset name by default)")
+    p.add_argument("--top", type=int, default=5, help="how many runs (default: %(default)s)")
+    p.add_argument("--metric", help="rank by this metric (default: the sweep's objective)")
+    p.add_argument("--ascending", action="store_true", help="smaller is better")
+    p.set_defaults(func=_runs)
+
+    p = sub.add_parser("promote", help="promote @staging to @production if it is better")
+    p.add_argument("name", help="registered model name")
+    p.add_argument("--metric", help="test metric to compare (default: the objective's, "
+                                    "e.g. test_accuracy)")
+    p.add_argument("--margin", type=float, default=0.0,
+                   help="how much better staging must be (default: %(default)s)")
+    p.add_argument("--force", action="store_true", help="promote whatever the scores say")
+    p.set_defaults(func=_promote)
+
+    p = sub.add_parser("rollback", help="point @production back at the version it replaced")
+    p.add_argument("name", help="registered model name")
+    p.set_defaults(func=_rollback)
+
+    p = sub.add_parser("ui", help="the MLflow UI for the store")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="interface to bind (default: %(default)s; 0.0.0.0 exposes it)")
+    p.add_argument("--port", type=int, default=5000)
+    p.set_defaults(func=_ui)
+
+    p = sub.add_parser("serve", help="serve a registered model over REST (mlflow models serve)")
+    p.add_argument("name", help="registered model name")
+    p.add_argument("--alias", default="production", help="(default: %(default)s)")
+    p.add_argument("--port", type=int, default=8000)
+    p.set_defaults(func=_serve)
+    return main
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run a ``tabflow`` command."""
+    args = parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,201 @@
+"""Figures of a model and of a sweep, and the one-page sweep report.
+
+Everything uses matplotlib's object API on the Agg backend: each function returns its
+figures, and the caller saves and closes them (no pyplot state leaks across jobs).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from tabflow.config import Task
+
+MAX_FEATURES_SHOWN = 20
+MAX_CLASSES_CURVES = 10  # one-vs-rest curves beyond this would be unreadable
+
+
+def _figure(width: float = 6.4, height: float = 4.8) -> tuple[Figure, Any]:
+    fig = Figure(figsize=(width, height), layout="constrained")
+    return fig, fig.add_subplot()
+
+
+def confusion_matrix(model: Any, X: pd.DataFrame, y: pd.Series, split: str) -> Figure:
+    """Plot the confusion matrix of a classifier on one split, with class names."""
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    fig, ax = _figure()
+    ConfusionMatrixDisplay.from_predictions(y, model.predict(X), ax=ax, colorbar=False,
+                                            labels=list(model.classes_))
+    ax.set_title(f"Confusion matrix ({split}, {len(y)} rows)")
+    return fig
+
+
+def _scores(model: Any, X: pd.DataFrame) -> np.ndarray | None:
+    if hasattr(model, "predict_proba"):
+        return np.asarray(model.predict_proba(X))
+    if hasattr(model, "decision_function"):
+        scores = np.asarray(model.decision_function(X))
+        return np.column_stack([-scores, scores]) if scores.ndim == 1 else scores
+    return None
+
+
+def roc_and_pr_curves(model: Any, X: pd.DataFrame, y: pd.Series,
+                      split: str) -> dict[str, Figure]:
+    """Plot ROC and precision-recall curves: the positive class, or one-vs-rest per class."""
+    from sklearn.metrics import PrecisionRecallDisplay, RocCurveDisplay
+
+    scores = _scores(model, X)
+    classes = list(model.classes_)
+    if scores is None or len(classes) > MAX_CLASSES_CURVES:
+        return {}
+    shown = classes[1:] if len(classes) == 2 else classes
+    roc, roc_ax = _figure()
+    pr, pr_ax = _figure()
+    for cls in shown:
+        k = classes.index(cls)
+        truth = (y == cls).to_numpy()
+        RocCurveDisplay.from_predictions(truth, scores[:, k], ax=roc_ax, name=f"class {cls}")
+        PrecisionRecallDisplay.from_predictions(truth, scores[:, k], ax=pr_ax,
+                                                name=f"class {cls}")
+    roc_ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="chance")
+    roc_ax.set_title(f"ROC curve ({split})")
+    roc_ax.legend(loc="lower right")
+    pr_ax.set_title(f"Precision-recall curve ({split})")
+    pr_ax.legend(loc="lower left")
+    return {"roc_curve": roc, "precision_recall_curve": pr}
+
+
+def permutation_importance(model: Any, X: pd.DataFrame, y: pd.Series, split: str,
+                           seed: int) -> Figure:
+    """Plot permutation importance of the raw input columns (works for every model)."""
+    from sklearn.inspection import permutation_importance as importance
+
+    result = importance(model, X, y, n_repeats=5, random_state=seed, n_jobs=1)
+    order = np.argsort(result.importances_mean)[-MAX_FEATURES_SHOWN:]
+    fig, ax = _figure(7.0, max(3.0, 0.3 * len(order) + 1.5))
+    ax.barh([str(X.columns[i]) for i in order], result.importances_mean[order],
+            xerr=result.importances_std[order], color="tab:blue")
+    ax.set_xlabel("drop in score when the column is shuffled")
+    ax.set_title(f"Permutation importance ({split}, {len(y)} rows)")
+    return fig
+
+
+def regression_figures(model: Any, X: pd.DataFrame, y: pd.Series,
+                       split: str) -> dict[str, Figure]:
+    """Plot predicted against actual values, and residuals against predictions."""
+    pred = model.predict(X)
+    scatter, ax = _figure()
+    ax.scatter(y, pred, s=12, alpha=0.7)
+    low, high = float(min(y.min(), pred.min())), float(max(y.max(), pred.max()))
+    ax.plot([low, high], [low, high], linestyle="--", color="grey", label="perfect")
+    ax.set_xlabel(f"actual {y.name}")
+    ax.set_ylabel(f"predicted {y.name}")
+    ax.set_title(f"Predicted vs actual ({split})")
+    ax.legend()
+    residuals, rax = _figure()
+    rax.scatter(pred, y - pred, s=12, alpha=0.7)
+    rax.axhline(0, linestyle="--", color="grey")
+    rax.set_xlabel(f"predicted {y.name}")
+    rax.set_ylabel("residual (actual - predicted)")
+    rax.set_title(f"Residuals ({split})")
+    return {"predicted_vs_actual": scatter, "residuals": residuals}
+
+
+def model_figures(model: Any, X: pd.DataFrame, y: pd.Series, task: Task, split: str,
+                  seed: int) -> dict[str, Figure]:
+    """Return the figures of a fitted model on one split, by file stem."""
+    figures: dict[str, Figure] = {}
+    if task is Task.classification:
+        figures["confusion_matrix"] = confusion_matrix(model, X, y, split)
+        figures.update(roc_and_pr_curves(model, X, y, split))
+    else:
+        figures.update(regression_figures(model, X, y, split))
+    figures["permutation_importance"] = permutation_importance(model, X, y, split, seed)
+    return figures
+
+
+def sweep_figures(storage: str, study_name: str, metric: str) -> dict[str, Figure]:
+    """Return Optuna's history, importance, parallel-coordinate and slice plots of a study.
+
+    Plots that a study can't support yet (e.g. importances from a single trial) are left out.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")  # optuna draws through pyplot: files only, no display
+    import optuna
+    from optuna.visualization import matplotlib as ov
+
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    kwargs: dict[str, Any] = {"target_name": metric}
+    if len(study.directions) > 1:
+        kwargs["target"] = lambda t: t.values[0]
+    plots: dict[str, Any] = {"optimization_history": ov.plot_optimization_history,
+                             "param_importances": ov.plot_param_importances,
+                             "parallel_coordinate": ov.plot_parallel_coordinate,
+                             "slice": ov.plot_slice}
+    figures: dict[str, Figure] = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "experimental" warnings of optuna.visualization
+        for name, plot in plots.items():
+            try:
+                axes = plot(study, **kwargs)
+            except (ValueError, RuntimeError, ZeroDivisionError):
+                continue
+            fig = np.asarray(axes).flat[0].figure
+            fig.set_size_inches(max(6.4, fig.get_figwidth()), 4.8)
+            figures[name] = fig
+    return figures
+
+
+def save_figures(figures: dict[str, Any], folder: Path) -> list[Path]:
+    """Save figures as PNG files in ``folder`` and close them; return the paths."""
+    import matplotlib.pyplot as plt
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, fig in figures.items():
+        path = folder / f"{name}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)  # optuna's plots come from pyplot; our own Figures are unmanaged
+        paths.append(path)
+    return paths
+
+
+def _table(rows: dict[str, Any]) -> str:
+    cells = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(_fmt(v))}</td></tr>"
+                    for k, v in rows.items())
+    return f"<table>{cells}</table>"
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def write_report(path: Path, title: str, summary: dict[str, Any], params: dict[str, Any],
+                 test_metrics: dict[str, float], figures: list[Path]) -> Path:
+    """Write a self-contained one-page HTML report (figures embedded)."""
+    images = "".join(
+        f'<figure><img alt="{html.escape(p.stem)}" src="data:image/png;base64,'
+        f'{base64.b64encode(p.read_bytes()).decode()}"/><figcaption>'
+        f'{html.escape(p.stem.replace("_", " "))}</figcaption></figure>' for p in figures)
+    page = io.StringIO()
+    page.write(f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}
+</title><style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}
+table{{border-collapse:collapse;margin-bottom:1.5em}}th,td{{border:1px solid #ccc;
+padding:4px 10px;text-align:left}}figure{{display:inline-block;margin:0 1em 1em 0}}
+img{{max-width:520px}}</style></head><body><h1>{html.escape(title)}</h1>
+<h2>Sweep</h2>{_table(summary)}<h2>Best parameters</h2>{_table(params)}
+<h2>Held-out test scores of the final model</h2>{_table(test_metrics)}
+<h2>Figures</h2>{images}</body></html>""")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(page.getvalue())
+    return path

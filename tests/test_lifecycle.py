@@ -1,0 +1,192 @@
+"""From best trial to a model in production: report, promotion, rollback, serving.
+
+Runs real sweeps, the `tabflow` command and an `mlflow models serve` process on localhost.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import mlflow
+import pytest
+from mlflow import MlflowClient
+
+from conftest import run_train
+from test_e2e import assert_ok, load_dataset_frame, runs_of
+
+pytestmark = pytest.mark.slow
+MODEL = "breast_cancer"
+
+
+def tabflow(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "TABFLOW_ROOT": str(root), "PYTHONWARNINGS": "ignore"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return subprocess.run([sys.executable, "-m", "tabflow", *args], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def sweep(root: Path, *extra: str) -> None:
+    assert_ok(run_train(root, "-m", "model=rf", "sweep=narrow", "hydra.sweeper.n_trials=3",
+                        *extra))
+
+
+@pytest.fixture(scope="module")
+def registry_root(tmp_path_factory):
+    """A store with two sweeps: versions 1 and 2 of the model, v1 promoted to production."""
+    root = tmp_path_factory.mktemp("lifecycle")
+    sweep(root)
+    first = tabflow(root, "promote", MODEL)
+    assert first.returncode == 0, first.stderr
+    sweep(root, "seed=7")  # another study: a second version at @staging
+    return root, first.stdout
+
+
+def client_for(root: Path) -> MlflowClient:
+    return MlflowClient(f"sqlite:///{root}/mlflow.db")
+
+
+def test_sweep_report_and_figures_are_on_the_parent_run(registry_root):
+    root, _ = registry_root
+    client, runs = runs_of(root)
+    parent = next(r for r in runs if r.data.tags.get("tabflow.role") == "sweep")
+    figures = {Path(a.path).name for a in client.list_artifacts(parent.info.run_id, "figures")}
+    assert {"confusion_matrix.png", "roc_curve.png", "precision_recall_curve.png",
+            "permutation_importance.png", "optimization_history.png",
+            "parallel_coordinate.png", "slice.png"} <= figures
+    local = Path(mlflow.artifacts.download_artifacts(
+        run_id=parent.info.run_id, artifact_path="report.html",
+        tracking_uri=f"sqlite:///{root}/mlflow.db"))
+    report = local.read_text()
+    assert "Best parameters" in report and "model.n_estimators" in report
+    assert "test_accuracy" in report and report.count("data:image/png;base64,") >= 7
+    assert parent.data.metrics["registration_time_s"] < 30
+
+
+def test_first_promotion_needs_no_champion(registry_root):
+    root, first = registry_root
+    assert "PROMOTED to production: no production version yet" in first
+    client = client_for(root)
+    v1 = client.get_model_version(MODEL, "1")
+    assert v1.current_stage == "Production"  # the guide's stage, mirrored from the alias
+    record = json.loads(v1.tags["promotion.last"])
+    assert record["promoted"] and record["champion"] is None
+
+
+def test_promotion_compares_on_the_same_test_rows_and_respects_the_margin(registry_root):
+    root, _ = registry_root
+    client = client_for(root)
+    assert str(client.get_model_version_by_alias(MODEL, "staging").version) == "2"
+    refused = tabflow(root, "promote", MODEL, "--margin", "0.5")  # no model gains 0.5
+    assert refused.returncode == 0, refused.stderr
+    assert "not promoted" in refused.stdout and "staging     version 2" in refused.stdout
+    assert str(client.get_model_version_by_alias(MODEL, "production").version) == "1"
+    for version in ("1", "2"):  # the comparison is recorded on both versions
+        record = json.loads(client.get_model_version(MODEL, version).tags["promotion.last"])
+        assert record["candidate"] == "2" and record["champion"] == "1"
+        assert record["promoted"] is False and record["test_rows"] == 114
+
+    forced = tabflow(root, "promote", MODEL, "--margin", "0.5", "--force")
+    assert "PROMOTED to production" in forced.stdout and "forced" in forced.stdout
+    assert str(client.get_model_version_by_alias(MODEL, "production").version) == "2"
+    old = client.get_model_version(MODEL, "1")
+    assert old.tags["lifecycle"] == "archived" and old.current_stage == "Archived"
+    mlflow.set_tracking_uri(f"sqlite:///{root}/mlflow.db")
+    staged = mlflow.pyfunc.load_model(f"models:/{MODEL}/Production")  # the guide's URI
+    assert staged.metadata.model_uuid == mlflow.pyfunc.load_model(
+        f"models:/{MODEL}@production").metadata.model_uuid
+
+    back = tabflow(root, "rollback", MODEL)
+    assert back.returncode == 0, back.stderr
+    assert "rolled back from version 2 to version 1" in back.stdout
+    assert str(client.get_model_version_by_alias(MODEL, "production").version) == "1"
+    assert client.get_model_version(MODEL, "2").tags["lifecycle"] == "rolled_back"
+    again = tabflow(root, "rollback", MODEL)
+    assert again.returncode == 2 and "nothing to roll back to" in again.stderr
+
+
+def test_runs_and_experiments_commands(registry_root):
+    root, _ = registry_root
+    listed = tabflow(root, "experiments")
+    assert MODEL in listed.stdout
+    top = tabflow(root, "runs", MODEL, "--top", "2")
+    assert top.returncode == 0, top.stderr
+    lines = [ln for ln in top.stdout.splitlines() if ln.strip()[:1].isdigit()]
+    assert len(lines) == 2 and "best run:" in top.stdout
+    values = [float(ln.split()[2]) for ln in lines]
+    assert values == sorted(values, reverse=True)
+
+
+def test_help_is_there_for_every_command(tmp_path):
+    for command in ("promote", "rollback", "runs", "experiments", "ui", "serve"):
+        out = tabflow(tmp_path, command, "--help")
+        assert out.returncode == 0 and "usage: tabflow" in out.stdout
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_server(args: list[str], root: Path, env: dict[str, str], log: Path
+                 ) -> subprocess.Popen:
+    """Start a server in its own process group (it spawns workers), logging to a file."""
+    with log.open("w") as out:
+        return subprocess.Popen([sys.executable, "-m", "tabflow", *args], cwd=root, env=env,
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    """Stop a server and every worker it started."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+            proc.wait(timeout=20)
+            return
+        except ProcessLookupError:
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def wait_http(url: str, proc: subprocess.Popen, limit: float = 120) -> None:
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"the server exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            time.sleep(0.5)
+    raise AssertionError(f"{url} did not answer in {limit}s")
+
+
+def test_served_model_answers_like_the_in_process_one(registry_root):
+    root, _ = registry_root
+    port = free_port()
+    env = {**os.environ, "TABFLOW_ROOT": str(root),
+           "MLFLOW_TRACKING_URI": f"sqlite:///{root}/mlflow.db"}
+    proc = start_server(["serve", MODEL, "--port", str(port)], root, env, root / "serve.log")
+    try:
+        wait_http(f"http://127.0.0.1:{port}/ping", proc)
+        rows = load_dataset_frame().sample(20, random_state=0)
+        body = json.dumps({"dataframe_split": json.loads(rows.to_json(orient="split"))})
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations",
+                                         data=body.encode(),
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            served = json.loads(response.read())["predictions"]
+    finally:
+        stop_server(proc)
+    mlflow.set_tracking_uri(f"sqlite:///{root}/mlflow.db")
+    local = mlflow.pyfunc.load_model(f"models:/{MODEL}@production").predict(rows)
+    assert served == list(local)
