@@ -93,14 +93,16 @@ def test_families_sweep_searches_each_family_in_its_own_space(tmp_path):
 def launch(root: Path, *args: str) -> subprocess.Popen:
     env = {**os.environ, "TABFLOW_ROOT": str(root), "PYTHONWARNINGS": "ignore"}
     env.pop("MLFLOW_TRACKING_URI", None)
-    return subprocess.Popen([sys.executable, str(TRAIN), *args], cwd=root, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    with (root / "first-run.log").open("w") as log:
+        return subprocess.Popen([sys.executable, str(TRAIN), *args], cwd=root, env=env,
+                                stdout=log, stderr=subprocess.STDOUT)
 
 
 def wait_for_complete_trials(root: Path, n: int, proc: subprocess.Popen, limit: float = 120):
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
-        assert proc.poll() is None, "the sweep ended before it could be interrupted"
+        assert proc.poll() is None, ("the sweep ended before it could be interrupted:\n"
+                                     + (root / "first-run.log").read_text()[-3000:])
         if (root / "optuna.db").exists():
             try:
                 studies = optuna.get_all_study_summaries(f"sqlite:///{root}/optuna.db")

@@ -219,7 +219,7 @@ def _read_synthetic(cfg: DictConfig) -> tuple[pd.DataFrame, str]:
     # The last n_categorical features become categories: their quartile, as a string.
     for col in frame.columns[frame.shape[1] - s.n_categorical:]:
         codes = pd.qcut(frame[col], 4, labels=False)
-        frame[col] = pd.Series(np.array(["q1", "q2", "q3", "q4"])[codes], dtype="category")
+        frame[col] = np.array(["q1", "q2", "q3", "q4"], dtype=object)[codes]
     if s.missing_rate > 0:
         for col in frame.columns:  # column by column: no full-size random matrix
             frame.loc[rng.random(len(frame)) < s.missing_rate, col] = np.nan
