@@ -47,7 +47,8 @@ def page_with(url: str, profile: Path, *needles: str, tries: int = 4) -> str:
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed "
                     "(apt-get install chromium); .ci/run installs it")
 def test_ui_shows_the_sweep_and_the_registered_model(tmp_path):
-    assert_ok(run_train(tmp_path, "-m", "model=rf", "sweep=narrow", "hydra.sweeper.n_trials=3"))
+    assert_ok(run_train(tmp_path, "-m", "model=rf", "sweep=narrow", "hydra.sweeper.n_trials=3",
+                        "registry.auto_promote=true"))
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     exp = client.get_experiment_by_name("breast_cancer")
     parent = next(r for r in client.search_runs([exp.experiment_id])
@@ -70,8 +71,9 @@ def test_ui_shows_the_sweep_and_the_registered_model(tmp_path):
         browse(runs_url, tmp_path / "profile", "--window-size=1400,900", f"--screenshot={shot}")
         assert shot.stat().st_size > 10_000
         models = page_with(f"{base}/#/models?workflowType=machine_learning",
-                           tmp_path / "profile", "breast_cancer", "staging")
-        assert "breast_cancer" in models and "staging" in models
+                           tmp_path / "profile", "breast_cancer", "staging", "production")
+        # registry.auto_promote=true: the first version went straight on to production.
+        assert "breast_cancer" in models and "staging" in models and "production" in models
         browse(f"{base}/#/models/breast_cancer?workflowType=machine_learning",
                tmp_path / "profile", "--window-size=1400,900",
                f"--screenshot={ARTIFACTS / 'ui-registered-model.png'}")
@@ -80,3 +82,15 @@ def test_ui_shows_the_sweep_and_the_registered_model(tmp_path):
     # Bound to localhost by default, and the runs page is announced in the model-training view.
     assert f"on http://127.0.0.1:{port}" in log.read_text()
     assert "workflowType=machine_learning" in log.read_text()
+
+
+def test_ui_binds_to_localhost_unless_asked_and_then_names_the_allowed_hosts():
+    from tabflow.cli import ui_command
+
+    local = ui_command("sqlite:///x.db", "127.0.0.1", 5000)
+    assert local[local.index("--host") + 1] == "127.0.0.1"
+    assert "--allowed-hosts" not in local
+    exposed = ui_command("sqlite:///x.db", "0.0.0.0", 5000)
+    hosts = exposed[exposed.index("--allowed-hosts") + 1].split(",")
+    assert "0.0.0.0:5000" in hosts and "*" not in hosts
+    assert "--cors-allowed-origins" in exposed

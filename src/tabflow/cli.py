@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -97,8 +98,12 @@ def ui_command(tracking_uri: str, host: str, port: int) -> list[str]:
     cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", tracking_uri,
            "--host", host, "--port", str(port)]
     if host not in ("127.0.0.1", "localhost"):
-        # MLflow rejects other Host headers (DNS-rebinding protection) unless allowed.
-        cmd += ["--allowed-hosts", f"{host}:{port},localhost:{port},127.0.0.1:{port},*"]
+        # MLflow rejects other Host headers (DNS-rebinding protection) and cross-origin
+        # requests unless they are allowed; name them instead of switching the checks off.
+        hostname = socket.gethostname()
+        hosts = [f"{h}:{port}" for h in (host, hostname, "localhost", "127.0.0.1")]
+        cmd += ["--allowed-hosts", ",".join(hosts),
+                "--cors-allowed-origins", ",".join(f"http://{h}" for h in hosts)]
     return cmd
 
 
