@@ -5,7 +5,7 @@
 
 Each repetition runs ``python src/train.py -m ...`` in a fresh project root (new SQLite
 stores), so store creation, imports and final registration are included. Prints a table
-and writes ``bench/results/sweep_time.json``.
+and writes ``bench/results/sweep_time-<overrides>.json``.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -68,7 +69,8 @@ def main() -> None:
     print(f"{summary['command']:<48} {trials:>6} {wall:>8.1f} {fit:>8.1f} "
           f"{100 * fit / wall:>5.0f}% {summary['overhead_per_trial_s']:>17.3f}")
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "sweep_time.json").write_text(json.dumps(summary, indent=2))
+    slug = re.sub(r"[^A-Za-z0-9=._-]+", "_", "_".join(args.overrides))
+    (RESULTS / f"sweep_time-{slug}.json").write_text(json.dumps(summary, indent=2))
 
 
 if __name__ == "__main__":
