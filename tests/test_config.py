@@ -183,3 +183,19 @@ def test_families_sweep_covers_every_family_with_its_own_space(compose_cfg):
         for key in space:
             assert OmegaConf.select(family_cfg, key, default="<missing>") != "<missing>", key
     check_config(cfg, sweeping=True)
+
+
+@pytest.mark.parametrize("experiment", group_options("experiment"))
+def test_named_experiments_compose_and_fix_their_choices(compose_cfg, experiment):
+    cfg = compose_cfg(f"experiment={experiment}")
+    assert cfg.hydra.runtime.choices.experiment == experiment
+    check_config(cfg, sweeping=cfg.hydra.sweeper._target_.endswith("TabflowOptunaSweeper"))
+
+
+def test_penguins_families_experiment(compose_cfg):
+    cfg = compose_cfg("experiment=penguins_families")
+    choices = cfg.hydra.runtime.choices
+    assert (choices.dataset, choices.preprocessing, choices.sweep) == (
+        "penguins", "robust", "families")
+    assert cfg.hydra.sweeper.n_trials == 60 and cfg.hydra.sweeper.timeout == 600
+    assert cfg.hydra.sweeper.params.model.startswith("choice(")

@@ -123,7 +123,8 @@ SLOW_SWEEP = ("-m", "dataset=synthetic", "dataset.synthetic.n_rows=40000", "mode
               "sweep=narrow", "hydra.sweeper.n_trials=6")
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT, signal.SIGTERM],
+                         ids=lambda s: signal.Signals(s).name)
 def test_killed_sweep_resumes_to_the_configured_total(tmp_path, sig):
     proc = launch(tmp_path, *SLOW_SWEEP)
     try:

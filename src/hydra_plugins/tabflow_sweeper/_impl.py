@@ -21,7 +21,9 @@ from __future__ import annotations
 import logging
 import math
 import os
+import signal
 import socket
+import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -73,6 +75,10 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
 
 
 def _tell(study: optuna.Study, trial: Trial, **kwargs: Any) -> None:
@@ -141,6 +147,11 @@ class TabflowOptunaSweeperImpl(OptunaSweeperImpl):
     def setup(self, **kwargs: Any) -> None:
         """Prepare the launcher and size batches to its parallelism."""
         super().setup(**kwargs)
+        # SIGTERM (a scheduler, `kill`) ends the sweep like Ctrl-C: running trials are
+        # marked interrupted, runs KILLED, and a re-run resumes; Python's default would
+        # exit on the spot and leave them RUNNING.
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, _raise_interrupt)
         self.n_jobs = batch_size(self.requested_n_jobs, self._cfg.hydra.get("launcher"))
         metric = OmegaConf.select(self._cfg, "objective.metric", default="objective")
         self.metric_name = str(metric)
