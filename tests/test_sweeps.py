@@ -98,22 +98,28 @@ def launch(root: Path, *args: str) -> subprocess.Popen:
                                 stdout=log, stderr=subprocess.STDOUT)
 
 
+def trial_states(db: Path) -> list[str]:
+    """Read trial states straight from the SQLite file, read-only.
+
+    Opening it with Optuna would create its schema, racing the sweep that is doing the same.
+    """
+    import sqlite3
+
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as conn:
+            return [row[0] for row in conn.execute("SELECT state FROM trials")]
+    except sqlite3.Error:  # not created yet, or being written
+        return []
+
+
 def wait_for_complete_trials(root: Path, n: int, proc: subprocess.Popen, limit: float = 120):
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
         assert proc.poll() is None, ("the sweep ended before it could be interrupted:\n"
                                      + (root / "first-run.log").read_text()[-3000:])
-        if (root / "optuna.db").exists():
-            try:
-                studies = optuna.get_all_study_summaries(f"sqlite:///{root}/optuna.db")
-            except Exception:
-                studies = []
-            if studies:
-                study = optuna.load_study(study_name=studies[0].study_name,
-                                          storage=f"sqlite:///{root}/optuna.db")
-                states = [t.state for t in study.get_trials(deepcopy=False)]
-                if states.count(TrialState.COMPLETE) >= n and TrialState.RUNNING in states:
-                    return
+        states = trial_states(root / "optuna.db")
+        if states.count("COMPLETE") >= n and "RUNNING" in states:
+            return
         time.sleep(0.2)
     raise AssertionError(f"fewer than {n} trials completed in {limit}s")
 

@@ -123,7 +123,7 @@ def _ui(args: argparse.Namespace) -> int:
     print(f"MLflow UI on {base} (Ctrl-C stops it); runs of each experiment:")
     for exp in tracking.experiments(tracking.connect(args.tracking_uri)):
         print(f"  {exp.name}: {runs_page(base, exp.experiment_id)}", flush=True)
-    os.execv(cmd[0], cmd)  # become the server: signals reach it directly
+    os.execve(cmd[0], cmd, _server_env(args.tracking_uri))  # become the server
 
 
 def serve_command(name: str, alias: str, port: int, tracking_uri: str) -> list[str]:
@@ -132,8 +132,20 @@ def serve_command(name: str, alias: str, port: int, tracking_uri: str) -> list[s
             "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)]
 
 
+def _server_env(tracking_uri: str) -> dict[str, str]:
+    """Return the environment for MLflow's servers.
+
+    They start helpers by name (``uvicorn``), so this environment's ``bin`` must be on
+    ``PATH`` even when the virtual environment is not activated.
+    """
+    bin_dir = str(Path(sys.executable).parent)
+    path = os.environ.get("PATH", "")
+    return {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri,
+            "PATH": f"{bin_dir}{os.pathsep}{path}" if path else bin_dir}
+
+
 def _serve(args: argparse.Namespace) -> int:
-    env = {**os.environ, "MLFLOW_TRACKING_URI": args.tracking_uri}
+    env = _server_env(args.tracking_uri)
     cmd = serve_command(args.name, args.alias, args.port, args.tracking_uri)
     print(f"Serving models:/{args.name}@{args.alias} on http://127.0.0.1:{args.port}"
           f"/invocations", flush=True)

@@ -77,6 +77,26 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _create_study(name: str, storage: Any, sampler: Any, directions: list[str],
+                  attempts: int = 5) -> optuna.Study:
+    """Create or load a study; retry when another process is creating the same storage.
+
+    Two sweeps started at once on a fresh SQLite file both run Optuna's schema set-up,
+    and the loser fails on the alembic version row; a moment later the schema is there.
+    """
+    from sqlalchemy.exc import IntegrityError, OperationalError
+
+    for attempt in range(attempts):
+        try:
+            return optuna.create_study(study_name=name, storage=storage, sampler=sampler,
+                                       directions=cast(Any, directions), load_if_exists=True)
+        except (IntegrityError, OperationalError):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.5 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
 def _raise_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
 
@@ -269,9 +289,7 @@ class TabflowOptunaSweeperImpl(OptunaSweeperImpl):
         dists, fixed_params, fixed_overrides, _ = self._search_space(arguments)
         directions = self._get_directions()
         name = self.study_name or derive_study_name(self._cfg)
-        study = optuna.create_study(study_name=name, storage=self.storage,
-                                    sampler=self.sampler, directions=cast(Any, directions),
-                                    load_if_exists=True)
+        study = _create_study(name, self.storage, self.sampler, directions)
         assert self.launcher is not None
         study.set_user_attr("sampler", type(self.sampler).__name__)
         queued = self._reclaim_interrupted(study)
