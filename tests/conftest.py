@@ -19,6 +19,7 @@ from tabflow.config import register_configs
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
 TRAIN = REPO / "src" / "train.py"
+CUSTOMERS = Path(__file__).parent / "data" / "customers.csv"  # a shipped churn table
 
 
 def group_options(group: str) -> list[str]:

@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import logging
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import group_options
+from conftest import CUSTOMERS, group_options
 from tabflow.config import DatasetConfig, SplitConfig, Task
 from tabflow.data import DataError, load_dataset, split_dataset
-
-CUSTOMERS = Path(__file__).parent / "data" / "customers.csv"
 
 
 def dataset_cfg(**kw):

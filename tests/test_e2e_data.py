@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import mlflow
 import optuna
 import pandas as pd
 import pytest
 
-from conftest import run_train
+from conftest import CUSTOMERS, run_train
 from test_e2e import assert_ok, runs_of
 
 pytestmark = pytest.mark.slow
-CUSTOMERS = Path(__file__).parent / "data" / "customers.csv"
 
 
 def split_runs(runs):

@@ -17,10 +17,9 @@ from pathlib import Path
 
 import mlflow
 import pytest
-from mlflow import MlflowClient
 
 from conftest import run_train
-from test_e2e import assert_ok, load_dataset_frame, runs_of
+from test_e2e import assert_ok, client_for, load_dataset_frame, runs_of
 
 pytestmark = pytest.mark.slow
 MODEL = "breast_cancer"
@@ -47,10 +46,6 @@ def registry_root(tmp_path_factory):
     assert first.returncode == 0, first.stderr
     sweep(root, "seed=7")  # another study: a second version at @staging
     return root, first.stdout
-
-
-def client_for(root: Path) -> MlflowClient:
-    return MlflowClient(f"sqlite:///{root}/mlflow.db")
 
 
 def test_sweep_report_and_figures_are_on_the_parent_run(registry_root):

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import group_options
+from conftest import CUSTOMERS, group_options
 from tabflow.data import load_dataset, split_dataset
 from tabflow.preprocessing import make_preprocessor
 
-CUSTOMERS = Path(__file__).parent / "data" / "customers.csv"
 NUMERIC = ["age", "monthly charges ($)", "tenure months"]
 
 

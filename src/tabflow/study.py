@@ -13,6 +13,7 @@ process, so they always agree.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from typing import Any
@@ -60,11 +61,21 @@ def identity(cfg: DictConfig, data_digest: str | None = None) -> dict[str, Any]:
         "job": job,
         "params": params,
         "sweep_overrides": sweep_overrides(list(cfg.hydra.overrides.task)),
-        "sampler": sampler,
-        "direction": str(OmegaConf.select(cfg, "objective.direction")),
+        "sampler": sampler,  # the objective and its direction are in `job`
         "conditional": _plain(sweeper.get("conditional_params")),
         "data": data_digest,
     }
+
+
+@functools.lru_cache(maxsize=8)
+def _data_digest(dataset: str, data_dir: str) -> str:
+    """Return a dataset's content digest, computed once per process.
+
+    The tracking callback and the sweeper both name the study, in the same process.
+    """
+    from tabflow.data import load_dataset  # pandas, only for sweeps (cached by the check)
+
+    return load_dataset(OmegaConf.create(json.loads(dataset)), data_dir).digest
 
 
 def study_name(cfg: DictConfig) -> str:
@@ -76,10 +87,10 @@ def study_name(cfg: DictConfig) -> str:
     explicit = cfg.hydra.sweeper.get("study_name")
     if explicit:
         return str(explicit)
-    from tabflow.data import load_dataset  # pandas, only for sweeps (cached by the check)
-
-    digest = load_dataset(cfg.dataset, cfg.paths.data).digest
-    blob = json.dumps(identity(cfg, digest), sort_keys=True, default=str)
+    dataset = json.dumps(OmegaConf.to_container(cfg.dataset, resolve=True), sort_keys=True,
+                         default=str)
+    blob = json.dumps(identity(cfg, _data_digest(dataset, str(cfg.paths.data))),
+                      sort_keys=True, default=str)
     short = hashlib.sha256(blob.encode()).hexdigest()[:10]
     choices = cfg.hydra.runtime.choices
     return f"{cfg.dataset.name}-{choices.get('model')}-{choices.get('sweep')}-{short}"
