@@ -68,3 +68,21 @@ def test_trusted_types_are_exactly_the_models_own():
     assert "sklearn.tree._tree.Tree" in trusted_types(forest)
     linear = LogisticRegression().fit([[0], [1]], [0, 1])
     assert "sklearn.tree._tree.Tree" not in trusted_types(linear)
+
+
+@pytest.mark.parametrize("model", ["rf", "extra_trees", "hgb", "gb", "logreg", "svm", "knn"])
+@pytest.mark.parametrize("dataset", ["penguins", "diabetes"])
+def test_fast_trusted_types_match_a_full_skops_dump(compose_cfg, model, dataset):
+    """The one-tree shortcut must list exactly what skops finds in the whole model."""
+    import skops.io
+
+    from tabflow.job import _prepare
+
+    cfg = compose_cfg(f"model={model}", f"dataset={dataset}")
+    _ds, splits, pipeline = _prepare(cfg)
+    pipeline.fit(splits.X_train, splits.y_train)
+    full = skops.io.get_untrusted_types(data=skops.io.dumps(pipeline))
+    assert sorted(trusted_types(pipeline)) == sorted(full)
+    # and the model loads back with exactly those types trusted
+    loaded = skops.io.loads(skops.io.dumps(pipeline), trusted=trusted_types(pipeline))
+    assert (loaded.predict(splits.X_val) == pipeline.predict(splits.X_val)).all()

@@ -74,18 +74,52 @@ def roc_and_pr_curves(model: Any, X: pd.DataFrame, y: pd.Series,
     return {"roc_curve": roc, "precision_recall_curve": pr}
 
 
-def permutation_importance(model: Any, X: pd.DataFrame, y: pd.Series, split: str,
+def importances(model: Any, X: pd.DataFrame, y: pd.Series, task: Task, seed: int,
+                repeats: int = 5, max_rows: int = 2000,
+                batch_rows: int = 200_000) -> tuple[np.ndarray, np.ndarray]:
+    """Permutation importance of each raw input column: mean and std of the score drop.
+
+    Same method as scikit-learn's ``permutation_importance`` (accuracy or R², each column
+    shuffled ``repeats`` times), but the shuffled copies are scored in a few large
+    ``predict`` calls instead of one per column and repeat: for ensembles of trees the
+    per-call cost dominates, so this is several times faster. At most ``max_rows`` rows
+    (sampled) are used, and at most ``batch_rows`` rows are predicted at once.
+    """
+    from sklearn.metrics import accuracy_score, r2_score
+
+    metric = accuracy_score if task is Task.classification else r2_score
+    rng = np.random.default_rng(seed)
+    if len(X) > max_rows:
+        rows = np.sort(rng.choice(len(X), size=max_rows, replace=False))
+        X, y = X.iloc[rows], y.iloc[rows]
+    X = X.reset_index(drop=True)
+    base = metric(y, model.predict(X))
+    pairs = [(col, r) for col in X.columns for r in range(repeats)]
+    per_batch = max(1, batch_rows // max(1, len(X)))
+    drops = np.empty(len(pairs))
+    for start in range(0, len(pairs), per_batch):
+        batch = pairs[start:start + per_batch]
+        copies = []
+        for col, _ in batch:
+            shuffled = X.copy()
+            shuffled[col] = rng.permutation(shuffled[col].to_numpy())
+            copies.append(shuffled)
+        pred = np.asarray(model.predict(pd.concat(copies, ignore_index=True)))
+        for i, block in enumerate(np.split(pred, len(batch))):
+            drops[start + i] = base - metric(y, block)
+    per_column = drops.reshape(X.shape[1], repeats)
+    return per_column.mean(axis=1), per_column.std(axis=1)
+
+
+def permutation_importance(model: Any, X: pd.DataFrame, y: pd.Series, task: Task, split: str,
                            seed: int) -> Figure:
     """Plot permutation importance of the raw input columns (works for every model)."""
-    from sklearn.inspection import permutation_importance as importance
-
-    result = importance(model, X, y, n_repeats=5, random_state=seed, n_jobs=1)
-    order = np.argsort(result.importances_mean)[-MAX_FEATURES_SHOWN:]
+    mean, std = importances(model, X, y, task, seed)
+    order = np.argsort(mean)[-MAX_FEATURES_SHOWN:]
     fig, ax = _figure(7.0, max(3.0, 0.3 * len(order) + 1.5))
-    ax.barh([str(X.columns[i]) for i in order], result.importances_mean[order],
-            xerr=result.importances_std[order], color="tab:blue")
+    ax.barh([str(X.columns[i]) for i in order], mean[order], xerr=std[order], color="tab:blue")
     ax.set_xlabel("drop in score when the column is shuffled")
-    ax.set_title(f"Permutation importance ({split}, {len(y)} rows)")
+    ax.set_title(f"Permutation importance ({split}, {min(len(y), 2000)} rows)")
     return fig
 
 
@@ -119,7 +153,8 @@ def model_figures(model: Any, X: pd.DataFrame, y: pd.Series, task: Task, split: 
         figures.update(roc_and_pr_curves(model, X, y, split))
     else:
         figures.update(regression_figures(model, X, y, split))
-    figures["permutation_importance"] = permutation_importance(model, X, y, split, seed)
+    figures["permutation_importance"] = permutation_importance(model, X, y, task, split,
+                                                                seed)
     return figures
 
 

@@ -1,0 +1,320 @@
+"""What the framework costs beyond the fits, against what a user would run instead.
+
+    python bench/overhead.py                    # the default workload, 3 repetitions
+    python bench/overhead.py --trials 20 --repeats 1 --growth 0 --store-runs 0
+    python bench/overhead.py --dataset wine --model hgb --space narrow
+
+Contenders, each in its own process, all on the same workload (dataset, split, model,
+search space, TPE seed, number of trials), run alternately ``--repeats`` times; the table
+gives the medians:
+
+* ``raw``: a plain Optuna ask/tell loop, no tracking (``bench/contenders.py``): the limit.
+* ``search``: scikit-learn ``RandomizedSearchCV``, same candidates count, predefined split.
+* ``tabflow``: ``python src/train.py -m ...`` as a user runs it, tracking and registration
+  included, in a fresh project root (new SQLite stores).
+* ``tabflow-joblib``: the same with ``hydra/launcher=joblib hydra.launcher.n_jobs=2``.
+
+Peak memory is the largest sum of RSS over the contender's whole process tree (sampled
+every 50 ms). Further sections: the start-up paths that need no data (``--help``, a typo,
+``--cfg job``), memory growth over a longer sweep (``--growth``), and finding a sweep's
+best run in a tracking store that holds ``--store-runs`` runs. Targets are printed beside
+the measurements. Writes ``bench/results/overhead.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "bench" / "results"
+TRAIN = REPO / "src" / "train.py"
+
+# The budget (issue 6). Ratios and per-trial figures are checked against these.
+TARGETS = {
+    "wall_vs_raw": 1.15,           # tabflow wall / raw-loop wall
+    "overhead_per_trial_s": 0.050,  # sequential launcher, tracking included
+    "registration_s": 1.0,         # log + register the final model
+    "joblib_speedup": 1.6,         # sequential wall / joblib(2) wall, trials >= 0.5 s
+    "startup_s": 2.0,              # --help, --cfg job, a typo
+    "memory_vs_raw": 1.5,          # peak RSS of the process tree
+    "best_run_lookup_s": 1.0,      # a sweep's best run in a store of 10,000 runs
+}
+
+
+# --------------------------------------------------------------------------- processes
+def _tree_rss(root_pid: int) -> int:
+    """Sum of RSS (bytes) of a process and all its descendants, read from /proc."""
+    parents: dict[int, int] = {}
+    rss: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            parents[int(entry)] = int(fields[1])
+            rss[int(entry)] = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, IndexError, ValueError):
+            continue  # the process ended while we looked
+    tree, frontier = {root_pid}, [root_pid]
+    while frontier:
+        pid = frontier.pop()
+        kids = [p for p, pp in parents.items() if pp == pid and p not in tree]
+        tree.update(kids)
+        frontier.extend(kids)
+    return sum(rss.get(p, 0) for p in tree)
+
+
+def run_measured(cmd: list[str], cwd: Path, env: dict[str, str]) -> dict[str, Any]:
+    """Run a command; return its wall time, peak process-tree RSS and output."""
+    peak = 0
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.wait(0.05):
+            peak = max(peak, _tree_rss(proc.pid))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    output, _ = proc.communicate()
+    wall = time.perf_counter() - start
+    done.set()
+    sampler.join()
+    if proc.returncode != 0:
+        sys.exit(f"{' '.join(cmd)} failed (exit {proc.returncode}):\n{output[-3000:]}")
+    return {"wall_s": wall, "peak_rss_mb": peak / 2**20, "output": output}
+
+
+def _env(root: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env.update({"TABFLOW_ROOT": str(root), "PYTHONWARNINGS": "ignore"})
+    return env
+
+
+# -------------------------------------------------------------------------- contenders
+def workload(args: argparse.Namespace, trials: int | None = None) -> list[str]:
+    """The Hydra overrides that define the workload, shared by every contender."""
+    return [f"dataset={args.dataset}", f"model={args.model}", f"sweep={args.space}",
+            f"hydra.sweeper.n_trials={trials or args.trials}", f"seed={args.seed}"]
+
+
+def run_contender(name: str, overrides: list[str]) -> dict[str, Any]:
+    """Run one contender once in a fresh project root and return its measurements."""
+    with tempfile.TemporaryDirectory(prefix="tabflow-bench-") as tmp:
+        root = Path(tmp)
+        if name in ("raw", "search"):
+            out = root / "result.json"
+            m = run_measured([sys.executable, str(REPO / "bench" / "contenders.py"), name,
+                              "--out", str(out), *overrides], root, _env(root))
+            r = json.loads(out.read_text())
+            return {"wall_s": m["wall_s"], "peak_rss_mb": m["peak_rss_mb"], "trials": r["trials"],
+                    "fit_s": r["fit_s"] + r["refit_s"], "best_val": r["best_val"],
+                    "test": r["test"], "registration_s": None}
+        extra = (["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
+                 if name == "tabflow-joblib" else [])
+        m = run_measured([sys.executable, str(TRAIN), "-m", *overrides, *extra], root,
+                         _env(root))
+        fits = [json.loads(p.read_text())["fit_time_s"]
+                for p in root.glob("multirun/**/metrics.json")]
+        parent = _parent_metrics(root / "mlflow.db")
+        metric = next(k.removeprefix("best_") for k in parent if k.startswith("best_"))
+        return {"wall_s": m["wall_s"], "peak_rss_mb": m["peak_rss_mb"], "trials": len(fits),
+                "fit_s": sum(fits) + parent.get("refit_time_s", 0.0),
+                "best_val": parent[f"best_{metric}"],
+                "test": parent.get(f"test_{metric.removeprefix('val_')}"),
+                "registration_s": parent.get("registration_time_s")}
+
+
+def _parent_metrics(db: Path) -> dict[str, float]:
+    """The sweep parent's latest metrics, read straight from the SQLite tracking store."""
+    with sqlite3.connect(db) as con:
+        rows = con.execute(
+            "SELECT m.key, m.value FROM latest_metrics m JOIN tags t ON t.run_uuid = m.run_uuid "
+            "WHERE t.key = 'tabflow.role' AND t.value = 'sweep'").fetchall()
+    return dict(rows)
+
+
+def compare(args: argparse.Namespace) -> dict[str, Any]:
+    """Run every contender ``--repeats`` times, alternating, and take medians."""
+    names = ["raw", "search", "tabflow", "tabflow-joblib"]
+    runs: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
+    for rep in range(args.repeats):
+        for name in names:
+            print(f"  repetition {rep + 1}/{args.repeats}: {name} ...", flush=True)
+            runs[name].append(run_contender(name, workload(args)))
+    table: dict[str, Any] = {}
+    for name, rs in runs.items():
+        med = {k: statistics.median(r[k] for r in rs)
+               for k in ("wall_s", "fit_s", "peak_rss_mb")}
+        trials = rs[0]["trials"]
+        reg = [r["registration_s"] for r in rs if r["registration_s"] is not None]
+        table[name] = {**med, "trials": trials,
+                       "overhead_per_trial_s": (med["wall_s"] - med["fit_s"]) / trials,
+                       "best_val": rs[0]["best_val"], "test": rs[0]["test"],
+                       "registration_s": statistics.median(reg) if reg else None,
+                       "repeats": rs}
+    return table
+
+
+# ---------------------------------------------------------------------------- sections
+def startup(repeats: int) -> dict[str, float]:
+    """Median seconds of the paths that need no data."""
+    cases = {"--help": ["--help"], "--cfg job": ["--cfg", "job"],
+             "typo model=rff": ["model=rff"],
+             "unknown key": ["model.n_estimatorz=5"]}
+    out: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(prefix="tabflow-bench-") as tmp:
+        for name, argv in cases.items():
+            times = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                subprocess.run([sys.executable, str(TRAIN), *argv], cwd=tmp, env=_env(Path(tmp)),
+                               capture_output=True)
+                times.append(time.perf_counter() - start)
+            out[name] = statistics.median(times)
+    return out
+
+
+def growth(args: argparse.Namespace, trials: int) -> dict[str, Any]:
+    """Peak memory of a longer sweep of the framework, to set beside the default one."""
+    r = run_contender("tabflow", workload(args, trials))
+    return {"trials": trials, "peak_rss_mb": r["peak_rss_mb"],
+            "overhead_per_trial_s": (r["wall_s"] - r["fit_s"]) / r["trials"]}
+
+
+def best_run_lookup(n_runs: int) -> dict[str, Any]:
+    """Seconds to find a sweep's best run in a store holding ``n_runs`` runs."""
+    with tempfile.TemporaryDirectory(prefix="tabflow-bench-") as tmp:
+        out = Path(tmp) / "lookup.json"
+        subprocess.run([sys.executable, str(REPO / "bench" / "store_lookup.py"),
+                        "--runs", str(n_runs), "--out", str(out)], check=True, cwd=tmp,
+                       env=_env(Path(tmp)))
+        return json.loads(out.read_text())
+
+
+# ----------------------------------------------------------------------------- report
+def _fmt(v: Any, spec: str) -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def report(result: dict[str, Any]) -> str:
+    """The table, with targets and verdicts beside the measurements."""
+    t = result["contenders"]
+    lines = [f"workload: {result['workload']}  ({result['repeats']} repetitions, medians)",
+             f"machine: {result['machine']}", "",
+             f"{'contender':<16}{'wall s':>8}{'fits s':>8}{'ovh/trial s':>12}{'peak MB':>9}"
+             f"{'best val':>10}{'test':>8}{'register s':>11}"]
+    for name, r in t.items():
+        lines.append(f"{name:<16}{r['wall_s']:>8.1f}{r['fit_s']:>8.1f}"
+                     f"{r['overhead_per_trial_s']:>12.3f}{r['peak_rss_mb']:>9.0f}"
+                     f"{_fmt(r['best_val'], '.4f'):>10}{_fmt(r['test'], '.4f'):>8}"
+                     f"{_fmt(r['registration_s'], '.2f'):>11}")
+    lines += ["", f"{'target':<44}{'measured':>10}{'budget':>9}  verdict"]
+    for name, measured, budget, ok in result["checks"]:
+        lines.append(f"{name:<44}{_fmt(measured, '.3f'):>10}{budget:>9}  "
+                     f"{'-' if ok is None else ('met' if ok else 'MISSED')}")
+    return "\n".join(lines)
+
+
+def checks(result: dict[str, Any]) -> list[tuple[str, float | None, str, bool | None]]:
+    """Each target: (name, measured, budget, met)."""
+    t = result["contenders"]
+    rows: list[tuple[str, float | None, str, bool | None]] = []
+
+    def add(name: str, measured: float | None, budget: float, higher_is_better: bool = False,
+            unit: str = "") -> None:
+        ok = None if measured is None else (
+            measured >= budget if higher_is_better else measured <= budget)
+        rows.append((name, measured, f"{'>=' if higher_is_better else '<='}{budget}{unit}", ok))
+
+    add("tabflow wall / raw wall", t["tabflow"]["wall_s"] / t["raw"]["wall_s"],
+        TARGETS["wall_vs_raw"], unit="x")
+    add("tabflow overhead per trial (s)", t["tabflow"]["overhead_per_trial_s"],
+        TARGETS["overhead_per_trial_s"])
+    add("register the final model (s)", t["tabflow"]["registration_s"],
+        TARGETS["registration_s"])
+    mean_fit = t["tabflow"]["fit_s"] / t["tabflow"]["trials"]
+    add(f"joblib(2) speedup (mean fit {mean_fit:.2f} s)",
+        t["tabflow"]["wall_s"] / t["tabflow-joblib"]["wall_s"], TARGETS["joblib_speedup"],
+        higher_is_better=True, unit="x")
+    add("tabflow peak memory / raw", t["tabflow"]["peak_rss_mb"] / t["raw"]["peak_rss_mb"],
+        TARGETS["memory_vs_raw"], unit="x")
+    for name, seconds in result.get("startup", {}).items():
+        add(f"start-up: {name} (s)", seconds, TARGETS["startup_s"])
+    g = result.get("growth")
+    if g:
+        add(f"peak memory, {g['trials']} trials / {t['tabflow']['trials']} trials",
+            g["peak_rss_mb"] / t["tabflow"]["peak_rss_mb"], 1.1, unit="x")
+    s = result.get("store")
+    if s:
+        add(f"best run among {s['runs']} runs (s)", s["lookup_s"],
+            TARGETS["best_run_lookup_s"])
+    return rows
+
+
+def _machine() -> str:
+    cpu = platform.machine()
+    with open("/proc/cpuinfo") as f:
+        names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+    return (f"{os.cpu_count()} CPUs ({names[0] if names else cpu}), "
+            f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB, "
+            f"Python {platform.python_version()}")
+
+
+def main() -> None:
+    """Run the harness, print the table, write the JSON."""
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", default="breast_cancer")
+    parser.add_argument("--model", default="rf")
+    parser.add_argument("--space", default="wide", help="the sweep (search space) option")
+    parser.add_argument("--trials", type=int, default=50)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--growth", type=int, default=200,
+                        help="trials of the memory-growth sweep (0 skips it)")
+    parser.add_argument("--store-runs", type=int, default=10_000,
+                        help="runs in the store for the best-run lookup (0 skips it)")
+    parser.add_argument("--out", type=Path, default=RESULTS / "overhead.json")
+    args = parser.parse_args()
+
+    result: dict[str, Any] = {
+        "workload": " ".join(workload(args)), "repeats": args.repeats,
+        "machine": _machine(),
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+    }
+    result["contenders"] = compare(args)
+    result["startup"] = startup(args.repeats)
+    if args.growth:
+        print(f"  growth: tabflow with {args.growth} trials ...", flush=True)
+        result["growth"] = growth(args, args.growth)
+    if args.store_runs:
+        print(f"  store: best-run lookup among {args.store_runs} runs ...", flush=True)
+        result["store"] = best_run_lookup(args.store_runs)
+    result["checks"] = checks(result)
+    result["targets"] = TARGETS
+    text = report(result)
+    print(text)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2, default=str))
+    args.out.with_suffix(".txt").write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
