@@ -25,7 +25,9 @@ import contextlib
 import json
 import logging
 import math
+import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -59,6 +61,7 @@ TAG_OUTPUT_DIR = "hydra.output_dir"
 TAG_JOB_NUM = "hydra.job.num"
 TAG_DIGEST = "dataset.digest"
 TAG_ERROR = "error"
+TAG_HOST, TAG_PID = "tabflow.host", "tabflow.pid"  # the process that ran a trial
 
 # Packages the logged model needs; pinned to the versions that trained it. Listing them
 # explicitly avoids MLflow's requirement inference, which takes ~16 s per model.
@@ -141,6 +144,10 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+_SCHEMA_RACE = ("already exists", "UNIQUE constraint failed", "database is locked",
+                "no such table", "duplicate column", "alembic")
+
+
 @dataclass
 class _Store:
     """A connection to the tracking store, made once per process."""
@@ -160,18 +167,30 @@ def connect(uri: str) -> _Store:
     import mlflow
     from mlflow import MlflowClient
 
-    try:
-        mlflow.set_tracking_uri(uri)
-        client = MlflowClient(uri)
-        # The first call creates a SQLite store and runs its schema migrations. Done here,
-        # in one process, it can't race with parallel jobs doing the same.
-        client.search_experiments(max_results=1)
-    except Exception as e:
-        raise TrackingError(
-            f"cannot open the MLflow tracking store {uri!r}: {type(e).__name__}: {e}. "
-            f"Check tracking.uri / MLFLOW_TRACKING_URI (a server must be running, "
-            f"e.g. `mlflow server --host 127.0.0.1 --port 5000`)"
-        ) from e
+    from tabflow.study import sqlite_init_lock
+
+    for attempt in range(6):
+        try:
+            mlflow.set_tracking_uri(uri)
+            client = MlflowClient(uri)
+            # The first call creates the store and runs its schema migrations. Done here, in
+            # the launching process, it can't race with this sweep's own jobs; other sweep
+            # processes on the same SQLite file wait on a file lock.
+            with sqlite_init_lock(uri):
+                client.search_experiments(max_results=1)
+            break
+        except Exception as e:
+            # Sweep processes started together on a fresh database race on its schema
+            # set-up; the losers see half-made tables and succeed a moment later.
+            racing = any(m in str(e) for m in _SCHEMA_RACE)
+            if not uri.startswith(("http:", "https:")) and racing and attempt < 5:
+                time.sleep(0.5 * (attempt + 1))
+                continue
+            raise TrackingError(
+                f"cannot open the MLflow tracking store {uri!r}: {type(e).__name__}: {e}. "
+                f"Check tracking.uri / MLFLOW_TRACKING_URI (a server must be running, "
+                f"e.g. `mlflow server --host 127.0.0.1 --port 5000`)"
+            ) from e
     return _Store(uri, client)
 
 
@@ -486,7 +505,6 @@ class MlflowCallback(Callback):
         store = self._start(config)
         assert self.experiment_id is not None
         sweeper = config.hydra.sweeper
-        choices = config.hydra.runtime.choices
         # Settings that may change between runs of one study are tags; params are fixed.
         tags = {
             **self.run_tags, **choice_tags(config),
@@ -497,10 +515,25 @@ class MlflowCallback(Callback):
                ("n_trials", "timeout", "max_failure_rate", "n_jobs") if k in sweeper},
         }
         if "study_name" in sweeper:
-            from tabflow.study import study_name
+            from tabflow.study import LOCK_SUFFIX, optuna_storage, storage_lock, study_name
 
             tags[TAG_STUDY] = study_name(config)
             tags[TAG_STORAGE] = str(sweeper.storage)
+            if sweeper.storage:
+                # Sweep processes sharing the study elect one parent run: the first to
+                # take the lock creates it, the others find it and attach to it.
+                with storage_lock(optuna_storage(str(sweeper.storage)),
+                                  f"{tags[TAG_STUDY]}{LOCK_SUFFIX}parent"):
+                    self._attach_or_create_parent(store, config, tags)
+                return
+        self._attach_or_create_parent(store, config, tags)
+
+    def _attach_or_create_parent(self, store: _Store, config: DictConfig,
+                                 tags: dict[str, str]) -> None:
+        assert self.experiment_id is not None
+        sweeper = config.hydra.sweeper
+        choices = config.hydra.runtime.choices
+        if TAG_STUDY in tags:
             previous = self._previous_parent(store, tags[TAG_STUDY], tags[TAG_STORAGE])
             if previous is not None:
                 self._reattach(store, previous, tags)
@@ -538,11 +571,14 @@ class MlflowCallback(Callback):
         resumes = int(parent.data.tags.get("tabflow.resumes", "0")) + 1
         store.client.update_run(self.parent_run_id, status="RUNNING")
         log_run_data(store, self.parent_run_id, tags={**tags, "tabflow.resumes": str(resumes)})
-        stale = store.client.search_runs(
+        running = store.client.search_runs(
             [str(self.experiment_id)],
             filter_string=f"tags.`mlflow.parentRunId` = '{self.parent_run_id}' "
                           f"and attributes.status = 'RUNNING'", max_results=50000)
-        for run in stale:  # their process died with the sweep (e.g. SIGKILL)
+        # Runs of live processes belong to other sweep processes sharing the study; those
+        # of dead ones died with their sweep (e.g. SIGKILL). Another host's can't be told.
+        stale = [r for r in running if _process_gone(r.data.tags)]
+        for run in stale:
             log_run_data(store, run.info.run_id,
                          tags={TAG_ERROR: "interrupted: the sweep was killed; the trial is "
                                           "retried"})
@@ -563,9 +599,42 @@ class MlflowCallback(Callback):
                          tags={TAG_ERROR: f"{type(error).__name__}: {error}"[:5000]})
             store.client.set_terminated(self.parent_run_id, status)
             return
+        sweep_dir = Path(config.hydra.sweep.dir)
         try:
-            sweep_dir = Path(config.hydra.sweep.dir)
             _raise_tracking_errors(sorted(sweep_dir.glob(f"**/{artifacts.TRACKING_ERROR_FILE}")))
+        except BaseException as e:
+            store.client.set_terminated(self.parent_run_id, "FAILED")
+            _exit(f"the sweep's results could not be tracked: {e}", e)
+        sweeper = config.hydra.sweeper
+        if "study_name" not in sweeper or not sweeper.storage:
+            self._finish(store, config, sweep_dir)
+            return
+        from tabflow.study import (
+            LOCK_SUFFIX,
+            LockBusyError,
+            optuna_storage,
+            running_trials,
+            storage_lock,
+            study_name,
+        )
+
+        # Other sweep processes may share the study: the last one to finish registers the
+        # best model, once, and closes the parent.
+        storage, study = optuna_storage(str(sweeper.storage)), study_name(config)
+        running = running_trials(storage, study)
+        if running:
+            print(f"{running} trial(s) of study {study} still run in other sweep processes; "
+                  f"the last one to finish registers the best model")
+            return
+        try:
+            with storage_lock(storage, f"{study}{LOCK_SUFFIX}register", wait_s=0):
+                self._finish(store, config, sweep_dir)
+        except LockBusyError:
+            print(f"Another sweep process of study {study} is registering the best model")
+
+    def _finish(self, store: _Store, config: DictConfig, sweep_dir: Path) -> None:
+        assert self.parent_run_id is not None
+        try:
             self._finish_sweep(store, config, sweep_dir)
         except BaseException as e:
             store.client.set_terminated(self.parent_run_id, "FAILED")
@@ -700,6 +769,7 @@ class MlflowCallback(Callback):
             store = self._connect(config)
             trial = config.get("optuna_trial")
             tags = {**self.run_tags, TAG_OUTPUT_DIR: str(out.resolve()),
+                    TAG_HOST: socket.gethostname(), TAG_PID: str(os.getpid()),
                     TAG_ROLE: "trial" if self.parent_run_id else "run",
                     TAG_OVERRIDES: " ".join(config.hydra.overrides.task)}
             if self.parent_run_id:
@@ -818,6 +888,15 @@ def primary_objective(config: DictConfig) -> tuple[str, str]:
     """Return the metric and direction that rank trials (the first of several objectives)."""
     return (str(as_list(config.objective.metric)[0]),
             str(as_list(config.objective.direction)[0]))
+
+
+def _process_gone(tags: dict[str, str]) -> bool:
+    """Whether the process that opened a run (per its host and pid tags) has ended."""
+    from tabflow.study import pid_alive
+
+    if tags.get(TAG_HOST) != socket.gethostname():
+        return TAG_HOST not in tags  # untagged runs predate these tags: treat as ours
+    return not pid_alive(int(tags.get(TAG_PID, "0")))
 
 
 def _record_job_error(out: Path, what: str, error: BaseException) -> None:

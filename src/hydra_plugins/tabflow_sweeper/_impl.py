@@ -18,6 +18,7 @@ search spaces, grid handling and directions are reused as they are):
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -43,6 +44,7 @@ from optuna.trial import FrozenTrial, Trial, TrialState
 
 from hydra_plugins.tabflow_sweeper.tabflow_sweeper import TRIAL_KEY, batch_size
 from tabflow import artifacts
+from tabflow.study import LOCK_SUFFIX, pid_alive, storage_lock
 from tabflow.study import study_name as derive_study_name
 
 log = logging.getLogger(__name__)
@@ -65,16 +67,6 @@ def _format_duration(seconds: float) -> str:
     minutes, secs = divmod(int(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _create_study(name: str, storage: Any, sampler: Any, directions: list[str],
@@ -198,8 +190,11 @@ class TabflowOptunaSweeperImpl(OptunaSweeperImpl):
             # Conditional names carry their choice as a prefix; the override doesn't.
             values = {name.split(":", 1)[-1]: value for name, value in trial.params.items()}
             values.update(fixed_params)
+            # Each trial's output dir is named by its trial number: unique even when several
+            # sweep processes share one study and start in the same second.
             overrides.append((*(f"{k}={v}" for k, v in values.items()), *fixed_overrides,
-                              f"{TRIAL_KEY}={trial.number}"))
+                              f"{TRIAL_KEY}={trial.number}",
+                              f"hydra.sweep.subdir={trial.number}"))
         return overrides
 
     def _search_space(self, arguments: list[str]) -> tuple[dict[str, BaseDistribution],
@@ -229,7 +224,7 @@ class TabflowOptunaSweeperImpl(OptunaSweeperImpl):
         host = socket.gethostname()
         for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             owner, pid = t.user_attrs.get(ATTR_HOST), t.user_attrs.get(ATTR_PID)
-            if owner not in (None, host) or (pid is not None and _pid_alive(int(pid))):
+            if owner not in (None, host) or (pid is not None and pid_alive(int(pid))):
                 continue  # another live sweep process is running it
             Trial(study, t._trial_id).set_user_attr(ATTR_INTERRUPTED, True)
             study.tell(t.number, state=TrialState.FAIL)
@@ -284,6 +279,28 @@ class TabflowOptunaSweeperImpl(OptunaSweeperImpl):
             raise ValueError(f"the objective is {bad[0]}; a trial must return finite values")
         return values
 
+    def _ask(self, study: optuna.Study, name: str, progress: _Progress) -> list[Trial]:
+        """Start the next batch of trials; none when the study has all it needs.
+
+        Other sweep processes may share the study: what they finished and what they are
+        running counts toward ``n_trials``, and the count and the asks happen under a lock
+        in the shared storage, so that together they run exactly ``n_trials``.
+        """
+        lock = (storage_lock(study._storage, f"{name}{LOCK_SUFFIX}ask")
+                if self.storage else contextlib.nullcontext())
+        with lock:
+            trials = study.get_trials(deepcopy=False)
+            counted = sum(self._counts_toward_total(t) for t in trials)
+            running = sum(t.state is TrialState.RUNNING for t in trials)
+            progress.done = counted
+            remaining = self.n_trials - counted - running
+            if remaining <= 0:
+                if running:
+                    log.info("The other %d trial(s) of study %s are running in other sweep "
+                             "processes; this one is done", running, name)
+                return []
+            return [study.ask() for _ in range(min(remaining, self.n_jobs))]
+
     def sweep(self, arguments: list[str]) -> None:
         """Run or resume the study until ``n_trials`` trials are done or time runs out."""
         dists, fixed_params, fixed_overrides, _ = self._search_space(arguments)
@@ -310,14 +327,15 @@ class TabflowOptunaSweeperImpl(OptunaSweeperImpl):
         failures: list[tuple[int, str]] = []
         stopped_by_timeout = False
 
-        while progress.done < self.n_trials:
+        while True:
             if self.timeout is not None and time.monotonic() - progress.started >= self.timeout:
                 stopped_by_timeout = True
                 log.warning("Timeout of %ss reached: stopping after %d of %d trials",
                             self.timeout, progress.done, self.n_trials)
                 break
-            batch = min(self.n_trials - progress.done, self.n_jobs)
-            trials = [study.ask() for _ in range(batch)]
+            trials = self._ask(study, name, progress)
+            if not trials:
+                break
             overrides = self._configure_trials(trials, dists, fixed_params, fixed_overrides)
             try:
                 returns = self.launcher.launch(overrides, initial_job_idx=self.job_idx)
