@@ -31,7 +31,8 @@ def main(cfg: DictConfig) -> float | list[float]:
     from tabflow.job import objective_value, run_job, threads_per_job
 
     hydra_cfg = HydraConfig.get()
-    threads = threads_per_job(cfg.threads, hydra_cfg.launcher.get("n_jobs"))
+    parallel = hydra_cfg.launcher.get("n_jobs") or hydra_cfg.sweeper.get("n_jobs")
+    threads = threads_per_job(cfg.threads, parallel)
     metrics = run_job(cfg, hydra_cfg.runtime.output_dir, threads=threads,
                       save_model=hydra_cfg.mode == RunMode.RUN)
     return objective_value(metrics, cfg.objective.metric)

@@ -199,3 +199,17 @@ def test_penguins_families_experiment(compose_cfg):
         "penguins", "robust", "families")
     assert cfg.hydra.sweeper.n_trials == 60 and cfg.hydra.sweeper.timeout == 600
     assert cfg.hydra.sweeper.params.model.startswith("choice(")
+
+
+def test_scale_out_presets_take_addresses_from_the_environment(compose_cfg, monkeypatch):
+    monkeypatch.setenv("PGPASSWORD", "s3cret")
+    monkeypatch.setenv("PGHOST", "db.internal")
+    monkeypatch.setenv("TABFLOW_OPTUNA_DB", "studies")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.internal:5000")
+    cfg = compose_cfg("sweep=narrow", "hydra/sweeper/storage=postgres", "tracking=server")
+    assert cfg.hydra.sweeper.storage == "postgresql://postgres@db.internal:5432/studies"
+    assert cfg.tracking.uri == "http://mlflow.internal:5000"
+    assert "s3cret" not in OmegaConf.to_yaml(cfg.hydra.sweeper, resolve=True)  # libpq reads it
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    assert compose_cfg("tracking=server").tracking.uri == "http://127.0.0.1:5000"
+    assert compose_cfg("sweep=narrow").hydra.sweeper.storage.startswith("sqlite:///")

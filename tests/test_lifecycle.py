@@ -7,11 +7,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -19,6 +16,7 @@ import mlflow
 import pytest
 
 from conftest import run_train
+from services import free_port, start_server, stop_server, wait_http
 from test_e2e import assert_ok, client_for, load_dataset_frame, runs_of
 
 pytestmark = pytest.mark.slow
@@ -123,46 +121,6 @@ def test_help_is_there_for_every_command(tmp_path):
     for command in ("promote", "rollback", "runs", "experiments", "ui", "serve"):
         out = tabflow(tmp_path, command, "--help")
         assert out.returncode == 0 and "usage: tabflow" in out.stdout
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_server(args: list[str], root: Path, env: dict[str, str], log: Path
-                 ) -> subprocess.Popen:
-    """Start a server in its own process group (it spawns workers), logging to a file."""
-    with log.open("w") as out:
-        return subprocess.Popen([sys.executable, "-m", "tabflow", *args], cwd=root, env=env,
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def stop_server(proc: subprocess.Popen) -> None:
-    """Stop a server and every worker it started."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(proc.pid, sig)
-            proc.wait(timeout=20)
-            return
-        except ProcessLookupError:
-            return
-        except subprocess.TimeoutExpired:
-            continue
-
-
-def wait_http(url: str, proc: subprocess.Popen, limit: float = 120) -> None:
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"the server exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except OSError:
-            time.sleep(0.5)
-    raise AssertionError(f"{url} did not answer in {limit}s")
 
 
 def test_served_model_answers_like_the_in_process_one(registry_root):

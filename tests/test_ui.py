@@ -15,8 +15,8 @@ import pytest
 from mlflow import MlflowClient
 
 from conftest import REPO, run_train
+from services import free_port, start_server, stop_server, wait_http
 from test_e2e import assert_ok
-from test_lifecycle import free_port, start_server, stop_server, wait_http
 
 pytestmark = pytest.mark.slow
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

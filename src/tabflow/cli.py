@@ -93,10 +93,17 @@ def _rollback(args: argparse.Namespace) -> int:
     return 0
 
 
-def ui_command(tracking_uri: str, host: str, port: int) -> list[str]:
-    """Return the ``mlflow server`` command for the UI; beyond localhost, allow that host."""
+def ui_command(tracking_uri: str, host: str, port: int,
+               artifacts_destination: str | None = None) -> list[str]:
+    """Return the ``mlflow server`` command; beyond localhost, allow that host.
+
+    With ``artifacts_destination`` the server also stores and serves the artifacts
+    (``--serve-artifacts``), so clients on other machines need no shared disk.
+    """
     cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", tracking_uri,
            "--host", host, "--port", str(port)]
+    if artifacts_destination:
+        cmd += ["--serve-artifacts", "--artifacts-destination", artifacts_destination]
     if host not in ("127.0.0.1", "localhost"):
         # MLflow rejects other Host headers (DNS-rebinding protection) and cross-origin
         # requests unless they are allowed; name them instead of switching the checks off.
@@ -124,6 +131,16 @@ def _ui(args: argparse.Namespace) -> int:
     for exp in tracking.experiments(tracking.connect(args.tracking_uri)):
         print(f"  {exp.name}: {runs_page(base, exp.experiment_id)}", flush=True)
     os.execve(cmd[0], cmd, _server_env(args.tracking_uri))  # become the server
+
+
+def _server(args: argparse.Namespace) -> int:
+    cmd = ui_command(args.backend_store_uri, args.host, args.port, args.artifacts_destination)
+    base = f"http://{args.host}:{args.port}"
+    print(f"MLflow tracking server on {base} (backend {args.backend_store_uri}, artifacts "
+          f"{args.artifacts_destination}); point workers at it with\n"
+          f"  MLFLOW_TRACKING_URI={base} python src/train.py -m tracking=server ...",
+          flush=True)
+    os.execve(cmd[0], cmd, _server_env(args.backend_store_uri))  # become the server
 
 
 def serve_command(name: str, alias: str, port: int, tracking_uri: str) -> list[str]:
@@ -189,6 +206,18 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=5000)
     p.set_defaults(func=_ui)
 
+    p = sub.add_parser("server", help="a tracking server for several sweep processes or "
+                                      "machines (mlflow server, artifacts proxied)")
+    p.add_argument("--backend-store-uri", default=None,
+                   help="runs and registry, e.g. postgresql://postgres@127.0.0.1:5432/mlflow "
+                        "(password from PGPASSWORD; default: --tracking-uri)")
+    p.add_argument("--artifacts-destination", default=str(PROJECT_ROOT / "mlartifacts"),
+                   help="where the server keeps artifacts (default: %(default)s)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="interface to bind (default: %(default)s; 0.0.0.0 exposes it)")
+    p.add_argument("--port", type=int, default=5000)
+    p.set_defaults(func=_server)
+
     p = sub.add_parser("serve", help="serve a registered model over REST (mlflow models serve)")
     p.add_argument("name", help="registered model name")
     p.add_argument("--alias", default="production", help="(default: %(default)s)")
@@ -200,6 +229,8 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run a ``tabflow`` command."""
     args = parser().parse_args(argv)
+    if getattr(args, "backend_store_uri", "unset") is None:
+        args.backend_store_uri = args.tracking_uri
     return int(args.func(args))
 
 
