@@ -10,7 +10,9 @@ too, so bad data is reported before the first trial.
 from __future__ import annotations
 
 import logging
+import os
 import sys
+import traceback
 from typing import Any
 
 from hydra.experimental.callback import Callback
@@ -102,6 +104,8 @@ def check_data(cfg: DictConfig) -> None:
 def _fail(kind: str, error: Exception) -> None:
     # Hydra turns exceptions raised in callbacks into warnings; SystemExit passes through.
     print(f"{kind} error: {error}", file=sys.stderr)
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":  # Hydra's own switch for full tracebacks
+        traceback.print_exception(error)
     raise SystemExit(2)
 
 

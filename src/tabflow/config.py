@@ -9,6 +9,7 @@ stay cheap: no scikit-learn, pandas or MLflow imports here.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -77,6 +78,37 @@ def as_list(value: Any) -> list[Any]:
     if isinstance(value, (list, tuple, ListConfig)):
         return list(value)
     return [value]
+
+
+# Keys whose values must never be tracked or logged: they are replaced by REDACTED.
+SECRET_KEY = re.compile(r"passw(or)?d|passwd|token|secret|api[_-]?key|credential", re.IGNORECASE)
+REDACTED = "***REDACTED***"
+
+
+def redact(node: Any) -> Any:
+    """Return a plain dict / list with the values of secret-looking keys replaced.
+
+    Keys naming a password, token, secret, API key or credentials are caught; their
+    values (whole sub-trees included) become ``REDACTED``. Credentials belong in the
+    environment (``MLFLOW_TRACKING_PASSWORD``, ``PGPASSWORD``), not in configs.
+    """
+    if isinstance(node, dict):
+        return {k: REDACTED if SECRET_KEY.search(str(k)) and node[k] is not None
+                else redact(node[k]) for k in node}
+    if isinstance(node, list):
+        return [redact(v) for v in node]
+    return node
+
+
+def redact_override(line: str) -> str:
+    """Redact the value of a ``key=value`` command-line override with a secret-looking key."""
+    key, sep, _ = line.partition("=")
+    return f"{key}={REDACTED}" if sep and SECRET_KEY.search(key) else line
+
+
+def loggable_config(cfg: DictConfig) -> DictConfig:
+    """The resolved job config as it may be logged and tracked: secrets redacted."""
+    return OmegaConf.create(redact(OmegaConf.to_container(job_config(cfg))))
 
 
 def job_config(cfg: DictConfig) -> DictConfig:

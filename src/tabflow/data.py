@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import tempfile
 from collections import Counter
 from collections.abc import Callable
@@ -149,11 +150,19 @@ def _read_penguins(cfg: DictConfig) -> tuple[pd.DataFrame, str]:
     return palmerpenguins.load_penguins(), "palmerpenguins.load_penguins"
 
 
+_URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://|file:)")
+
+
 def resolve_path(cfg: DictConfig, data_dir: Path | None) -> Path:
     """Return the file a ``source=file`` dataset names; relative paths are under data/raw/."""
     if not cfg.path:
         raise DataError("dataset=csv needs a file: add dataset.path=<file.csv|file.parquet> "
                         "(relative to data/raw/) and dataset.target=<column>")
+    if _URL.match(str(cfg.path)):
+        # pandas would fetch a URL (http, s3, file://...): data must be a local, known file.
+        raise DataError(f"dataset.path={cfg.path!r} is a URL; tabflow reads local files only, "
+                        f"so that a run's data is what its digest says. Download the file "
+                        f"into data/raw/ and give its name (dataset.path=<file.csv>)")
     path = Path(cfg.path).expanduser()
     if not path.is_absolute():
         path = (data_dir / "raw" / path) if data_dir is not None else path

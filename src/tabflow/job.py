@@ -17,7 +17,7 @@ from sklearn.pipeline import Pipeline
 from threadpoolctl import threadpool_limits
 
 from tabflow import artifacts
-from tabflow.config import Task, as_list, job_config
+from tabflow.config import Task, as_list, loggable_config
 from tabflow.data import Dataset, Splits, load_dataset, split_dataset
 from tabflow.evaluation import compute_metrics, cross_validate_metrics, predict_time_and_size
 from tabflow.pipeline import build_pipeline
@@ -75,7 +75,7 @@ def run_job(cfg: DictConfig, output_dir: str | Path, save_model: bool = False,
     out = Path(output_dir)
     ds, splits, pipeline = _prepare(cfg)
     artifacts.write_json(out / artifacts.DATASET_FILE, ds.describe())
-    OmegaConf.save(job_config(cfg), out / artifacts.CONFIG_FILE)
+    OmegaConf.save(loggable_config(cfg), out / artifacts.CONFIG_FILE)
     with threadpool_limits(limits=threads):
         if cfg.cv.folds >= 2:
             # k-fold CV on train + validation; test stays held out for the final model.

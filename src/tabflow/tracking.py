@@ -44,7 +44,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from tabflow import artifacts
-from tabflow.config import as_list, job_config
+from tabflow.config import as_list, loggable_config, redact_override
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -74,7 +74,8 @@ TRUSTED_TYPE_PREFIXES = ("sklearn.", "numpy.", "scipy.")
 CODE_ROOT = Path(__file__).resolve().parents[2]
 
 _KEY_BAD_CHARS = re.compile(r"[^\w\-. /]")
-_MAX_PARAM_VALUE = 6000  # MLflow's limit on a param value
+_MAX_PARAM_VALUE = 6000  # MLflow's limit on a param value (the whole value is in config.yaml)
+_MAX_TAG_VALUE = 8000  # and on a tag value
 
 
 class TrackingError(RuntimeError):
@@ -171,12 +172,12 @@ def connect(uri: str) -> _Store:
 
     for attempt in range(6):
         try:
-            mlflow.set_tracking_uri(uri)
-            client = MlflowClient(uri)
-            # The first call creates the store and runs its schema migrations. Done here, in
-            # the launching process, it can't race with this sweep's own jobs; other sweep
+            # Opening the store creates it and runs its schema migrations. Done here, in the
+            # launching process, it can't race with this sweep's own jobs; other sweep
             # processes on the same SQLite file wait on a file lock.
             with sqlite_init_lock(uri):
+                mlflow.set_tracking_uri(uri)
+                client = MlflowClient(uri)
                 client.search_experiments(max_results=1)
             break
         except Exception as e:
@@ -239,7 +240,7 @@ def log_run_data(store: _Store, run_id: str, params: dict[str, str] | None = Non
 
     ts = _now_ms()
     param_list = [Param(k, v) for k, v in (params or {}).items()]
-    tag_list = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
+    tag_list = [RunTag(k, str(v)[:_MAX_TAG_VALUE]) for k, v in (tags or {}).items()]
     metric_list = [Metric(k, float(v), ts, 0) for k, v in (metrics or {}).items()]
     # MLflow accepts at most 100 params+tags and 1000 metrics per batch.
     for chunk in _chunks(param_list, 100):
@@ -509,7 +510,7 @@ class MlflowCallback(Callback):
         tags = {
             **self.run_tags, **choice_tags(config),
             TAG_ROLE: "sweep",
-            TAG_OVERRIDES: " ".join(config.hydra.overrides.task),
+            TAG_OVERRIDES: " ".join(map(redact_override, config.hydra.overrides.task)),
             "hydra.sweep_dir": str(Path(config.hydra.sweep.dir).resolve()),
             **{f"sweep.{k}": str(sweeper.get(k)) for k in
                ("n_trials", "timeout", "max_failure_rate", "n_jobs") if k in sweeper},
@@ -771,7 +772,8 @@ class MlflowCallback(Callback):
             tags = {**self.run_tags, TAG_OUTPUT_DIR: str(out.resolve()),
                     TAG_HOST: socket.gethostname(), TAG_PID: str(os.getpid()),
                     TAG_ROLE: "trial" if self.parent_run_id else "run",
-                    TAG_OVERRIDES: " ".join(config.hydra.overrides.task)}
+                    TAG_OVERRIDES: " ".join(map(redact_override,
+                                                config.hydra.overrides.task))}
             if self.parent_run_id:
                 tags["mlflow.parentRunId"] = self.parent_run_id
                 tags[TAG_JOB_NUM] = str(config.hydra.job.num)
@@ -805,7 +807,7 @@ class MlflowCallback(Callback):
 
     def _log_job(self, store: _Store, config: DictConfig, run_id: str, out: Path,
                  job_return: JobReturn) -> None:
-        resolved = OmegaConf.to_container(job_config(config))
+        resolved = OmegaConf.to_container(loggable_config(config))
         dataset = artifacts.read_json(out / artifacts.DATASET_FILE)
         tags = choice_tags(config)
         if dataset:
@@ -824,10 +826,12 @@ class MlflowCallback(Callback):
                     "".join(traceback.format_exception(error)))
         log_run_data(store, run_id, params=flatten(resolved),
                      metrics=artifacts.read_json(out / artifacts.METRICS_FILE), tags=tags)
-        for name in (artifacts.CONFIG_FILE, artifacts.DATASET_FILE, ".hydra/overrides.yaml",
-                     artifacts.ERROR_FILE):
+        for name in (artifacts.CONFIG_FILE, artifacts.DATASET_FILE, artifacts.ERROR_FILE):
             if (out / name).exists():
                 store.client.log_artifact(run_id, str(out / name))
+        # The command-line overrides, secrets redacted (Hydra's own copy keeps them).
+        store.client.log_text(run_id, OmegaConf.to_yaml(
+            [redact_override(o) for o in config.hydra.overrides.task]), "overrides.yaml")
         if (out / artifacts.FIGURES_DIR).is_dir():
             store.client.log_artifacts(run_id, str(out / artifacts.FIGURES_DIR),
                                        artifacts.FIGURES_DIR)
@@ -918,6 +922,8 @@ def _raise_tracking_errors(files: list[Path]) -> None:
 
 def _exit(message: str, error: BaseException | None = None) -> None:
     print(f"Tracking error: {message}", file=sys.stderr)
+    if error is not None and os.environ.get("HYDRA_FULL_ERROR") == "1":
+        traceback.print_exception(error)  # Hydra's own switch for full tracebacks
     raise SystemExit(1) from error
 
 

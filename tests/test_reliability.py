@@ -1,0 +1,96 @@
+"""Bad input, odd values, secrets and several sweep processes: what users do on shared machines.
+
+Each test produces the situation for real (a URL as data path, a 10,000-character value,
+a token in an override, three sweep processes started at once) and checks what a user
+would look at: the message, the exit status, the tracking store, the Optuna study.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+
+from conftest import TRAIN, run_train
+from tabflow.config import REDACTED
+from test_e2e import assert_ok, runs_of
+
+pytestmark = pytest.mark.slow
+
+
+def test_url_data_path_is_refused_before_any_work(project_root):
+    args = ["dataset=csv", "dataset.path=https://example.com/data.csv", "dataset.target=y"]
+    out = run_train(project_root, *args)
+    assert out.returncode == 2
+    assert "is a URL" in out.stderr and "data/raw/" in out.stderr
+    assert "Traceback" not in out.stderr  # one clean message
+    assert not (project_root / "mlflow.db").exists()  # refused before tracking started
+    full = run_train(project_root, *args, env={"HYDRA_FULL_ERROR": "1"})
+    assert full.returncode == 2 and "Traceback" in full.stderr and "is a URL" in full.stderr
+
+
+def test_tracking_error_shows_a_traceback_only_on_request(project_root):
+    env = {"MLFLOW_TRACKING_URI": "http://127.0.0.1:9"}  # nothing listens on port 9
+    out = run_train(project_root, env=env)
+    assert out.returncode == 1 and "http://127.0.0.1:9" in out.stderr
+    assert "Traceback" not in out.stderr
+    full = run_train(project_root, env={**env, "HYDRA_FULL_ERROR": "1"})
+    assert full.returncode == 1 and "Traceback" in full.stderr
+
+
+def test_secrets_are_redacted_and_long_odd_values_tracked(project_root):
+    long_value = "x" * 10_000
+    out = run_train(project_root, "model=logreg", "+api_token=abc123supersecret",
+                    "+db={password: hunter2, host: db.internal}", f"+notes={long_value}",
+                    '+extra={a@b/c+d: 1, label: "ünïcødé ✓"}')
+    assert_ok(out)
+    client, (run,) = runs_of(project_root)
+    params, tags = run.data.params, run.data.tags
+    assert params["api_token"] == REDACTED and params["db.password"] == REDACTED
+    assert params["db.host"] == "db.internal"
+    assert "abc123supersecret" not in tags["hydra.overrides"]
+    assert "api_token=" + REDACTED in tags["hydra.overrides"]
+    assert params["extra.label"] == "ünïcødé ✓"
+    assert params["extra.a_at_b/c_d"] == "1"  # MLflow's key alphabet: @ and + replaced
+    assert len(params["notes"]) == 6000  # MLflow's limit on a param value...
+    local = client.download_artifacts(run.info.run_id, "config.yaml", str(project_root))
+    config = Path(local).read_text(encoding="utf-8")
+    assert long_value in config  # ...the whole value is in the logged config
+    assert "abc123supersecret" not in config and "hunter2" not in config
+    overrides = client.download_artifacts(run.info.run_id, "overrides.yaml", str(project_root))
+    assert "abc123supersecret" not in Path(overrides).read_text()
+
+
+def test_concurrent_sweep_processes_share_the_study_on_one_machine(project_root):
+    """Three processes started at once on fresh SQLite stores: no race, nothing twice."""
+    cmd = [sys.executable, str(TRAIN), "-m", "model=logreg", "sweep=narrow",
+           "hydra.sweeper.n_trials=15"]
+    env = {**os.environ, "TABFLOW_ROOT": str(project_root), "PYTHONWARNINGS": "ignore"}
+    procs = [subprocess.Popen(cmd, cwd=project_root, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for _ in range(3)]
+    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    for p, text in zip(procs, outputs, strict=True):
+        assert p.returncode == 0, text[-3000:]
+        assert "database is locked" not in text
+    (name,) = optuna.get_all_study_names(f"sqlite:///{project_root}/optuna.db")
+    trials = optuna.load_study(study_name=name,
+                               storage=f"sqlite:///{project_root}/optuna.db").trials
+    assert len(trials) == 15 and {t.state.name for t in trials} == {"COMPLETE"}
+    with sqlite3.connect(project_root / "mlflow.db") as con:
+        roles = con.execute("SELECT t.value, r.status, COUNT(*) FROM runs r JOIN tags t ON "
+                            "t.run_uuid = r.run_uuid AND t.key = 'tabflow.role' "
+                            "GROUP BY 1, 2").fetchall()
+        trial_tags = [v for (v,) in con.execute(
+            "SELECT value FROM tags WHERE key = 'optuna.trial'")]
+        versions = con.execute("SELECT COUNT(*) FROM model_versions").fetchone()[0]
+    assert sorted(roles) == [("sweep", "FINISHED", 1), ("trial", "FINISHED", 15)]
+    assert sorted(map(int, trial_tags)) == list(range(15))  # each trial tracked once
+    assert versions == 1
+    # Output dirs are named by trial number: no process overwrote another's.
+    dirs = {p.parent.name for p in project_root.glob("multirun/*/*/*/metrics.json")}
+    assert dirs == {str(i) for i in range(15)}
