@@ -143,6 +143,20 @@ def _server(args: argparse.Namespace) -> int:
     os.execve(cmd[0], cmd, _server_env(args.backend_store_uri))  # become the server
 
 
+def dashboard_command(storage: str, host: str, port: int) -> list[str]:
+    """Return the ``optuna-dashboard`` command for a study storage."""
+    return [str(Path(sys.executable).parent / "optuna-dashboard"), storage, "--host", host,
+            "--port", str(port), "--quiet"]
+
+
+def _dashboard(args: argparse.Namespace) -> int:
+    cmd = dashboard_command(args.storage, args.host, args.port)
+    print(f"Optuna dashboard on http://{args.host}:{args.port} for {args.storage} "
+          f"(Ctrl-C stops it); each trial's user attributes hold its MLflow run id "
+          f"(mlflow_run_id) and its metrics", flush=True)
+    os.execve(cmd[0], cmd, _server_env(args.tracking_uri))  # become the server
+
+
 def serve_command(name: str, alias: str, port: int, tracking_uri: str) -> list[str]:
     """Return the ``mlflow models serve`` command for a registered model's alias."""
     return [sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/{name}@{alias}",
@@ -217,6 +231,15 @@ def parser() -> argparse.ArgumentParser:
                    help="interface to bind (default: %(default)s; 0.0.0.0 exposes it)")
     p.add_argument("--port", type=int, default=5000)
     p.set_defaults(func=_server)
+
+    p = sub.add_parser("dashboard", help="the Optuna dashboard for the study storage")
+    p.add_argument("--storage", default=os.environ.get(
+        "TABFLOW_OPTUNA_STORAGE", f"sqlite:///{PROJECT_ROOT / 'optuna.db'}"),
+        help="Optuna storage URL (default: %(default)s)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="interface to bind (default: %(default)s; 0.0.0.0 exposes it)")
+    p.add_argument("--port", type=int, default=8080)
+    p.set_defaults(func=_dashboard)
 
     p = sub.add_parser("serve", help="serve a registered model over REST (mlflow models serve)")
     p.add_argument("name", help="registered model name")
