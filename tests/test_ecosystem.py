@@ -21,9 +21,25 @@ pytestmark = pytest.mark.slow
 def swept_root(tmp_path_factory):
     """A project root holding one small, registered sweep."""
     root = tmp_path_factory.mktemp("ecosystem")
-    assert_ok(run_train(root, "-m", "model=rf", "sweep=narrow", "hydra.sweeper.n_trials=4",
-                        "model.n_estimators=30"))
+    out = run_train(root, "-m", "model=rf", "sweep=narrow", "hydra.sweeper.n_trials=4",
+                    "model.n_estimators=30")
+    assert_ok(out)
+    (root / "sweep.log").write_text(out.stdout + out.stderr)
     return root
+
+
+def test_sweep_logs_are_quiet_by_default_and_verbose_on_request(swept_root, tmp_path):
+    quiet = (swept_root / "sweep.log").read_text()
+    assert quiet.count("| 4/4 |") == 1 and "Registered breast_cancer version 1" in quiet
+    for noise in ("INFO mlflow", "Launching 1 jobs", "A new study created",
+                  "Successfully registered model", "[tabflow.job][INFO]"):
+        assert noise not in quiet, noise
+    out = run_train(tmp_path, "-m", "model=logreg", "sweep=narrow", "hydra.sweeper.n_trials=1",
+                    "registry.enabled=false", "hydra.verbose=true")
+    assert_ok(out)
+    verbose = out.stdout + out.stderr
+    assert "Creating initial MLflow database tables" in verbose  # MLflow's INFO
+    assert "[tabflow.job][DEBUG] - fit_time_s=" in verbose  # every trial's metrics
 
 
 def test_exploration_notebook_runs_top_to_bottom_on_a_sweep(swept_root, monkeypatch):

@@ -103,7 +103,10 @@ def run_job(cfg: DictConfig, output_dir: str | Path, save_model: bool = False,
                                    cfg.seed), out / artifacts.FIGURES_DIR)
     if save_model:
         joblib.dump(pipeline, out / artifacts.MODEL_FILE)
-    log.info("%s", "  ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items())))
+    # A single run reports its metrics; in a sweep the progress line does (hydra.verbose=true
+    # shows every trial's metrics too).
+    log.log(logging.INFO if save_model else logging.DEBUG, "%s",
+            "  ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items())))
     return metrics
 
 

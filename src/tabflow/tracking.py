@@ -467,6 +467,10 @@ class MlflowCallback(Callback):
         return state
 
     def _connect(self, config: DictConfig) -> _Store:
+        if not config.hydra.get("verbose"):
+            # Before MLflow's import, which reads it: its INFO lines (schema set-up, model
+            # registration) are noise next to the sweep's own; hydra.verbose=true shows them.
+            os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
         if self._store is None or self._store.uri != config.tracking.uri:
             self._store = connect(config.tracking.uri)
         return self._store
@@ -683,7 +687,7 @@ class MlflowCallback(Callback):
         start = time.perf_counter()
         info = log_model(store, self.parent_run_id, final.pipeline, final.input_example)
         name, alias = config.registry.model_name, config.registry.alias
-        version = self._register_version(store, info.model_uri, name, config, best, final)
+        version = self._register_version(store, info, name, config, best, final)
         set_alias(store, name, alias, version)
         seconds = time.perf_counter() - start
         log_run_data(store, self.parent_run_id, metrics={"registration_time_s": seconds},
@@ -741,9 +745,9 @@ class MlflowCallback(Callback):
             store.client.log_artifacts(self.parent_run_id, str(folder), "figures")
             store.client.log_artifact(self.parent_run_id, str(report))
 
-    def _register_version(self, store: _Store, model_uri: str, name: str, config: DictConfig,
+    def _register_version(self, store: _Store, info: Any, name: str, config: DictConfig,
                           best: _Best, final: Any) -> str:
-        import mlflow
+        from mlflow.exceptions import MlflowException
 
         tags = {
             "sweep.parent_run_id": str(self.parent_run_id),
@@ -756,7 +760,15 @@ class MlflowCallback(Callback):
         }
         if "mlflow.source.git.commit" in self.run_tags:
             tags["git.commit"] = self.run_tags["mlflow.source.git.commit"]
-        mv = mlflow.register_model(model_uri, name, tags=tags)
+        # The client's calls, not mlflow.register_model: that one prints to stderr.
+        try:
+            store.client.create_registered_model(name)
+        except MlflowException as e:
+            if "ALREADY_EXISTS" not in str(e.error_code):
+                raise
+        mv = store.client.create_model_version(name, source=info.model_uri,
+                                               run_id=self.parent_run_id, tags=tags,
+                                               model_id=info.model_id)
         return str(mv.version)
 
     # ------------------------------------------------------------------------ jobs

@@ -165,6 +165,8 @@ class TabflowOptunaSweeperImpl(OptunaSweeperImpl):
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, _raise_interrupt)
         self.n_jobs = batch_size(self.requested_n_jobs, self._cfg.hydra.get("launcher"))
+        if not self._cfg.hydra.get("verbose"):  # the progress lines say what Optuna would
+            optuna.logging.set_verbosity(optuna.logging.WARNING)
         metric = OmegaConf.select(self._cfg, "objective.metric", default="objective")
         self.metric_name = str(metric)
 
