@@ -94,3 +94,64 @@ def test_concurrent_sweep_processes_share_the_study_on_one_machine(project_root)
     # Output dirs are named by trial number: no process overwrote another's.
     dirs = {p.parent.name for p in project_root.glob("multirun/*/*/*/metrics.json")}
     assert dirs == {str(i) for i in range(15)}
+
+
+def test_tracking_server_dying_mid_sweep_loses_nothing(tmp_path):
+    """Stop the server after two trials: the sweep fits on, says how to upload, and
+    `tabflow upload` plus a re-run leave every trial tracked and the best model registered."""
+    from services import free_port, start_server, stop_server, wait_http
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    server_args = ["server", "--backend-store-uri", f"sqlite:///{tmp_path}/server.db",
+                   "--artifacts-destination", str(tmp_path / "artifacts"), "--port", str(port)]
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    server = start_server(server_args, tmp_path, env, tmp_path / "server.log")
+    wait_http(f"{url}/health", server)
+    root = tmp_path / "project"
+    root.mkdir()
+    sweep = [sys.executable, str(TRAIN), "-m", "model=rf", "sweep=narrow",
+             "hydra.sweeper.n_trials=8", "tracking=server"]
+    job_env = {**env, "TABFLOW_ROOT": str(root), "MLFLOW_TRACKING_URI": url,
+               "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.Popen(sweep, cwd=root, env=job_env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    lines = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        lines.append(line)
+        if "| 2/8 |" in line:
+            stop_server(server)  # the server goes away mid-sweep
+            break
+    lines += proc.stdout.readlines()
+    proc.wait(timeout=600)
+    output = "".join(lines)
+    assert proc.returncode == 1, output[-3000:]
+    assert "Nothing computed is lost" in output and "tabflow --tracking-uri" in output
+    assert output.count("| 8/8 |") == 1  # every trial ran
+    sweep_dir = next(root.glob("multirun/*/*"))
+    assert len(list(sweep_dir.glob("*/metrics.json"))) == 8
+
+    server = start_server(server_args, tmp_path, env, tmp_path / "server2.log")
+    try:
+        wait_http(f"{url}/health", server)
+        upload = subprocess.run([sys.executable, "-m", "tabflow", "--tracking-uri", url,
+                                 "upload", str(sweep_dir)], cwd=root, env=job_env,
+                                capture_output=True, text=True, timeout=300)
+        assert upload.returncode == 0, upload.stderr
+        assert "Uploaded 6 job(s)" in upload.stdout or "Uploaded 5 job(s)" in upload.stdout
+        again = subprocess.run(sweep, cwd=root, env=job_env, capture_output=True, text=True,
+                               timeout=600)
+        assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+        assert "Registered breast_cancer version 1" in again.stdout
+        from mlflow import MlflowClient
+
+        client = MlflowClient(url)
+        experiment = client.get_experiment_by_name("breast_cancer")
+        runs = client.search_runs([experiment.experiment_id], max_results=1000)
+        finished = [r for r in runs if r.data.tags.get("tabflow.role") == "trial"
+                    and r.info.status == "FINISHED"]
+        assert sorted(int(r.data.tags["optuna.trial"]) for r in finished) == list(range(8))
+        assert len([r for r in runs if r.data.tags.get("tabflow.role") == "sweep"]) == 1
+    finally:
+        stop_server(server)

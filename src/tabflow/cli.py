@@ -93,6 +93,19 @@ def _rollback(args: argparse.Namespace) -> int:
     return 0
 
 
+def _upload(args: argparse.Namespace) -> int:
+    from tabflow import tracking
+
+    store = tracking.connect(args.tracking_uri)
+    uploaded = tracking.upload_sweep(store, Path(args.sweep_dir))
+    for out, run_id in uploaded:
+        print(f"  {out.name}: run {run_id}")
+    print(f"Uploaded {len(uploaded)} job(s) of {args.sweep_dir} to {args.tracking_uri}"
+          + ("; re-run the sweep's command to register its best model" if uploaded else
+             ": every job was already tracked"))
+    return 0
+
+
 def ui_command(tracking_uri: str, host: str, port: int,
                artifacts_destination: str | None = None) -> list[str]:
     """Return the ``mlflow server`` command; beyond localhost, allow that host.
@@ -214,6 +227,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("name", help="registered model name")
     p.set_defaults(func=_rollback)
 
+    p = sub.add_parser("upload", help="track a sweep's jobs that could not be tracked when "
+                                      "they ran (e.g. the tracking server was down)")
+    p.add_argument("sweep_dir", help="the sweep's output dir, multirun/<date>/<time>")
+    p.set_defaults(func=_upload)
+
     p = sub.add_parser("ui", help="the MLflow UI for the store")
     p.add_argument("--host", default="127.0.0.1",
                    help="interface to bind (default: %(default)s; 0.0.0.0 exposes it)")
@@ -254,7 +272,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if getattr(args, "backend_store_uri", "unset") is None:
         args.backend_store_uri = args.tracking_uri
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except Exception as e:  # tabflow's own errors say what to do; others keep their traceback
+        if type(e).__name__ != "TrackingError" or os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print(f"Error: {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -165,6 +165,12 @@ def connect(uri: str) -> _Store:
     """
     if uri.startswith(("http://", "https://")):
         _check_server(uri)
+        # MLflow retries a dead server for minutes per call by default; a sweep whose
+        # server died should keep fitting (results stay on disk for `tabflow upload`).
+        for name, value in (("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2"),
+                            ("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1"),
+                            ("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")):
+            os.environ.setdefault(name, value)
     import mlflow
     from mlflow import MlflowClient
 
@@ -608,8 +614,13 @@ class MlflowCallback(Callback):
         try:
             _raise_tracking_errors(sorted(sweep_dir.glob(f"**/{artifacts.TRACKING_ERROR_FILE}")))
         except BaseException as e:
-            store.client.set_terminated(self.parent_run_id, "FAILED")
-            _exit(f"the sweep's results could not be tracked: {e}", e)
+            with contextlib.suppress(Exception):  # the store may be what failed
+                store.client.set_terminated(self.parent_run_id, "FAILED")
+            _exit(f"the sweep's results could not be tracked: {e}\nNothing computed is lost. "
+                  f"Once the tracking store is back, upload them and register the best model:"
+                  f"\n  tabflow --tracking-uri {config.tracking.uri} upload {sweep_dir}"
+                  f"\n  and re-run this command (the study is complete: it only registers)",
+                  e)
         sweeper = config.hydra.sweeper
         if "study_name" not in sweeper or not sweeper.storage:
             self._finish(store, config, sweep_dir)
@@ -811,6 +822,8 @@ class MlflowCallback(Callback):
             self._log_job(store, config, run_id, out, job_return)
         except Exception as e:
             _record_job_error(out, "logging the job to MLflow", e)
+            # Half-logged: `tabflow upload` tracks the job again, in a complete run.
+            (out / artifacts.MLFLOW_RUN_FILE).unlink(missing_ok=True)
             try:
                 store = self._connect(config)
                 store.client.set_terminated(run_id, "FAILED")
@@ -858,6 +871,73 @@ class MlflowCallback(Callback):
             X = load_dataset(config.dataset, config.paths.data).X  # cached by the job
             log_model(store, run_id, model, X.head(5))
         store.client.set_terminated(run_id, status)
+
+
+def upload_sweep(store: _Store, sweep_dir: Path) -> list[tuple[Path, str]]:
+    """Track the jobs of a sweep that could not be tracked when they ran.
+
+    Jobs write everything to their output dirs (see :mod:`tabflow.artifacts`); when the
+    tracking store was down they also wrote ``tracking_error.txt`` and no run id. Each
+    such job becomes a child run of the sweep's parent (found by the study named in
+    ``optimization_results.yaml``), with its params, metrics, dataset and files.
+
+    Returns:
+        ``(job dir, new run id)`` for each uploaded job.
+
+    Raises:
+        TrackingError: If the sweep dir has no results file or its parent run is unknown.
+    """
+    results = sweep_dir / "optimization_results.yaml"
+    if not results.exists():
+        raise TrackingError(f"{results} does not exist: is {sweep_dir} a sweep's output dir "
+                            f"(multirun/<date>/<time>)?")
+    summary = OmegaConf.load(results)
+    pending = sorted(
+        (d for d in sweep_dir.iterdir() if (d / artifacts.CONFIG_FILE).exists()
+         and not (d / artifacts.MLFLOW_RUN_FILE).exists()), key=lambda d: d.name)
+    if not pending:
+        return []
+    config = _read_config(pending[0] / artifacts.CONFIG_FILE)
+    experiment = store.client.get_experiment_by_name(str(config.tracking.experiment))
+    parents = [] if experiment is None else store.client.search_runs(
+        [experiment.experiment_id],
+        filter_string=f"tags.`{TAG_ROLE}` = 'sweep' and "
+                      f"tags.`{TAG_STUDY}` = '{summary.study_name}'",
+        order_by=["attributes.start_time DESC"], max_results=1)
+    if not parents:
+        raise TrackingError(f"no parent run of study {summary.study_name!r} in experiment "
+                            f"{config.tracking.experiment!r} at {store.uri}")
+    parent = parents[0]
+    uploaded = []
+    for out in pending:
+        job = _read_config(out / artifacts.CONFIG_FILE)
+        trial = job.get("optuna_trial")
+        failed = (out / artifacts.ERROR_FILE).exists() or not (
+            out / artifacts.METRICS_FILE).exists()
+        tags = {**{k: v for k, v in parent.data.tags.items()
+                   if k.startswith(("mlflow.source.", "env."))},
+                TAG_ROLE: "trial", "mlflow.parentRunId": parent.info.run_id,
+                TAG_OUTPUT_DIR: str(out.resolve()), "tabflow.uploaded": "true"}
+        if trial is not None:
+            tags[TAG_TRIAL] = str(trial)
+        run = store.client.create_run(parent.info.experiment_id, tags=tags,
+                                      run_name=f"trial-{trial}")
+        dataset = artifacts.read_json(out / artifacts.DATASET_FILE)
+        if dataset:
+            log_dataset(store, run.info.run_id, dataset, "training")
+        log_run_data(store, run.info.run_id,
+                     params=flatten(OmegaConf.to_container(job)),
+                     metrics=artifacts.read_json(out / artifacts.METRICS_FILE))
+        for name in (artifacts.CONFIG_FILE, artifacts.DATASET_FILE, artifacts.ERROR_FILE):
+            if (out / name).exists():
+                store.client.log_artifact(run.info.run_id, str(out / name))
+        store.client.set_terminated(run.info.run_id, "FAILED" if failed else "FINISHED")
+        (out / artifacts.MLFLOW_RUN_FILE).write_text(run.info.run_id)
+        error_file = out / artifacts.TRACKING_ERROR_FILE
+        if error_file.exists():  # keep what happened, out of the way of the next check
+            error_file.rename(out / f"{artifacts.TRACKING_ERROR_FILE}.uploaded")
+        uploaded.append((out, run.info.run_id))
+    return uploaded
 
 
 def best_trial_run(store: _Store, experiment_id: str, parent_run_id: str, metric: str,
