@@ -155,3 +155,23 @@ def test_tracking_server_dying_mid_sweep_loses_nothing(tmp_path):
         assert len([r for r in runs if r.data.tags.get("tabflow.role") == "sweep"]) == 1
     finally:
         stop_server(server)
+
+
+@pytest.mark.parametrize("store", ["mlflow.db", "optuna.db"])
+@pytest.mark.parametrize("damage", ["corrupt", "foreign"])
+def test_corrupt_or_foreign_store_is_named_and_left_untouched(project_root, store, damage):
+    path = project_root / store
+    if damage == "corrupt":
+        path.write_bytes(b"SQLite format 3\x00" + bytes(range(256)) * 64)
+    else:
+        with sqlite3.connect(path) as con:
+            con.execute("CREATE TABLE customers (id INTEGER, name TEXT)")
+            con.execute("INSERT INTO customers VALUES (1, 'Ada')")
+    before = path.read_bytes()
+    out = run_train(project_root, "-m", "model=logreg", "sweep=narrow",
+                    "hydra.sweeper.n_trials=2")
+    assert out.returncode == 2, out.stdout[-2000:] + out.stderr[-2000:]
+    assert f"Store error: {path}" in out.stderr and "left untouched" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert path.read_bytes() == before  # not overwritten, not migrated
+    assert not list(project_root.glob("multirun/*/*/0"))  # no trial ran

@@ -109,13 +109,28 @@ def _fail(kind: str, error: Exception) -> None:
     raise SystemExit(2)
 
 
+def check_stores(cfg: DictConfig, sweeping: bool) -> None:
+    """Refuse SQLite store files that are corrupt or belong to something else."""
+    from tabflow.study import check_sqlite_store
+
+    if cfg.tracking.enabled:
+        check_sqlite_store(str(cfg.tracking.uri), "experiments", "MLflow tracking store")
+    if sweeping and cfg.hydra.sweeper.get("storage"):
+        check_sqlite_store(str(cfg.hydra.sweeper.storage), "studies", "Optuna study storage")
+
+
 def _check_all(config: DictConfig, sweeping: bool) -> None:
     from tabflow.data import DataError  # imported here: pandas loads only once a run starts
+    from tabflow.study import ForeignDatabaseError
 
     try:
         check_config(config, sweeping=sweeping)
     except ConfigError as e:
         _fail("Config", e)
+    try:
+        check_stores(config, sweeping=sweeping)
+    except ForeignDatabaseError as e:
+        _fail("Store", e)
     try:
         check_data(config)
     except DataError as e:

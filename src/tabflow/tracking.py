@@ -174,8 +174,12 @@ def connect(uri: str) -> _Store:
     import mlflow
     from mlflow import MlflowClient
 
-    from tabflow.study import sqlite_init_lock
+    from tabflow.study import ForeignDatabaseError, check_sqlite_store, sqlite_init_lock
 
+    try:
+        check_sqlite_store(uri, "experiments", "MLflow tracking store")
+    except ForeignDatabaseError as e:
+        raise TrackingError(str(e)) from e
     for attempt in range(6):
         try:
             # Opening the store creates it and runs its schema migrations. Done here, in the
