@@ -175,3 +175,48 @@ def test_corrupt_or_foreign_store_is_named_and_left_untouched(project_root, stor
     assert "Traceback" not in out.stderr
     assert path.read_bytes() == before  # not overwritten, not migrated
     assert not list(project_root.glob("multirun/*/*/0"))  # no trial ran
+
+
+def test_basic_auth_server_refuses_anonymous_requests(tmp_path):
+    """`tabflow server --basic-auth`: no credentials, no access; clients log in from env."""
+    import urllib.error
+    import urllib.request
+
+    from services import free_port, start_server, stop_server, wait_http
+
+    (tmp_path / "basic_auth.ini").write_text(
+        "[mlflow]\ndefault_permission = READ\n"
+        f"database_uri = sqlite:///{tmp_path}/auth.db\n"
+        "admin_username = admin\nadmin_password = s3cret-admin-pw\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    assert subprocess.run([sys.executable, "-m", "tabflow", "server", "--basic-auth"],
+                          env=env, capture_output=True, text=True,
+                          timeout=60).returncode == 2  # refuses to start without a secret key
+    env.update({"MLFLOW_AUTH_CONFIG_PATH": str(tmp_path / "basic_auth.ini"),
+                "MLFLOW_FLASK_SERVER_SECRET_KEY": "test-only-key"})
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = start_server(["server", "--basic-auth", "--backend-store-uri",
+                           f"sqlite:///{tmp_path}/mlflow.db", "--port", str(port)],
+                          tmp_path, env, tmp_path / "server.log")
+    try:
+        wait_http(f"{url}/health", server)
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"{url}/api/2.0/mlflow/experiments/search?max_results=1",
+                                   timeout=10)
+        assert refused.value.code == 401
+        client_env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+        anonymous = subprocess.run([sys.executable, "-m", "tabflow", "--tracking-uri", url,
+                                    "experiments"], env=client_env, capture_output=True,
+                                   text=True, timeout=120)
+        assert anonymous.returncode == 1 and "Traceback" not in anonymous.stderr
+        assert url in anonymous.stderr
+        client_env.update({"MLFLOW_TRACKING_USERNAME": "admin",
+                           "MLFLOW_TRACKING_PASSWORD": "s3cret-admin-pw"})
+        admin = subprocess.run([sys.executable, "-m", "tabflow", "--tracking-uri", url,
+                                "experiments"], env=client_env, capture_output=True,
+                               text=True, timeout=120)
+        assert admin.returncode == 0, admin.stderr
+    finally:
+        stop_server(server)

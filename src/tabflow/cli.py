@@ -148,6 +148,14 @@ def _ui(args: argparse.Namespace) -> int:
 
 def _server(args: argparse.Namespace) -> int:
     cmd = ui_command(args.backend_store_uri, args.host, args.port, args.artifacts_destination)
+    if args.basic_auth:
+        if not os.environ.get("MLFLOW_FLASK_SERVER_SECRET_KEY"):
+            print("Error: --basic-auth needs MLFLOW_FLASK_SERVER_SECRET_KEY (a long random "
+                  "string, the same for every server of the store) and, unless the default "
+                  "admin password will do, MLFLOW_AUTH_CONFIG_PATH (basic_auth.ini with "
+                  "admin_username, admin_password, database_uri)", file=sys.stderr)
+            return 2
+        cmd += ["--app-name", "basic-auth"]
     base = f"http://{args.host}:{args.port}"
     print(f"MLflow tracking server on {base} (backend {args.backend_store_uri}, artifacts "
           f"{args.artifacts_destination}); point workers at it with\n"
@@ -248,6 +256,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1",
                    help="interface to bind (default: %(default)s; 0.0.0.0 exposes it)")
     p.add_argument("--port", type=int, default=5000)
+    p.add_argument("--basic-auth", action="store_true",
+                   help="require a login (MLflow's basic-auth app); clients pass "
+                        "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD")
     p.set_defaults(func=_server)
 
     p = sub.add_parser("dashboard", help="the Optuna dashboard for the study storage")
