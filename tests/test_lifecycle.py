@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -118,7 +119,8 @@ def test_runs_and_experiments_commands(registry_root):
 
 
 def test_help_is_there_for_every_command(tmp_path):
-    for command in ("promote", "rollback", "runs", "experiments", "ui", "serve"):
+    for command in ("promote", "rollback", "runs", "experiments", "ui", "serve", "server",
+                    "dashboard", "upload"):
         out = tabflow(tmp_path, command, "--help")
         assert out.returncode == 0 and "usage: tabflow" in out.stdout
 
@@ -143,3 +145,47 @@ def test_served_model_answers_like_the_in_process_one(registry_root):
     mlflow.set_tracking_uri(f"sqlite:///{root}/mlflow.db")
     local = mlflow.pyfunc.load_model(f"models:/{MODEL}@production").predict(rows)
     assert served == list(local)
+
+
+def test_serving_answers_bad_requests_with_4xx_and_unseen_categories_with_predictions(
+        tmp_path):
+    """Missing column, wrong type: a 4xx naming the problem. Extra column, unseen category:
+    a valid prediction (the one-hot encoder ignores unknown values). Never a 500."""
+    assert_ok(run_train(tmp_path, "-m", "dataset=penguins", "model=logreg", "sweep=narrow",
+                        "hydra.sweeper.n_trials=2"))
+    assert tabflow(tmp_path, "promote", "penguins").returncode == 0
+    port = free_port()
+    env = {**os.environ, "TABFLOW_ROOT": str(tmp_path),
+           "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"}
+    proc = start_server(["serve", "penguins", "--port", str(port)], tmp_path, env,
+                        tmp_path / "serve.log")
+    good = {"island": "Biscoe", "bill_length_mm": 45.2, "bill_depth_mm": 14.8,
+            "flipper_length_mm": 212.0, "body_mass_g": 5200.0, "sex": "female",
+            "year": "2008"}
+
+    def ask(row: dict) -> tuple[int, dict]:
+        body = json.dumps({"dataframe_records": [row]}).encode()
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body,
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read() or b"{}")
+
+    try:
+        wait_http(f"http://127.0.0.1:{port}/ping", proc)
+        status, answer = ask(good)
+        assert status == 200 and answer["predictions"] == ["Gentoo"]
+        missing = {k: v for k, v in good.items() if k != "bill_length_mm"}
+        status, answer = ask(missing)
+        assert 400 <= status < 500 and "bill_length_mm" in json.dumps(answer)
+        status, answer = ask({**good, "flipper_length_mm": "very long"})
+        assert 400 <= status < 500 and "flipper_length_mm" in json.dumps(answer)
+        status, answer = ask({**good, "colour": "black and white"})
+        assert status == 200 and answer["predictions"] == ["Gentoo"]
+        status, answer = ask({**good, "island": "Atlantis"})
+        assert status == 200 and answer["predictions"][0] in {"Adelie", "Chinstrap", "Gentoo"}
+        assert proc.poll() is None  # still serving
+    finally:
+        stop_server(proc)
