@@ -220,3 +220,62 @@ def test_basic_auth_server_refuses_anonymous_requests(tmp_path):
         assert admin.returncode == 0, admin.stderr
     finally:
         stop_server(server)
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        kids.append(int(entry))
+            except (OSError, ValueError, IndexError):
+                continue
+    return kids
+
+
+def test_killed_joblib_worker_is_reported_and_reconciled(project_root):
+    """SIGKILL a joblib worker mid-trial (as the OOM killer would): the sweep names the
+    trials it lost, and a re-run closes their runs and completes the study."""
+    import signal
+    import time
+
+    cmd = [sys.executable, str(TRAIN), "-m", "model=rf", "sweep=narrow",
+           "hydra.sweeper.n_trials=8", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
+    env = {**os.environ, "TABFLOW_ROOT": str(project_root), "PYTHONWARNINGS": "ignore"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    proc = subprocess.Popen(cmd, cwd=project_root, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if "| 2/8 |" in line:
+            break
+    time.sleep(1.0)  # the next batch is running
+    cmdlines = {p: Path(f"/proc/{p}/cmdline").read_bytes() for p in _children(proc.pid)}
+    workers = [p for p, c in cmdlines.items() if b"loky" in c and b"resource_tracker" not in c]
+    assert workers, "no joblib worker found"
+    os.kill(workers[0], signal.SIGKILL)
+    lines += proc.stdout.readlines()
+    proc.wait(timeout=600)
+    output = "".join(lines)
+    assert proc.returncode != 0, output[-3000:]
+    assert "Sweep interrupted" in output and "will be retried" in output
+
+    again = subprocess.run(cmd, cwd=project_root, env=env, capture_output=True, text=True,
+                           timeout=600)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    (name,) = optuna.get_all_study_names(f"sqlite:///{project_root}/optuna.db")
+    trials = optuna.load_study(study_name=name,
+                               storage=f"sqlite:///{project_root}/optuna.db").trials
+    assert sum(t.state.name == "COMPLETE" for t in trials) == 8
+    assert not [t for t in trials if t.state.name == "RUNNING"]
+    with sqlite3.connect(project_root / "mlflow.db") as con:
+        statuses = dict(con.execute(
+            "SELECT r.status, COUNT(*) FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid "
+            "AND t.key = 'tabflow.role' AND t.value = 'trial' GROUP BY 1").fetchall())
+        versions = con.execute("SELECT COUNT(*) FROM model_versions").fetchone()[0]
+    assert statuses.get("FINISHED") == 8 and "RUNNING" not in statuses
+    assert versions == 1

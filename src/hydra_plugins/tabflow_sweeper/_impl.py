@@ -346,8 +346,10 @@ class TabflowOptunaSweeperImpl(OptunaSweeperImpl):
                     trial.set_user_attr(ATTR_INTERRUPTED, True)
                     trial.set_user_attr(ATTR_ERROR, f"interrupted: {type(e).__name__}")
                     study.tell(trial, state=TrialState.FAIL)
-                log.error("Sweep interrupted (%s); re-run the same command to resume study "
-                          "%s", type(e).__name__, name)
+                log.error("Sweep interrupted (%s: %s) while trial(s) %s ran; they are marked "
+                          "interrupted and will be retried. Re-run the same command to resume "
+                          "study %s", type(e).__name__, str(e).splitlines()[0][:300] if str(e)
+                          else "", [t.number for t in trials], name)
                 raise
             self.job_idx += len(returns)
             for trial, ret in zip(trials, returns, strict=True):
