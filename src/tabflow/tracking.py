@@ -30,6 +30,7 @@ import re
 import socket
 import subprocess
 import sys
+import threading
 import time
 import traceback
 import warnings
@@ -515,6 +516,10 @@ class MlflowCallback(Callback):
         """Open the store once and the sweep's parent run."""
         if config.tracking.enabled:
             _loud(lambda: self._open_parent(config), "could not start tracking the sweep")
+            if config.registry.enabled:
+                # Registration's imports take seconds; load them while the trials run
+                # (trials under the basic launcher leave a core idle), not after.
+                threading.Thread(target=_warm_registration_imports, daemon=True).start()
 
     def _open_parent(self, config: DictConfig) -> None:
         store = self._start(config)
@@ -942,6 +947,16 @@ def upload_sweep(store: _Store, sweep_dir: Path) -> list[tuple[Path, str]]:
             error_file.rename(out / f"{artifacts.TRACKING_ERROR_FILE}.uploaded")
         uploaded.append((out, run.info.run_id))
     return uploaded
+
+
+def _warm_registration_imports() -> None:
+    """Import what registering and reporting the final model needs (see on_multirun_start)."""
+    with contextlib.suppress(Exception):  # only a head start: registration imports anyway
+        import mlflow.pyfunc
+        import mlflow.sklearn  # noqa: F401
+        import skops.io  # noqa: F401
+
+        import tabflow.plots  # noqa: F401
 
 
 def best_trial_run(store: _Store, experiment_id: str, parent_run_id: str, metric: str,
