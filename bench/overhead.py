@@ -77,9 +77,17 @@ def _tree_rss(root_pid: int) -> int:
     return sum(rss.get(p, 0) for p in tree)
 
 
+def _open_files(pid: int) -> int:
+    try:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return 0
+
+
 def run_measured(cmd: list[str], cwd: Path, env: dict[str, str]) -> dict[str, Any]:
-    """Run a command; return its wall time, peak process-tree RSS and output."""
+    """Run a command; return its wall time, peak process-tree RSS, open files and output."""
     peak = 0
+    samples: list[tuple[float, int, int]] = []  # (seconds, tree RSS, open fds of the root)
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
@@ -88,7 +96,9 @@ def run_measured(cmd: list[str], cwd: Path, env: dict[str, str]) -> dict[str, An
     def sample() -> None:
         nonlocal peak
         while not done.wait(0.05):
-            peak = max(peak, _tree_rss(proc.pid))
+            rss = _tree_rss(proc.pid)
+            peak = max(peak, rss)
+            samples.append((time.perf_counter() - start, rss, _open_files(proc.pid)))
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
@@ -98,7 +108,7 @@ def run_measured(cmd: list[str], cwd: Path, env: dict[str, str]) -> dict[str, An
     sampler.join()
     if proc.returncode != 0:
         sys.exit(f"{' '.join(cmd)} failed (exit {proc.returncode}):\n{output[-3000:]}")
-    return {"wall_s": wall, "peak_rss_mb": peak / 2**20, "output": output}
+    return {"wall_s": wall, "peak_rss_mb": peak / 2**20, "output": output, "samples": samples}
 
 
 def _env(root: Path) -> dict[str, str]:
@@ -198,6 +208,42 @@ def growth(args: argparse.Namespace, trials: int) -> dict[str, Any]:
             "overhead_per_trial_s": (r["wall_s"] - r["fit_s"]) / r["trials"]}
 
 
+def load(trials: int) -> dict[str, Any]:
+    """A long sweep of a fast model: per-trial overhead, memory and open files, early vs late.
+
+    Per-trial wall time is the gap between consecutive progress lines; minus the trial's
+    own fit time it is the framework's overhead for that trial.
+    """
+    import re
+
+    with tempfile.TemporaryDirectory(prefix="tabflow-bench-") as tmp:
+        root = Path(tmp)
+        m = run_measured([sys.executable, str(TRAIN), "-m", "model=logreg", "sweep=narrow",
+                          f"hydra.sweeper.n_trials={trials}", "registry.enabled=false"],
+                         root, _env(root))
+        stamps: dict[int, float] = {}
+        for line in m["output"].splitlines():
+            hit = re.match(r"\[(\d+-\d+-\d+ [\d:]+),(\d+)\]\[HYDRA\] trial (\d+) ", line)
+            if hit:
+                t = time.mktime(time.strptime(hit[1], "%Y-%m-%d %H:%M:%S")) + int(hit[2]) / 1000
+                stamps[int(hit[3])] = t
+        fits = {int(p.parent.name): json.loads(p.read_text())["fit_time_s"]
+                for p in root.glob("multirun/*/*/*/metrics.json")}
+    overhead = {n: stamps[n] - stamps[n - 1] - fits.get(n, 0.0)
+                for n in stamps if n - 1 in stamps}
+
+    def window(lo: int, hi: int) -> float:
+        return statistics.median(v for n, v in overhead.items() if lo <= n < hi)
+
+    third = max(1, len(m["samples"]) // 3)
+    rss = [s[1] / 2**20 for s in m["samples"]]
+    fds = [s[2] for s in m["samples"]]
+    return {"trials": trials, "wall_s": m["wall_s"],
+            "overhead_early_s": window(5, 16), "overhead_late_s": window(trials - 11, trials),
+            "rss_mid_mb": max(rss[third:2 * third]), "rss_late_mb": max(rss[2 * third:]),
+            "fds_mid": max(fds[third:2 * third]), "fds_late": max(fds[2 * third:])}
+
+
 def best_run_lookup(n_runs: int) -> dict[str, Any]:
     """Seconds to find a sweep's best run in a store holding ``n_runs`` runs."""
     with tempfile.TemporaryDirectory(prefix="tabflow-bench-") as tmp:
@@ -232,7 +278,8 @@ def report(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def checks(result: dict[str, Any]) -> list[tuple[str, float | None, str, bool | None]]:
+def checks(result: dict[str, Any], with_contenders: bool = True
+           ) -> list[tuple[str, float | None, str, bool | None]]:
     """Each target: (name, measured, budget, met)."""
     t = result["contenders"]
     rows: list[tuple[str, float | None, str, bool | None]] = []
@@ -243,6 +290,9 @@ def checks(result: dict[str, Any]) -> list[tuple[str, float | None, str, bool | 
             measured >= budget if higher_is_better else measured <= budget)
         rows.append((name, measured, f"{'>=' if higher_is_better else '<='}{budget}{unit}", ok))
 
+    if not with_contenders:
+        _load_checks(result, add)
+        return rows
     add("tabflow wall / raw wall", t["tabflow"]["wall_s"] / t["raw"]["wall_s"],
         TARGETS["wall_vs_raw"], unit="x")
     add("tabflow overhead per trial (s)", t["tabflow"]["overhead_per_trial_s"],
@@ -261,11 +311,23 @@ def checks(result: dict[str, Any]) -> list[tuple[str, float | None, str, bool | 
     if g:
         add(f"peak memory, {g['trials']} trials / {t['tabflow']['trials']} trials",
             g["peak_rss_mb"] / t["tabflow"]["peak_rss_mb"], 1.1, unit="x")
+    _load_checks(result, add)
     s = result.get("store")
     if s:
         add(f"best run among {s['runs']} runs (s)", s["lookup_s"],
             TARGETS["best_run_lookup_s"])
     return rows
+
+
+def _load_checks(result: dict[str, Any], add: Any) -> None:
+    ld = result.get("load")
+    if ld:
+        add(f"load: overhead, trials ~{ld['trials']} / trials 5-15",
+            ld["overhead_late_s"] / ld["overhead_early_s"], 1.2, unit="x")
+        add("load: peak RSS, last third / middle third", ld["rss_late_mb"] / ld["rss_mid_mb"],
+            1.1, unit="x")
+        add("load: open files, last third / middle third", ld["fds_late"] / max(1, ld["fds_mid"]),
+            1.0, unit="x")
 
 
 def _machine() -> str:
@@ -291,6 +353,11 @@ def main() -> None:
                         help="trials of the memory-growth sweep (0 skips it)")
     parser.add_argument("--store-runs", type=int, default=10_000,
                         help="runs in the store for the best-run lookup (0 skips it)")
+    parser.add_argument("--load", type=int, default=0,
+                        help="trials of a long logreg sweep checking that per-trial overhead, "
+                             "memory and open files stay flat (e.g. 1000; 0 skips it)")
+    parser.add_argument("--only-load", action="store_true",
+                        help="run only the --load section (no contenders)")
     parser.add_argument("--out", type=Path, default=RESULTS / "overhead.json")
     args = parser.parse_args()
 
@@ -299,8 +366,22 @@ def main() -> None:
         "machine": _machine(),
         "date": time.strftime("%Y-%m-%d %H:%M"),
     }
+    if args.only_load:
+        result["load"] = load(args.load or 1000)
+        rows = checks({"contenders": {}, "load": result["load"]}, with_contenders=False)
+        text = "\n".join(f"{n:<52}{_fmt(v, '.3f'):>8}{b:>9}  {'met' if ok else 'MISSED'}"
+                         for n, v, b, ok in rows)
+        print(json.dumps(result["load"], indent=2) + "\n" + text)
+        out = RESULTS / "load.json" if args.out == RESULTS / "overhead.json" else args.out
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({**result, "checks": rows}, indent=2, default=str))
+        out.with_suffix(".txt").write_text(f"machine: {result['machine']}\n{text}\n")
+        return
     result["contenders"] = compare(args)
     result["startup"] = startup(args.repeats)
+    if args.load:
+        print(f"  load: tabflow with {args.load} logreg trials ...", flush=True)
+        result["load"] = load(args.load)
     if args.growth:
         print(f"  growth: tabflow with {args.growth} trials ...", flush=True)
         result["growth"] = growth(args, args.growth)
