@@ -36,7 +36,7 @@ def fill(db: Path, n_runs: int) -> tuple[str, str]:
     rng = random.Random(0)
     now = int(time.time() * 1000)
     parent = ""
-    with sql.ManagedSessionMaker() as session:
+    with sql.ManagedSessionMaker(read_only=False) as session:
         for start in range(0, n_runs, TRIALS_PER_SWEEP):
             parent = uuid.uuid4().hex
             session.add(_run(m, parent, experiment_id, now))
