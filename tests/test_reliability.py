@@ -241,7 +241,9 @@ def test_killed_joblib_worker_is_reported_and_reconciled(project_root):
     import signal
     import time
 
-    cmd = [sys.executable, str(TRAIN), "-m", "model=rf", "sweep=narrow",
+    # Trials of several seconds (20,000 rows), so that the kill lands mid-trial.
+    cmd = [sys.executable, str(TRAIN), "-m", "dataset=synthetic",
+           "dataset.synthetic.n_rows=20000", "model=rf", "sweep=narrow",
            "hydra.sweeper.n_trials=8", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
     env = {**os.environ, "TABFLOW_ROOT": str(project_root), "PYTHONWARNINGS": "ignore"}
     env.pop("MLFLOW_TRACKING_URI", None)
@@ -253,7 +255,7 @@ def test_killed_joblib_worker_is_reported_and_reconciled(project_root):
         lines.append(line)
         if "| 2/8 |" in line:
             break
-    time.sleep(1.0)  # the next batch is running
+    time.sleep(2.0)  # the next batch is running
     cmdlines = {p: Path(f"/proc/{p}/cmdline").read_bytes() for p in _children(proc.pid)}
     workers = [p for p, c in cmdlines.items() if b"loky" in c and b"resource_tracker" not in c]
     assert workers, "no joblib worker found"

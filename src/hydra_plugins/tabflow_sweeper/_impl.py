@@ -55,6 +55,7 @@ ATTR_INTERRUPTED = "tabflow.interrupted"  # the trial was cut short, not wrong: 
 ATTR_RETRY_OF = "tabflow.retry_of"
 ATTR_ERROR = "tabflow.error"
 ATTR_RUN_ID = "mlflow_run_id"
+ATTR_SESSIONS = "tabflow.sessions"  # sweep processes started on the study so far
 # Failure-rate checks wait for this many finished trials, so one early failure can't end a sweep.
 MIN_TRIALS_FOR_RATE = 5
 
@@ -187,8 +188,6 @@ class TabflowOptunaSweeperImpl(OptunaSweeperImpl):
                 trial.set_user_attr(name, value)
             if self.custom_search_space_extender:
                 self.custom_search_space_extender(self._cfg, trial)
-            trial.set_user_attr(ATTR_HOST, socket.gethostname())
-            trial.set_user_attr(ATTR_PID, os.getpid())
             # Conditional names carry their choice as a prefix; the override doesn't.
             values = {name.split(":", 1)[-1]: value for name, value in trial.params.items()}
             values.update(fixed_params)
@@ -269,6 +268,30 @@ class TabflowOptunaSweeperImpl(OptunaSweeperImpl):
         if run_file.exists():
             trial.set_user_attr(ATTR_RUN_ID, run_file.read_text().strip())
 
+    def _finished_values(self, trial: Trial, n_directions: int) -> list[float] | None:
+        """The objective of a trial whose job finished (per its output dir), else None.
+
+        A batch whose launcher failed (a killed joblib worker) may hold trials that
+        completed; their results are on disk and are kept rather than run again.
+        """
+        out = Path(self._cfg.hydra.sweep.dir) / str(trial.number)
+        metrics = artifacts.read_json(out / artifacts.METRICS_FILE)
+        if not metrics or (out / artifacts.ERROR_FILE).exists():
+            return None
+        names = OmegaConf.select(self._cfg, "objective.metric")
+        names = list(names) if OmegaConf.is_list(names) else [names]
+        values = [metrics.get(str(n)) for n in names]
+        if len(values) != n_directions or not all(
+                isinstance(v, (int, float)) and math.isfinite(v) for v in values):
+            return None
+        for key, value in metrics.items():
+            if isinstance(value, (int, float)) and math.isfinite(value):
+                trial.set_user_attr(key, value)
+        run_file = out / artifacts.MLFLOW_RUN_FILE
+        if run_file.exists():
+            trial.set_user_attr(ATTR_RUN_ID, run_file.read_text().strip())
+        return [float(v) for v in values if v is not None]
+
     @staticmethod
     def _values(ret: JobReturn, n_directions: int) -> list[float]:
         result = ret.return_value  # re-raises the job's exception
@@ -291,9 +314,9 @@ class TabflowOptunaSweeperImpl(OptunaSweeperImpl):
         lock = (storage_lock(study._storage, f"{name}{LOCK_SUFFIX}ask")
                 if self.storage else contextlib.nullcontext())
         with lock:
-            trials = study.get_trials(deepcopy=False)
-            counted = sum(self._counts_toward_total(t) for t in trials)
-            running = sum(t.state is TrialState.RUNNING for t in trials)
+            existing = study.get_trials(deepcopy=False)
+            counted = sum(self._counts_toward_total(t) for t in existing)
+            running = sum(t.state is TrialState.RUNNING for t in existing)
             progress.done = counted
             remaining = self.n_trials - counted - running
             if remaining <= 0:
@@ -301,7 +324,13 @@ class TabflowOptunaSweeperImpl(OptunaSweeperImpl):
                     log.info("The other %d trial(s) of study %s are running in other sweep "
                              "processes; this one is done", running, name)
                 return []
-            return [study.ask() for _ in range(min(remaining, self.n_jobs))]
+            trials = [study.ask() for _ in range(min(remaining, self.n_jobs))]
+            for trial in trials:
+                # Owned before the lock is released: another process reclaiming stale
+                # RUNNING trials must see that this one's owner is alive.
+                trial.set_user_attr(ATTR_HOST, socket.gethostname())
+                trial.set_user_attr(ATTR_PID, os.getpid())
+            return trials
 
     def sweep(self, arguments: list[str]) -> None:
         """Run or resume the study until ``n_trials`` trials are done or time runs out."""
@@ -310,18 +339,28 @@ class TabflowOptunaSweeperImpl(OptunaSweeperImpl):
         name = self.study_name or derive_study_name(self._cfg)
         study = _create_study(name, self.storage, self.sampler, directions)
         assert self.launcher is not None
-        study.set_user_attr("sampler", type(self.sampler).__name__)
-        queued = self._reclaim_interrupted(study)
-        launched = [t for t in study.get_trials(deepcopy=False)
-                    if t.state is not TrialState.WAITING]
+        # Set-up under the study's lock: other sweep processes may be starting on it too.
+        lock = (storage_lock(study._storage, f"{name}{LOCK_SUFFIX}ask")
+                if self.storage else contextlib.nullcontext())
+        with lock:
+            sessions = int(study.user_attrs.get(ATTR_SESSIONS, 0))
+            study.set_user_attr(ATTR_SESSIONS, sessions + 1)
+            if study.user_attrs.get("sampler") != type(self.sampler).__name__:
+                study.set_user_attr("sampler", type(self.sampler).__name__)
+            queued = self._reclaim_interrupted(study)
+            launched = [t for t in study.get_trials(deepcopy=False)
+                        if t.state is not TrialState.WAITING]
+            if not launched and not sessions:
+                self._warm_start(study, dists)
         done = sum(self._counts_toward_total(t) for t in launched)
-        if launched:
-            # A fresh sampler with the same seed would re-propose the first trials.
+        if sessions or launched:
+            # A fresh sampler with the same seed would re-propose the trials of the first
+            # session (a resume) or of the other processes sharing the study.
             self.sampler.reseed_rng()
+        if launched:
             log.info("Resuming study %s: %d of %d trials done%s", name, done, self.n_trials,
                      f"; retrying interrupted trials {queued}" if queued else "")
         else:
-            self._warm_start(study, dists)
             log.info("Study %s (%s), sampler %s, directions %s", name, self.storage,
                      type(self.sampler).__name__, directions)
         self.job_idx = len(launched)  # job numbers continue across resumes
@@ -341,15 +380,21 @@ class TabflowOptunaSweeperImpl(OptunaSweeperImpl):
             overrides = self._configure_trials(trials, dists, fixed_params, fixed_overrides)
             try:
                 returns = self.launcher.launch(overrides, initial_job_idx=self.job_idx)
-            except BaseException as e:  # Ctrl-C, SIGTERM, a crashed launcher
+            except BaseException as e:  # Ctrl-C, SIGTERM, a crashed launcher or worker
+                lost = []
                 for trial in trials:
+                    values = self._finished_values(trial, len(directions))
+                    if values is not None:  # its job finished before the others were lost
+                        _tell(study, trial, values=values)
+                        continue
                     trial.set_user_attr(ATTR_INTERRUPTED, True)
                     trial.set_user_attr(ATTR_ERROR, f"interrupted: {type(e).__name__}")
                     study.tell(trial, state=TrialState.FAIL)
+                    lost.append(trial.number)
                 log.error("Sweep interrupted (%s: %s) while trial(s) %s ran; they are marked "
                           "interrupted and will be retried. Re-run the same command to resume "
                           "study %s", type(e).__name__, str(e).splitlines()[0][:300] if str(e)
-                          else "", [t.number for t in trials], name)
+                          else "", lost, name)
                 raise
             self.job_idx += len(returns)
             for trial, ret in zip(trials, returns, strict=True):
