@@ -118,9 +118,21 @@ def test_runs_and_experiments_commands(registry_root):
     assert values == sorted(values, reverse=True)
 
 
+def test_report_command_writes_the_latest_sweeps_report(registry_root):
+    root, _ = registry_root
+    out = tabflow(root, "report", MODEL, "--out", str(root / "r.html"))
+    assert out.returncode == 0, out.stderr
+    assert "best trial" in out.stdout and "test_accuracy=" in out.stdout
+    assert f"registered: models:/{MODEL}/2 (@staging)" in out.stdout  # the latest sweep's
+    html = (root / "r.html").read_text()
+    assert "<html" in html.lower() and "Sweep report" in html
+    missing = tabflow(root, "report", "no_such_experiment")
+    assert missing.returncode == 1 and "Traceback" not in missing.stderr
+
+
 def test_help_is_there_for_every_command(tmp_path):
     for command in ("promote", "rollback", "runs", "experiments", "ui", "serve", "server",
-                    "dashboard", "upload"):
+                    "dashboard", "upload", "report"):
         out = tabflow(tmp_path, command, "--help")
         assert out.returncode == 0 and "usage: tabflow" in out.stdout
 

@@ -67,6 +67,36 @@ def _runs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    from tabflow import tracking
+
+    store = tracking.connect(args.tracking_uri)
+    sweeps = tracking.search(store, args.experiment, "tags.`tabflow.role` = 'sweep'",
+                             ["attributes.start_time DESC"], max_results=1)
+    if not sweeps:
+        print(f"no sweep in experiment {args.experiment!r}", file=sys.stderr)
+        return 1
+    parent = sweeps[0]
+    try:
+        local = tracking.download_artifact(store, parent.info.run_id, "report.html")
+    except Exception:
+        print(f"sweep {parent.info.run_name} has no report.html (it is written when a sweep "
+              f"registers a model with evaluation.figures=true)", file=sys.stderr)
+        return 1
+    out = Path(args.out or f"report-{args.experiment}.html").resolve()
+    out.write_bytes(local.read_bytes())
+    tags, metrics = parent.data.tags, parent.data.metrics
+    print(f"sweep {parent.info.run_name} ({parent.info.run_id}), study "
+          f"{tags.get('optuna.study', '?')}: best trial {tags.get('best.trial', '?')}, "
+          + ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items())
+                      if k.startswith(("best_", "test_"))))
+    if "registry.version" in tags:
+        print(f"registered: models:/{tags['registry.model']}/{tags['registry.version']} "
+              f"(@{tags.get('registry.alias', '?')})")
+    print(f"report: {out}")
+    return 0
+
+
 def _promote(args: argparse.Namespace) -> int:
     from tabflow import registry, tracking
 
@@ -221,6 +251,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--metric", help="rank by this metric (default: the sweep's objective)")
     p.add_argument("--ascending", action="store_true", help="smaller is better")
     p.set_defaults(func=_runs)
+
+    p = sub.add_parser("report", help="the latest sweep's summary and its report.html")
+    p.add_argument("experiment", help="experiment name (the dataset name by default)")
+    p.add_argument("--out", help="where to write the report (default: report-<experiment>.html)")
+    p.set_defaults(func=_report)
 
     p = sub.add_parser("promote", help="promote @staging to @production if it is better")
     p.add_argument("name", help="registered model name")
