@@ -860,9 +860,7 @@ class MlflowCallback(Callback):
                     "".join(traceback.format_exception(error)))
         log_run_data(store, run_id, params=flatten(resolved),
                      metrics=artifacts.read_json(out / artifacts.METRICS_FILE), tags=tags)
-        for name in (artifacts.CONFIG_FILE, artifacts.DATASET_FILE, artifacts.ERROR_FILE):
-            if (out / name).exists():
-                store.client.log_artifact(run_id, str(out / name))
+        _log_job_files(store, run_id, out)
         # The command-line overrides, secrets redacted (Hydra's own copy keeps them).
         store.client.log_text(run_id, OmegaConf.to_yaml(
             [redact_override(o) for o in config.hydra.overrides.task]), "overrides.yaml")
@@ -880,6 +878,13 @@ class MlflowCallback(Callback):
             X = load_dataset(config.dataset, config.paths.data).X  # cached by the job
             log_model(store, run_id, model, X.head(5))
         store.client.set_terminated(run_id, status)
+
+
+def _log_job_files(store: _Store, run_id: str, out: Path) -> None:
+    """Attach a job dir's resolved config, dataset description and error, where present."""
+    for name in (artifacts.CONFIG_FILE, artifacts.DATASET_FILE, artifacts.ERROR_FILE):
+        if (out / name).exists():
+            store.client.log_artifact(run_id, str(out / name))
 
 
 def upload_sweep(store: _Store, sweep_dir: Path) -> list[tuple[Path, str]]:
@@ -937,9 +942,7 @@ def upload_sweep(store: _Store, sweep_dir: Path) -> list[tuple[Path, str]]:
         log_run_data(store, run.info.run_id,
                      params=flatten(OmegaConf.to_container(job)),
                      metrics=artifacts.read_json(out / artifacts.METRICS_FILE))
-        for name in (artifacts.CONFIG_FILE, artifacts.DATASET_FILE, artifacts.ERROR_FILE):
-            if (out / name).exists():
-                store.client.log_artifact(run.info.run_id, str(out / name))
+        _log_job_files(store, run.info.run_id, out)
         store.client.set_terminated(run.info.run_id, "FAILED" if failed else "FINISHED")
         (out / artifacts.MLFLOW_RUN_FILE).write_text(run.info.run_id)
         error_file = out / artifacts.TRACKING_ERROR_FILE

@@ -90,6 +90,18 @@ def _create_study(name: str, storage: Any, sampler: Any, directions: list[str],
     raise AssertionError("unreachable")
 
 
+def _record_dir(trial: Trial, out: Path) -> dict[str, Any]:
+    """Copy a job dir's finite metrics and MLflow run id onto its trial; return the metrics."""
+    metrics = artifacts.read_json(out / artifacts.METRICS_FILE)
+    for name, value in metrics.items():
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            trial.set_user_attr(name, value)
+    run_file = out / artifacts.MLFLOW_RUN_FILE
+    if run_file.exists():
+        trial.set_user_attr(ATTR_RUN_ID, run_file.read_text().strip())
+    return metrics
+
+
 def _raise_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
 
@@ -258,15 +270,8 @@ class TabflowOptunaSweeperImpl(OptunaSweeperImpl):
     # ------------------------------------------------------------------------ loop
     def _record_outputs(self, trial: Trial, ret: JobReturn) -> None:
         """Copy the job's metrics and MLflow run id onto the trial as user attributes."""
-        if ret.hydra_cfg is None:
-            return
-        out = Path(str(ret.hydra_cfg.hydra.runtime.output_dir))
-        for name, value in artifacts.read_json(out / artifacts.METRICS_FILE).items():
-            if isinstance(value, (int, float)) and math.isfinite(value):
-                trial.set_user_attr(name, value)
-        run_file = out / artifacts.MLFLOW_RUN_FILE
-        if run_file.exists():
-            trial.set_user_attr(ATTR_RUN_ID, run_file.read_text().strip())
+        if ret.hydra_cfg is not None:
+            _record_dir(trial, Path(str(ret.hydra_cfg.hydra.runtime.output_dir)))
 
     def _finished_values(self, trial: Trial, n_directions: int) -> list[float] | None:
         """The objective of a trial whose job finished (per its output dir), else None.
@@ -284,12 +289,7 @@ class TabflowOptunaSweeperImpl(OptunaSweeperImpl):
         if len(values) != n_directions or not all(
                 isinstance(v, (int, float)) and math.isfinite(v) for v in values):
             return None
-        for key, value in metrics.items():
-            if isinstance(value, (int, float)) and math.isfinite(value):
-                trial.set_user_attr(key, value)
-        run_file = out / artifacts.MLFLOW_RUN_FILE
-        if run_file.exists():
-            trial.set_user_attr(ATTR_RUN_ID, run_file.read_text().strip())
+        _record_dir(trial, out)
         return [float(v) for v in values if v is not None]
 
     @staticmethod
