@@ -44,7 +44,7 @@ from optuna.trial import FrozenTrial, Trial, TrialState
 
 from hydra_plugins.tabflow_sweeper.tabflow_sweeper import TRIAL_KEY, batch_size
 from tabflow import artifacts
-from tabflow.study import LOCK_SUFFIX, pid_alive, storage_lock
+from tabflow.study import LOCK_SUFFIX, optuna_storage, pid_alive, storage_lock
 from tabflow.study import study_name as derive_study_name
 
 log = logging.getLogger(__name__)
@@ -70,24 +70,16 @@ def _format_duration(seconds: float) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
-def _create_study(name: str, storage: Any, sampler: Any, directions: list[str],
-                  attempts: int = 5) -> optuna.Study:
-    """Create or load a study; retry when another process is creating the same storage.
+def _create_study(name: str, storage: Any, sampler: Any, directions: list[str]) -> optuna.Study:
+    """Create or load a study, opening its storage once per process.
 
-    Two sweeps started at once on a fresh SQLite file both run Optuna's schema set-up,
-    and the loser fails on the alembic version row; a moment later the schema is there.
+    ``optuna_storage`` refuses foreign or corrupt SQLite files and serialises a fresh
+    file's schema set-up among processes started together.
     """
-    from sqlalchemy.exc import IntegrityError, OperationalError
-
-    for attempt in range(attempts):
-        try:
-            return optuna.create_study(study_name=name, storage=storage, sampler=sampler,
-                                       directions=cast(Any, directions), load_if_exists=True)
-        except (IntegrityError, OperationalError):
-            if attempt == attempts - 1:
-                raise
-            time.sleep(0.5 * (attempt + 1))
-    raise AssertionError("unreachable")
+    return optuna.create_study(study_name=name,
+                               storage=optuna_storage(str(storage)) if storage else None,
+                               sampler=sampler, directions=cast(Any, directions),
+                               load_if_exists=True)
 
 
 def _record_dir(trial: Trial, out: Path) -> dict[str, Any]:
