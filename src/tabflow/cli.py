@@ -19,6 +19,7 @@ import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 PROJECT_ROOT = Path(os.environ.get("TABFLOW_ROOT", Path(__file__).resolve().parents[2]))
 
@@ -37,16 +38,25 @@ def _experiments(args: argparse.Namespace) -> int:
     return 0
 
 
+def _latest_sweep(store: Any, experiment: str) -> Any:
+    """The experiment's latest sweep parent run; None (and a message) when it has none."""
+    from tabflow import tracking
+
+    sweeps = tracking.search(store, experiment, "tags.`tabflow.role` = 'sweep'",
+                             ["attributes.start_time DESC"], max_results=1)
+    if not sweeps:
+        print(f"no sweep in experiment {experiment!r}", file=sys.stderr)
+        return None
+    return sweeps[0]
+
+
 def _runs(args: argparse.Namespace) -> int:
     from tabflow import tracking
 
     store = tracking.connect(args.tracking_uri)
-    sweeps = tracking.search(store, args.experiment, "tags.`tabflow.role` = 'sweep'",
-                             ["attributes.start_time DESC"], max_results=1)
-    if not sweeps:
-        print(f"no sweep in experiment {args.experiment!r}", file=sys.stderr)
+    parent = _latest_sweep(store, args.experiment)
+    if parent is None:
         return 1
-    parent = sweeps[0]
     metric = args.metric or parent.data.params.get("objective.metric", "val_accuracy")
     if metric.startswith("["):  # multi-objective: rank by the first
         metric = metric.strip("[]").split(",")[0].strip(" '")
@@ -71,12 +81,9 @@ def _report(args: argparse.Namespace) -> int:
     from tabflow import tracking
 
     store = tracking.connect(args.tracking_uri)
-    sweeps = tracking.search(store, args.experiment, "tags.`tabflow.role` = 'sweep'",
-                             ["attributes.start_time DESC"], max_results=1)
-    if not sweeps:
-        print(f"no sweep in experiment {args.experiment!r}", file=sys.stderr)
+    parent = _latest_sweep(store, args.experiment)
+    if parent is None:
         return 1
-    parent = sweeps[0]
     try:
         local = tracking.download_artifact(store, parent.info.run_id, "report.html")
     except Exception:
