@@ -44,6 +44,7 @@ from optuna.trial import FrozenTrial, Trial, TrialState
 
 from hydra_plugins.tabflow_sweeper.tabflow_sweeper import TRIAL_KEY, batch_size
 from tabflow import artifacts
+from tabflow.config import as_list
 from tabflow.study import LOCK_SUFFIX, optuna_storage, pid_alive, storage_lock
 from tabflow.study import study_name as derive_study_name
 
@@ -275,9 +276,7 @@ class TabflowOptunaSweeperImpl(OptunaSweeperImpl):
         metrics = artifacts.read_json(out / artifacts.METRICS_FILE)
         if not metrics or (out / artifacts.ERROR_FILE).exists():
             return None
-        names = OmegaConf.select(self._cfg, "objective.metric")
-        names = list(names) if OmegaConf.is_list(names) else [names]
-        values = [metrics.get(str(n)) for n in names]
+        values = [metrics.get(str(n)) for n in as_list(self._cfg.objective.metric)]
         if len(values) != n_directions or not all(
                 isinstance(v, (int, float)) and math.isfinite(v) for v in values):
             return None
@@ -296,6 +295,12 @@ class TabflowOptunaSweeperImpl(OptunaSweeperImpl):
             raise ValueError(f"the objective is {bad[0]}; a trial must return finite values")
         return values
 
+    def _study_lock(self, study: optuna.Study, name: str) -> Any:
+        """The lock that other sweep processes on the same stored study also take."""
+        if not self.storage:  # an in-memory study has no other processes
+            return contextlib.nullcontext()
+        return storage_lock(study._storage, f"{name}{LOCK_SUFFIX}ask")
+
     def _ask(self, study: optuna.Study, name: str, progress: _Progress) -> list[Trial]:
         """Start the next batch of trials; none when the study has all it needs.
 
@@ -303,9 +308,7 @@ class TabflowOptunaSweeperImpl(OptunaSweeperImpl):
         running counts toward ``n_trials``, and the count and the asks happen under a lock
         in the shared storage, so that together they run exactly ``n_trials``.
         """
-        lock = (storage_lock(study._storage, f"{name}{LOCK_SUFFIX}ask")
-                if self.storage else contextlib.nullcontext())
-        with lock:
+        with self._study_lock(study, name):
             existing = study.get_trials(deepcopy=False)
             counted = sum(self._counts_toward_total(t) for t in existing)
             running = sum(t.state is TrialState.RUNNING for t in existing)
@@ -332,9 +335,7 @@ class TabflowOptunaSweeperImpl(OptunaSweeperImpl):
         study = _create_study(name, self.storage, self.sampler, directions)
         assert self.launcher is not None
         # Set-up under the study's lock: other sweep processes may be starting on it too.
-        lock = (storage_lock(study._storage, f"{name}{LOCK_SUFFIX}ask")
-                if self.storage else contextlib.nullcontext())
-        with lock:
+        with self._study_lock(study, name):
             sessions = int(study.user_attrs.get(ATTR_SESSIONS, 0))
             study.set_user_attr(ATTR_SESSIONS, sessions + 1)
             if study.user_attrs.get("sampler") != type(self.sampler).__name__:
