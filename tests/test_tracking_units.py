@@ -86,3 +86,32 @@ def test_fast_trusted_types_match_a_full_skops_dump(compose_cfg, model, dataset)
     # and the model loads back with exactly those types trusted
     loaded = skops.io.loads(skops.io.dumps(pipeline), trusted=trusted_types(pipeline))
     assert (loaded.predict(splits.X_val) == pipeline.predict(splits.X_val)).all()
+
+
+def test_best_trial_run_pages_through_the_sweep_and_never_ranks_nan(tmp_path, monkeypatch):
+    from tabflow import tracking
+
+    # Small pages, so a few runs span several: the best sits on a later page.
+    monkeypatch.setattr(tracking, "SEARCH_PAGE", 2)
+    store = connect(f"sqlite:///{tmp_path}/mlflow.db")
+    experiment = store.client.create_experiment("paged")
+    parent = store.client.create_run(experiment).info.run_id
+    trials = [("FINISHED", 0.7), ("FINISHED", float("nan")), ("FAILED", 0.99),
+              ("FINISHED", 0.8), ("KILLED", None), ("FINISHED", 0.9), ("FINISHED", 0.9)]
+    ids = []
+    for number, (status, value) in enumerate(trials):
+        run = store.client.create_run(experiment, tags={
+            "mlflow.parentRunId": parent, tracking.TAG_ROLE: "trial",
+            tracking.TAG_TRIAL: str(number)}).info.run_id
+        if value is not None:
+            store.client.log_metric(run, "val_accuracy", value)
+        store.client.set_terminated(run, status)
+        ids.append(run)
+    other = store.client.create_run(experiment).info.run_id  # another sweep's run
+    store.client.log_metric(other, "val_accuracy", 1.0)
+
+    best, counts = tracking.best_trial_run(store, experiment, parent, "val_accuracy", "maximize")
+    assert counts == {"FINISHED": 5, "FAILED": 1, "KILLED": 1}
+    assert (best.run_id, best.trial, best.value) == (ids[5], "5", 0.9)  # tie: earliest
+    worst, _ = tracking.best_trial_run(store, experiment, parent, "val_accuracy", "minimize")
+    assert worst.trial == "0"  # NaN is not the minimum either

@@ -77,6 +77,7 @@ CODE_ROOT = Path(__file__).resolve().parents[2]
 _KEY_BAD_CHARS = re.compile(r"[^\w\-. /]")
 _MAX_PARAM_VALUE = 6000  # MLflow's limit on a param value (the whole value is in config.yaml)
 _MAX_TAG_VALUE = 8000  # and on a tag value
+SEARCH_PAGE = 100  # runs per search request: bounds memory in sweeps of thousands of trials
 
 
 class TrackingError(RuntimeError):
@@ -980,26 +981,39 @@ def best_trial_run(store: _Store, experiment_id: str, parent_run_id: str, metric
     Raises:
         TrackingError: If no trial finished with the metric.
     """
-    order = "DESC" if direction == "maximize" else "ASC"
-    runs = store.client.search_runs(
-        [experiment_id],
-        filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}' "
-                      f"and tags.`{TAG_ROLE}` = 'trial'",
-        order_by=[f"metrics.`{metric}` {order}", "attributes.start_time ASC"],
-        max_results=50000,
-    )
+    trials = (f"tags.`mlflow.parentRunId` = '{parent_run_id}' "
+              f"and tags.`{TAG_ROLE}` = 'trial'")
+    # Page through the runs: MLflow loads every run whole (params, tags, metrics), and a
+    # 1,000-trial sweep read at once costs ~150 MB at the very end of the sweep.
     counts: dict[str, int] = {}
-    for r in runs:
-        counts[r.info.status] = counts.get(r.info.status, 0) + 1
-    # A NaN or infinite objective is a failed trial: it must never rank as the best.
-    finished = [r for r in runs if r.info.status == "FINISHED"
-                and math.isfinite(r.data.metrics.get(metric, math.nan))]
-    if not finished:
+    for run in _pages(store, experiment_id, trials):
+        counts[run.info.status] = counts.get(run.info.status, 0) + 1
+    order = "DESC" if direction == "maximize" else "ASC"
+    # The store sorts (NaN and missing metrics last); a NaN or infinite objective is a
+    # failed trial and must never rank as the best, whatever the store made of it.
+    best = next((r for r in _pages(store, experiment_id,
+                                   f"{trials} and attributes.status = 'FINISHED'",
+                                   [f"metrics.`{metric}` {order}", "attributes.start_time ASC"])
+                 if math.isfinite(r.data.metrics.get(metric, math.nan))), None)
+    if best is None:
         raise TrackingError(f"no trial finished with {metric}: {counts or 'no trials'}; "
                             f"nothing is registered")
-    best = finished[0]
     return _Best(best.info.run_id, best.data.tags.get(TAG_TRIAL, "?"),
                  best.data.metrics[metric], best.data.tags.get(TAG_OUTPUT_DIR, "")), counts
+
+
+def _pages(store: _Store, experiment_id: str, filter_string: str,
+           order_by: list[str] | None = None) -> Iterator[Any]:
+    """Yield the runs a search finds, one page of ``SEARCH_PAGE`` runs in memory at a time."""
+    token = None
+    while True:
+        page = store.client.search_runs([experiment_id], filter_string=filter_string,
+                                        order_by=order_by, max_results=SEARCH_PAGE,
+                                        page_token=token)
+        yield from page
+        token = page.token
+        if not token:
+            return
 
 
 def primary_objective(config: DictConfig) -> tuple[str, str]:
