@@ -7,6 +7,7 @@ would look at: the message, the exit status, the tracking store, the Optuna stud
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import subprocess
@@ -282,3 +283,70 @@ def test_killed_joblib_worker_is_reported_and_reconciled(project_root):
         versions = con.execute("SELECT COUNT(*) FROM model_versions").fetchone()[0]
     assert statuses.get("FINISHED") == 8 and "RUNNING" not in statuses
     assert versions == 1
+
+
+LEAKY_APP = '''
+import mlflow
+import hydra
+from hydra.core.hydra_config import HydraConfig
+
+from tabflow.config import register_configs
+from tabflow.job import objective_value, run_job
+
+register_configs()
+
+
+@hydra.main(config_path={conf!r}, config_name="train")
+def main(cfg):
+    """train.py's job, plus user code that opens an MLflow run and never ends it."""
+    metrics = run_job(cfg, HydraConfig.get().runtime.output_dir)
+    trial = cfg.optuna_trial
+    if trial < 2:  # the first job of each of the two workers
+        mlflow.start_run(run_name=f"leaked-{{trial}}")
+        mlflow.log_metric("leaked_metric", 1.0)
+        if trial == 1:
+            raise RuntimeError("crashed with its MLflow run open")
+    return objective_value(metrics, cfg.objective.metric)
+
+
+main()
+'''
+
+
+def test_run_left_open_in_a_reused_worker_never_receives_another_jobs_data(project_root):
+    """Job code leaves an MLflow run active in a joblib worker (one job then crashes); the
+    workers run the later trials, each into its own run, and the leaked runs end FAILED."""
+    import mlflow
+
+    from conftest import CONF
+
+    app = project_root / "leaky_app.py"
+    app.write_text(LEAKY_APP.format(conf=str(CONF)))
+    env = {**os.environ, "TABFLOW_ROOT": str(project_root), "PYTHONWARNINGS": "ignore"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    out = subprocess.run([sys.executable, str(app), "-m", "model=logreg", "sweep=narrow",
+                          "hydra.sweeper.n_trials=6", "hydra/launcher=joblib",
+                          "hydra.launcher.n_jobs=2"], cwd=project_root, env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert_ok(out)
+    client, runs = runs_of(project_root)
+    trials = {r.data.tags["optuna.trial"]: r for r in runs
+              if r.data.tags.get("tabflow.role") == "trial"}
+    assert sorted(trials) == [str(n) for n in range(6)]
+    assert trials["1"].info.status == "FAILED"
+    for number, run in trials.items():
+        assert "leaked_metric" not in run.data.metrics
+        if number != "1":
+            assert run.info.status == "FINISHED"
+            metrics = json.loads((Path(run.data.tags["hydra.output_dir"]) /
+                                  "metrics.json").read_text())
+            assert run.data.metrics["val_accuracy"] == pytest.approx(metrics["val_accuracy"])
+    leaked = mlflow.MlflowClient(f"sqlite:///{project_root}/mlflow.db").search_runs(
+        [e.experiment_id for e in client.search_experiments()],
+        filter_string="attributes.run_name LIKE 'leaked-%'")
+    assert len(leaked) == 2
+    for run in leaked:
+        assert run.info.status == "FAILED"
+        assert "left active by job" in run.data.tags["error"]
+        assert set(run.data.metrics) == {"leaked_metric"}  # no other job's data
+        assert "mlflow.parentRunId" not in run.data.tags

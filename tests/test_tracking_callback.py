@@ -78,3 +78,19 @@ def test_an_interrupted_sweep_leaves_the_parent_killed(sweep):
         callback.on_multirun_end(cfg)  # Hydra calls it in a `finally`
     parent = MlflowClient(cfg.tracking.uri).get_run(callback.parent_run_id)
     assert parent.info.status == "KILLED"
+
+
+def test_a_run_left_active_by_an_earlier_job_is_closed_not_reused(sweep):
+    import mlflow
+
+    cfg, callback = sweep
+    leaked = mlflow.start_run(run_name="left-open").info.run_id  # job code forgot end_run
+    run_id = start_job(sweep)
+    assert mlflow.active_run() is None
+    assert run_id != leaked
+    callback.on_job_end(cfg, JobReturn(status=JobStatus.COMPLETED, _return_value=0.9))
+    client = MlflowClient(cfg.tracking.uri)
+    stale = client.get_run(leaked)
+    assert stale.info.status == "FAILED"
+    assert "left active by an earlier job" in stale.data.tags["error"]
+    assert client.get_run(run_id).data.tags["mlflow.parentRunId"] == callback.parent_run_id

@@ -796,6 +796,7 @@ class MlflowCallback(Callback):
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         """Open the job's run: a child of the sweep's parent, or a standalone run."""
         self._job_run_id = None
+        close_leaked_run("an earlier job in this process")
         if not config.tracking.enabled or self.experiment_id is None:
             return
         out = Path(config.hydra.runtime.output_dir)
@@ -822,6 +823,7 @@ class MlflowCallback(Callback):
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         """Log the job's outputs and close its run FINISHED or FAILED."""
+        close_leaked_run(f"job {config.hydra.job.num}")
         run_id, self._job_run_id = self._job_run_id, None
         if run_id is None:
             return
@@ -1046,6 +1048,39 @@ def _raise_tracking_errors(files: list[Path]) -> None:
         raise TrackingError(
             f"{len(errors)} job(s) could not be tracked; their results are in their output "
             f"dirs:\n  " + "\n  ".join(errors))
+
+
+def close_leaked_run(culprit: str) -> list[str]:
+    """End the MLflow runs that job code left active in this process, as FAILED.
+
+    The callback names its runs by id and never uses MLflow's active run. A run that job
+    code opened with ``mlflow.start_run()`` and never ended would otherwise outlive its job:
+    in a reused worker (joblib's workers run many jobs) the next ``mlflow.start_run`` fails
+    or nests under it, and MLflow's exit hook ends it FINISHED, as if it had succeeded.
+
+    Args:
+        culprit: Who left it open, for the warning and the run's ``error`` tag.
+
+    Returns:
+        The ids of the runs closed.
+    """
+    mlflow = sys.modules.get("mlflow")
+    if mlflow is None:  # never imported here: nothing can be active
+        return []
+    closed: list[str] = []
+    while (run := mlflow.active_run()) is not None and len(closed) < 100:
+        run_id = run.info.run_id
+        log.warning("MLflow run %s was left active by %s (mlflow.start_run without "
+                    "end_run); closing it as FAILED so that no later job logs into it",
+                    run_id, culprit)
+        with contextlib.suppress(Exception):  # the tag is a courtesy; ending it is not
+            mlflow.set_tag(TAG_ERROR, f"left active by {culprit}; closed by tabflow")
+        try:
+            mlflow.end_run("FAILED")  # pops it first: the next job is safe either way
+        except Exception as e:
+            log.warning("MLflow run %s could not be closed: %s", run_id, e)
+        closed.append(run_id)
+    return closed
 
 
 def _exit(message: str, error: BaseException | None = None) -> None:
