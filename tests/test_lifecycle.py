@@ -130,6 +130,31 @@ def test_report_command_writes_the_latest_sweeps_report(registry_root):
     assert missing.returncode == 1 and "Traceback" not in missing.stderr
 
 
+def test_a_sweep_whose_trials_all_fail_leaves_the_registry_as_it_was(registry_root):
+    """Every trial fails: the sweep exits non-zero with a summary, registers nothing, and
+    the versions at @staging and @production (and their stages) stay where they were."""
+    root, _ = registry_root
+    client = client_for(root)
+
+    def registry() -> dict[str, tuple[str, str]]:
+        return {alias: (str(v.version), v.current_stage) for alias in ("staging", "production")
+                for v in [client.get_model_version_by_alias(MODEL, alias)]}
+
+    before = registry()
+    versions = len(client.search_model_versions(f"name='{MODEL}'"))
+    # Another experiment, same registered model: the other tests' "latest sweep" stays put.
+    out = run_train(root, "-m", "model=rf", "sweep=narrow", "hydra.sweeper.n_trials=3",
+                    "model.max_features=bogus", "tracking.experiment=all_fail")
+    assert out.returncode != 0
+    assert "Sweep aborted: 3 of 3 trials failed" in out.stderr
+    assert "Traceback" not in out.stderr
+    _, runs = runs_of(root, "all_fail")
+    assert {r.data.tags["tabflow.role"]: r.info.status for r in runs
+            if r.data.tags["tabflow.role"] == "sweep"} == {"sweep": "FAILED"}
+    assert registry() == before
+    assert len(client.search_model_versions(f"name='{MODEL}'")) == versions
+
+
 def test_help_is_there_for_every_command(tmp_path):
     for command in ("promote", "rollback", "runs", "experiments", "ui", "serve", "server",
                     "dashboard", "upload", "report"):

@@ -222,11 +222,19 @@ def test_too_many_failures_abort_with_a_summary(tmp_path):
     proc = run_train(tmp_path, "-m", "model=rf", "sweep=narrow", "hydra.sweeper.n_trials=20",
                      "model.max_features=bogus")
     assert proc.returncode != 0
-    assert "more than max_failure_rate=0.5" in proc.stderr
+    assert "Sweep aborted: 5 of 5 trials failed, more than max_failure_rate=0.5" in proc.stderr
+    assert "{'InvalidParameterError': 5}" in proc.stderr  # the summary names the error
+    # One clean message: a config every trial fails with is not a bug.
+    assert "Traceback" not in proc.stderr and "Error executing job" not in proc.stderr
     _, runs = runs_of(tmp_path)
     (parent,) = by_role(runs, "sweep")
     assert parent.info.status == "FAILED"
+    assert "Sweep aborted" in parent.data.tags["error"]
     assert len(by_role(runs, "trial")) == 5  # stopped once the rate could be judged
+    full = run_train(tmp_path, "-m", "model=rf", "sweep=narrow", "hydra.sweeper.n_trials=1",
+                     "model.max_features=bogus", "seed=1", env={"HYDRA_FULL_ERROR": "1"})
+    assert full.returncode == 1 and "Traceback" in full.stderr
+    assert "SweepAbortedError" in full.stderr
 
 
 def test_warm_start_tries_the_model_defaults_and_given_sets_first(tmp_path):

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import optuna
-from hydra.core.utils import JobReturn
+from hydra.core.utils import JobReturn, JobStatus
 from hydra_plugins.hydra_optuna_sweeper._impl import (
     OptunaSweeperImpl,
     create_params_from_overrides,
@@ -285,7 +285,11 @@ class TabflowOptunaSweeperImpl(OptunaSweeperImpl):
 
     @staticmethod
     def _values(ret: JobReturn, n_directions: int) -> list[float]:
-        result = ret.return_value  # re-raises the job's exception
+        if ret.status == JobStatus.FAILED:
+            # The job's own exception. (Hydra's return_value getter raises it too, but also
+            # logs an "Error executing job" line per trial; the progress line says it.)
+            raise cast(BaseException, ret._return_value)
+        result = ret.return_value
         values = [float(v) for v in (result if n_directions > 1 else [result])]
         if len(values) != n_directions:
             raise ValueError(f"the job returned {len(values)} values for {n_directions} "

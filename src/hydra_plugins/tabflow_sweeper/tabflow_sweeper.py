@@ -9,6 +9,7 @@ extends it (``_impl``) without forking it, and registers ``hydra/sweeper=tabflow
 from __future__ import annotations
 
 import os
+import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,8 +81,21 @@ class TabflowOptunaSweeper(Sweeper):
                            config=config)
 
     def sweep(self, arguments: list[str]) -> None:
-        """Run or resume the study (see ``TabflowOptunaSweeperImpl.sweep``)."""
-        self.sweeper.sweep(arguments)
+        """Run or resume the study (see ``TabflowOptunaSweeperImpl.sweep``).
+
+        Raises:
+            SystemExit: With one clean message when too many trials failed: that comes
+                from the config (or the data), not from a bug, so no traceback unless
+                ``HYDRA_FULL_ERROR=1`` asks for it, as for Hydra's own errors.
+        """
+        from hydra_plugins.tabflow_sweeper._impl import SweepAbortedError
+
+        try:
+            self.sweeper.sweep(arguments)
+        except SweepAbortedError as e:
+            if os.environ.get("HYDRA_FULL_ERROR") == "1":
+                traceback.print_exception(e)
+            raise SystemExit(f"Sweep aborted: {e}") from e
 
 
 @dataclass
