@@ -97,6 +97,36 @@ def test_concurrent_sweep_processes_share_the_study_on_one_machine(project_root)
     assert dirs == {str(i) for i in range(15)}
 
 
+def test_four_joblib_workers_run_200_trials_on_fresh_sqlite_stores(project_root):
+    """The issue's load case: 4 workers share one fresh SQLite tracking store and Optuna
+    storage for 200 trials: no lock error, no migration race, every run tracked once."""
+    out = run_train(project_root, "-m", "model=logreg", "sweep=narrow",
+                    "hydra.sweeper.n_trials=200", "hydra/launcher=joblib",
+                    "hydra.launcher.n_jobs=4", "evaluation.figures=false", timeout=1200)
+    assert_ok(out)
+    assert "database is locked" not in out.stdout + out.stderr
+    assert not list(project_root.glob("multirun/**/tracking_error.txt"))
+    (name,) = optuna.get_all_study_names(f"sqlite:///{project_root}/optuna.db")
+    trials = optuna.load_study(study_name=name,
+                               storage=f"sqlite:///{project_root}/optuna.db").trials
+    assert sorted(t.number for t in trials) == list(range(200))
+    assert {t.state.name for t in trials} == {"COMPLETE"}
+    with sqlite3.connect(project_root / "mlflow.db") as con:
+        roles = con.execute("SELECT t.value, r.status, COUNT(*) FROM runs r JOIN tags t ON "
+                            "t.run_uuid = r.run_uuid AND t.key = 'tabflow.role' "
+                            "GROUP BY 1, 2").fetchall()
+        run_of_trial = dict(con.execute(
+            "SELECT value, run_uuid FROM tags WHERE key = 'optuna.trial'").fetchall())
+        parents = {v for (v,) in con.execute(
+            "SELECT DISTINCT value FROM tags WHERE key = 'mlflow.parentRunId'")}
+        versions = con.execute("SELECT COUNT(*) FROM model_versions").fetchone()[0]
+    assert sorted(roles) == [("sweep", "FINISHED", 1), ("trial", "FINISHED", 200)]
+    assert sorted(map(int, run_of_trial)) == list(range(200))  # none lost, none twice
+    assert len(parents) == 1 and versions == 1
+    # Lineage both ways: each Optuna trial names the MLflow run that tracked it.
+    assert {str(t.number): t.user_attrs["mlflow_run_id"] for t in trials} == run_of_trial
+
+
 def test_tracking_server_dying_mid_sweep_loses_nothing(tmp_path):
     """Stop the server after two trials: the sweep fits on, says how to upload, and
     `tabflow upload` plus a re-run leave every trial tracked and the best model registered."""
