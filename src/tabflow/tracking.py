@@ -823,7 +823,8 @@ class MlflowCallback(Callback):
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         """Log the job's outputs and close its run FINISHED or FAILED."""
-        close_leaked_run(f"job {config.hydra.job.num}")
+        num = config.hydra.job.get("num")
+        close_leaked_run("this job" if num is None else f"job {num}")
         run_id, self._job_run_id = self._job_run_id, None
         if run_id is None:
             return
@@ -1068,18 +1069,19 @@ def close_leaked_run(culprit: str) -> list[str]:
     if mlflow is None:  # never imported here: nothing can be active
         return []
     closed: list[str] = []
-    while (run := mlflow.active_run()) is not None and len(closed) < 100:
-        run_id = run.info.run_id
-        log.warning("MLflow run %s was left active by %s (mlflow.start_run without "
-                    "end_run); closing it as FAILED so that no later job logs into it",
-                    run_id, culprit)
-        with contextlib.suppress(Exception):  # the tag is a courtesy; ending it is not
-            mlflow.set_tag(TAG_ERROR, f"left active by {culprit}; closed by tabflow")
-        try:
-            mlflow.end_run("FAILED")  # pops it first: the next job is safe either way
-        except Exception as e:
-            log.warning("MLflow run %s could not be closed: %s", run_id, e)
-        closed.append(run_id)
+    # Never raises: Hydra turns a callback's exception into a warning and skips the rest
+    # of the hook, which would leave the job's own run untracked.
+    try:
+        while (run := mlflow.active_run()) is not None and len(closed) < 100:
+            closed.append(run.info.run_id)
+            log.warning("MLflow run %s was left active by %s (mlflow.start_run without "
+                        "end_run); closing it as FAILED so that no later job logs into it",
+                        run.info.run_id, culprit)
+            with contextlib.suppress(Exception):  # a courtesy; ending it is what matters
+                mlflow.set_tag(TAG_ERROR, f"left active by {culprit}; closed by tabflow")
+            mlflow.end_run("FAILED")  # pops it first, even if the store then fails
+    except Exception as e:
+        log.warning("an MLflow run left active could not be closed: %s", e)
     return closed
 
 
