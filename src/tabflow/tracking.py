@@ -592,10 +592,9 @@ class MlflowCallback(Callback):
         resumes = int(parent.data.tags.get("tabflow.resumes", "0")) + 1
         store.client.update_run(self.parent_run_id, status="RUNNING")
         log_run_data(store, self.parent_run_id, tags={**tags, "tabflow.resumes": str(resumes)})
-        running = store.client.search_runs(
-            [str(self.experiment_id)],
-            filter_string=f"tags.`mlflow.parentRunId` = '{self.parent_run_id}' "
-                          f"and attributes.status = 'RUNNING'", max_results=50000)
+        running = _pages(store, str(self.experiment_id),
+                         f"tags.`mlflow.parentRunId` = '{self.parent_run_id}' "
+                         f"and attributes.status = 'RUNNING'")
         # Runs of live processes belong to other sweep processes sharing the study; those
         # of dead ones died with their sweep (e.g. SIGKILL). Another host's can't be told.
         stale = [r for r in running if _process_gone(r.data.tags)]
