@@ -42,12 +42,10 @@ def _latest_sweep(store: Any, experiment: str) -> Any:
     """The experiment's latest sweep parent run; None (and a message) when it has none."""
     from tabflow import tracking
 
-    sweeps = tracking.search(store, experiment, "tags.`tabflow.role` = 'sweep'",
-                             ["attributes.start_time DESC"], max_results=1)
-    if not sweeps:
+    parent = tracking.latest_sweep(store, tracking.experiment_id_of(store, experiment))
+    if parent is None:
         print(f"no sweep in experiment {experiment!r}", file=sys.stderr)
-        return None
-    return sweeps[0]
+    return parent
 
 
 def _runs(args: argparse.Namespace) -> int:

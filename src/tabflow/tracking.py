@@ -359,11 +359,34 @@ def download_artifact(store: _Store, run_id: str, path: str) -> Path:
 def search(store: _Store, experiment: str, filter_string: str = "",
            order_by: list[str] | None = None, max_results: int = 10) -> list[Any]:
     """Search runs of an experiment by name with MLflow's own filter syntax."""
-    exp = store.client.get_experiment_by_name(experiment)
+    return list(store.client.search_runs([experiment_id_of(store, experiment)],
+                                         filter_string=filter_string, order_by=order_by or [],
+                                         max_results=max_results))
+
+
+def experiment_id_of(store: _Store, name: str) -> str:
+    """Return the id of the experiment with this name.
+
+    Raises:
+        TrackingError: If the store has no such experiment.
+    """
+    exp = store.client.get_experiment_by_name(name)
     if exp is None:
-        raise TrackingError(f"no experiment named {experiment!r} at {store.uri}")
-    return list(store.client.search_runs([exp.experiment_id], filter_string=filter_string,
-                                         order_by=order_by or [], max_results=max_results))
+        raise TrackingError(f"no experiment named {name!r} at {store.uri}")
+    return str(exp.experiment_id)
+
+
+def latest_sweep(store: _Store, experiment_id: str, study: str | None = None,
+                 storage: str | None = None) -> Any:
+    """Return an experiment's latest sweep parent run (of a study, in a storage), or None."""
+    conditions = [f"tags.`{TAG_ROLE}` = 'sweep'"]
+    if study is not None:
+        conditions.append(f"tags.`{TAG_STUDY}` = '{study}'")
+    if storage is not None:
+        conditions.append(f"tags.`{TAG_STORAGE}` = '{storage}'")
+    runs = store.client.search_runs([experiment_id], filter_string=" and ".join(conditions),
+                                    order_by=["attributes.start_time DESC"], max_results=1)
+    return runs[0] if runs else None
 
 
 def experiments(store: _Store) -> list[Any]:
@@ -555,7 +578,8 @@ class MlflowCallback(Callback):
         sweeper = config.hydra.sweeper
         choices = config.hydra.runtime.choices
         if TAG_STUDY in tags:
-            previous = self._previous_parent(store, tags[TAG_STUDY], tags[TAG_STORAGE])
+            previous = latest_sweep(store, str(self.experiment_id), tags[TAG_STUDY],
+                                    tags[TAG_STORAGE])
             if previous is not None:
                 self._reattach(store, previous, tags)
                 return
@@ -576,15 +600,6 @@ class MlflowCallback(Callback):
             store.client.log_artifact(self.parent_run_id, str(lock), "environment")
         log.info("MLflow parent run %s (experiment %r, %s)", self.parent_run_id,
                  config.tracking.experiment, config.tracking.uri)
-
-    def _previous_parent(self, store: _Store, study: str, storage: str) -> Any:
-        """Return the latest parent run of the same study, if a sweep of it ran before."""
-        runs = store.client.search_runs(
-            [str(self.experiment_id)],
-            filter_string=f"tags.`{TAG_ROLE}` = 'sweep' and tags.`{TAG_STUDY}` = '{study}' "
-                          f"and tags.`{TAG_STORAGE}` = '{storage}'",
-            order_by=["attributes.start_time DESC"], max_results=1)
-        return runs[0] if runs else None
 
     def _reattach(self, store: _Store, parent: Any, tags: dict[str, str]) -> None:
         """Continue a study's parent run: reopen it and close what a killed sweep left open."""
@@ -916,15 +931,11 @@ def upload_sweep(store: _Store, sweep_dir: Path) -> list[tuple[Path, str]]:
         return []
     config = _read_config(pending[0] / artifacts.CONFIG_FILE)
     experiment = store.client.get_experiment_by_name(str(config.tracking.experiment))
-    parents = [] if experiment is None else store.client.search_runs(
-        [experiment.experiment_id],
-        filter_string=f"tags.`{TAG_ROLE}` = 'sweep' and "
-                      f"tags.`{TAG_STUDY}` = '{summary.study_name}'",
-        order_by=["attributes.start_time DESC"], max_results=1)
-    if not parents:
+    parent = None if experiment is None else latest_sweep(
+        store, str(experiment.experiment_id), study=str(summary.study_name))
+    if parent is None:
         raise TrackingError(f"no parent run of study {summary.study_name!r} in experiment "
                             f"{config.tracking.experiment!r} at {store.uri}")
-    parent = parents[0]
     uploaded = []
     for out in pending:
         job = _read_config(out / artifacts.CONFIG_FILE)
