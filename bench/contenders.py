@@ -147,10 +147,10 @@ def main() -> None:
     args = parser.parse_intermixed_args()
 
     sys.path.insert(0, str(REPO / "src"))
-    from tabflow.job import _prepare
+    from tabflow.job import prepare
 
     cfg = compose(args.overrides)
-    prepared = _prepare(cfg)
+    prepared = prepare(cfg)
     result = (run_raw if args.contender == "raw" else run_search)(cfg, prepared)
     result["wall_in_process_s"] = time.perf_counter() - START
     args.out.write_text(json.dumps(result))

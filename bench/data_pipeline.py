@@ -34,8 +34,9 @@ def measure(rows: int, features: int, data_dir: str) -> dict[str, float]:
     from omegaconf import OmegaConf
 
     from tabflow.config import DatasetConfig, PreprocessingConfig, SplitConfig
-    from tabflow.data import load_dataset, split_dataset
+    from tabflow.data import load_dataset
     from tabflow.preprocessing import make_preprocessor
+    from tabflow.splits import split_dataset
 
     cfg: Any = OmegaConf.merge(OmegaConf.structured(DatasetConfig), {
         "name": "synthetic", "source": "synthetic", "task": "classification",

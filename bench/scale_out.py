@@ -1,7 +1,7 @@
 """Throughput of 1, 2, 3... sweep workers sharing a PostgreSQL study and a tracking server.
 
-    python bench/scale_out.py                         # 1, 2 and 3 workers, 24 trials each
-    python bench/scale_out.py --workers 1 2 4 --trials 48 -- model=hgb sweep=narrow
+    python -m bench.scale_out                         # 1, 2 and 3 workers, 24 trials each
+    python -m bench.scale_out --workers 1 2 4 --trials 48 -- model=hgb sweep=narrow
 
 For each worker count: fresh PostgreSQL databases for MLflow and Optuna, `tabflow server`
 on a free localhost port, then N `python src/train.py -m ... tracking=server
@@ -9,7 +9,8 @@ hydra/sweeper/storage=postgres` processes started at once, each in its own proje
 (as on separate machines). Throughput is trials per minute of wall time, from the start
 of the workers to the last one's exit (start-up and the final registration included).
 Prints a table and writes ``bench/results/scale_out.json``. Needs PostgreSQL (PGHOST,
-PGPORT, PGUSER; trust auth or PGPASSWORD).
+PGPORT, PGUSER; trust auth or PGPASSWORD). Run it as a module from the project root: it
+starts its servers with the tests' own helpers (``tests.helpers.services``).
 """
 
 from __future__ import annotations
@@ -24,15 +25,14 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
-
-from services import (  # noqa: E402  (tests/services.py: the same helpers the tests use)
+from tests.helpers.services import (
     postgres_database,
     postgres_unavailable,
     postgres_url,
     tracking_server,
 )
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def run(workers: int, trials: int, overrides: list[str]) -> dict[str, float]:
@@ -75,7 +75,7 @@ def main() -> None:
     args = parser.parse_args()
     why = postgres_unavailable()
     if why:
-        sys.exit(f"bench/scale_out.py needs PostgreSQL: {why}")
+        sys.exit(f"bench.scale_out needs PostgreSQL: {why}")
     rows = []
     for n in args.workers:
         print(f"  {n} worker(s) ...", flush=True)

@@ -5,7 +5,7 @@
 Fills a fresh SQLite tracking store with ``--runs`` trial runs, in sweeps of 50 under
 parent runs (rows are bulk-inserted through MLflow's own ORM models: creating 10,000 runs
 through the API takes minutes and is not what is measured), then times the framework's
-lookup, :func:`tabflow.tracking.best_trial_run`, for the last sweep (median of 5).
+lookup, :func:`tabflow.tracking.queries.best_trial_run`, for the last sweep (median of 5).
 """
 
 from __future__ import annotations
@@ -28,9 +28,10 @@ def fill(db: Path, n_runs: int) -> tuple[str, str]:
     from mlflow.store.tracking.dbmodels import models as m
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
-    from tabflow import tracking
+    from tabflow.contract import TAG_ROLE, TAG_TRIAL
+    from tabflow.tracking.store import connect
 
-    store = tracking.connect(f"sqlite:///{db}")
+    store = connect(f"sqlite:///{db}")
     experiment_id = store.client.create_experiment("crowded")
     sql = SqlAlchemyStore(f"sqlite:///{db}", str(db.parent / "artifacts"))
     rng = random.Random(0)
@@ -40,14 +41,14 @@ def fill(db: Path, n_runs: int) -> tuple[str, str]:
         for start in range(0, n_runs, TRIALS_PER_SWEEP):
             parent = uuid.uuid4().hex
             session.add(_run(m, parent, experiment_id, now))
-            session.add(m.SqlTag(key=tracking.TAG_ROLE, value="sweep", run_uuid=parent))
+            session.add(m.SqlTag(key=TAG_ROLE, value="sweep", run_uuid=parent))
             for i in range(start, min(start + TRIALS_PER_SWEEP, n_runs)):
                 run = uuid.uuid4().hex
                 session.add(_run(m, run, experiment_id, now + i))
                 session.add_all([
                     m.SqlTag(key="mlflow.parentRunId", value=parent, run_uuid=run),
-                    m.SqlTag(key=tracking.TAG_ROLE, value="trial", run_uuid=run),
-                    m.SqlTag(key=tracking.TAG_TRIAL, value=str(i - start), run_uuid=run),
+                    m.SqlTag(key=TAG_ROLE, value="trial", run_uuid=run),
+                    m.SqlTag(key=TAG_TRIAL, value=str(i - start), run_uuid=run),
                 ])
                 for key in ("val_accuracy", "train_accuracy", "fit_time_s"):
                     value = rng.random()
@@ -72,18 +73,19 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     sys.path.insert(0, str(REPO / "src"))
-    from tabflow import tracking
+    from tabflow.tracking.queries import best_trial_run
+    from tabflow.tracking.store import connect
 
     db = Path.cwd() / "crowded.db"
     t0 = time.perf_counter()
     experiment_id, parent = fill(db, args.runs)
     fill_s = time.perf_counter() - t0
-    store = tracking.connect(f"sqlite:///{db}")
+    store = connect(f"sqlite:///{db}")
     times = []
     for _ in range(5):
         t0 = time.perf_counter()
-        best, counts = tracking.best_trial_run(store, experiment_id, parent, "val_accuracy",
-                                               "maximize")
+        best, counts = best_trial_run(store, experiment_id, parent, "val_accuracy",
+                                     "maximize")
         times.append(time.perf_counter() - t0)
     assert sum(counts.values()) == (args.runs % TRIALS_PER_SWEEP or TRIALS_PER_SWEEP), counts
     args.out.write_text(json.dumps({"runs": args.runs, "fill_s": fill_s,

@@ -3,7 +3,7 @@
     python src/train.py                          # one run on the defaults
     python src/train.py -m model=rf sweep=wide   # an Optuna sweep, tracked in MLflow
 
-Tracking and registration happen in Hydra callbacks (``tabflow.tracking``); this
+Tracking and registration happen in a Hydra callback (``tabflow.tracking.callback``); this
 entry only runs the job and returns the objective to the sweeper.
 """
 

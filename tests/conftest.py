@@ -1,10 +1,7 @@
-"""Shared fixtures: configs composed from conf/, a fresh project root, subprocess runs."""
+"""Shared fixtures: configs composed from conf/, a fresh project root (helpers: tests.helpers)."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -15,16 +12,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from tabflow.config import register_configs
-
-REPO = Path(__file__).resolve().parents[1]
-CONF = REPO / "conf"
-TRAIN = REPO / "src" / "train.py"
-CUSTOMERS = Path(__file__).parent / "data" / "customers.csv"  # a shipped churn table
-
-
-def group_options(group: str) -> list[str]:
-    """Return the option names of a config group (the YAML files in conf/<group>/)."""
-    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+from tests.helpers import CONF
 
 
 @pytest.fixture
@@ -49,13 +37,3 @@ def compose_cfg(project_root: Path) -> Iterator[Callable[..., DictConfig]]:
 
     yield _compose
     GlobalHydra.instance().clear()
-
-
-def run_train(root: Path, *args: str, env: dict[str, str] | None = None,
-              timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    """Run ``python src/train.py ARGS`` as a user would, with stores under ``root``."""
-    full_env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    full_env.update({"TABFLOW_ROOT": str(root), "PYTHONWARNINGS": "ignore"})
-    full_env.update(env or {})
-    return subprocess.run([sys.executable, str(TRAIN), *args], cwd=root, env=full_env,
-                          capture_output=True, text=True, timeout=timeout)

@@ -10,15 +10,13 @@ too, so bad data is reported before the first trial.
 from __future__ import annotations
 
 import logging
-import os
-import sys
-import traceback
 from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from tabflow.config import COST_METRICS, Direction, as_list, metric_names
+from tabflow.config import COST_METRICS, Direction, metric_names
+from tabflow.contract import as_list, exit_cleanly, is_optuna_sweep
 
 log = logging.getLogger(__name__)
 
@@ -93,25 +91,21 @@ def check_data(cfg: DictConfig) -> None:
     cleaned table and split are cached in data/ for the jobs to reuse.
     """
     # pandas and scikit-learn load here, not at start-up (--help stays fast).
-    from tabflow.data import load_dataset, split_dataset
+    from tabflow.splits import load_and_split
 
-    ds = load_dataset(cfg.dataset, cfg.paths.data)
-    split_dataset(ds, cfg.split, cfg.seed, cfg.paths.data)
+    ds, _ = load_and_split(cfg)
     log.info("dataset %s: %d rows, %d numeric and %d categorical features, digest %s",
              ds.name, len(ds.y), len(ds.numeric), len(ds.categorical), ds.digest[:12])
 
 
 def _fail(kind: str, error: Exception) -> None:
     # Hydra turns exceptions raised in callbacks into warnings; SystemExit passes through.
-    print(f"{kind} error: {error}", file=sys.stderr)
-    if os.environ.get("HYDRA_FULL_ERROR") == "1":  # Hydra's own switch for full tracebacks
-        traceback.print_exception(error)
-    raise SystemExit(2)
+    exit_cleanly(f"{kind} error: {error}", error, code=2)
 
 
 def check_stores(cfg: DictConfig, sweeping: bool) -> None:
     """Refuse SQLite store files that are corrupt or belong to something else."""
-    from tabflow.study import check_sqlite_store
+    from tabflow.stores import check_sqlite_store
 
     if cfg.tracking.enabled:
         check_sqlite_store(str(cfg.tracking.uri), "experiments", "MLflow tracking store")
@@ -120,8 +114,8 @@ def check_stores(cfg: DictConfig, sweeping: bool) -> None:
 
 
 def _check_all(config: DictConfig, sweeping: bool) -> None:
-    from tabflow.data import DataError  # imported here: pandas loads only once a run starts
-    from tabflow.study import ForeignDatabaseError
+    from tabflow.sources import DataError  # imported here: pandas loads only once a run starts
+    from tabflow.stores import ForeignDatabaseError
 
     try:
         check_config(config, sweeping=sweeping)
@@ -149,5 +143,4 @@ class ConfigCheck(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         """Check a sweep's config and data before the sweeper or tracking starts."""
-        sweeping = "optuna" in str(config.hydra.sweeper.get("_target_", "")).lower()
-        _check_all(config, sweeping=sweeping)
+        _check_all(config, sweeping=is_optuna_sweep(config))

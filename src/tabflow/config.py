@@ -15,7 +15,7 @@ from enum import StrEnum
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
 
 
 class Task(StrEnum):
@@ -61,7 +61,6 @@ class Encoder(StrEnum):
 CLASSIFICATION_METRICS = ("accuracy", "balanced_accuracy", "precision", "recall", "f1",
                           "precision_macro", "recall_macro", "f1_macro", "roc_auc", "log_loss")
 REGRESSION_METRICS = ("rmse", "mae", "r2")
-SPLITS = ("train", "val", "test")
 
 
 # Per-trial measurements an objective may also use (e.g. minimise fit time).
@@ -71,13 +70,6 @@ COST_METRICS = ("fit_time_s", "predict_time_s", "model_size_bytes")
 def metric_names(task: Task | str) -> tuple[str, ...]:
     """Return the bare metric names computed for a task (without split prefix)."""
     return CLASSIFICATION_METRICS if Task(task) is Task.classification else REGRESSION_METRICS
-
-
-def as_list(value: Any) -> list[Any]:
-    """Return a config value that may be one item or a list as a list."""
-    if isinstance(value, (list, tuple, ListConfig)):
-        return list(value)
-    return [value]
 
 
 # Keys whose values must never be tracked or logged: they are replaced by REDACTED.

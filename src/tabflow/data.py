@@ -1,26 +1,23 @@
-"""Load the dataset a config names, check it, and split it into train / validation / test.
+"""Load the dataset a config names, check it and clean it into features and a target.
 
 Tables arrive as users have them: missing values, categorical columns, odd names. This
 module turns one into features ``X`` and a target ``y``, refuses what can't be learned
-from (with a message naming the problem and the fix), and caches its work under
-``data/``: the cleaned table in ``data/processed/`` and the split's row positions in
-``data/splits/``, both keyed by content, so later runs reuse them instead of recomputing.
+from (with a message naming the problem and the fix), and caches the cleaned table in
+``data/processed/``, keyed by content, so later runs reuse it instead of recomputing.
+Where rows come from is :mod:`tabflow.sources`; the train / validation / test split is
+:mod:`tabflow.splits`.
 """
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import logging
 import os
-import re
 import tempfile
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -29,18 +26,14 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from tabflow.config import Source, Task
+from tabflow.sources import READERS, DataError, check_unique, read_file, source_identity
+
+__all__ = ["DataError", "Dataset", "frame_digest", "infer_columns", "load_dataset"]
 
 log = logging.getLogger(__name__)
 
 # A numeric target with more distinct values than this is almost surely continuous.
 MAX_CLASSES = 100
-# Each class needs a row in each of train, validation and test for a stratified split.
-MIN_ROWS_PER_CLASS = 3
-FILE_SUFFIXES = (".csv", ".parquet", ".pq")
-
-
-class DataError(ValueError):
-    """Input data that can't be used as configured; the message names the fix."""
 
 
 @dataclass(frozen=True)
@@ -84,18 +77,6 @@ class Dataset:
         }
 
 
-@dataclass(frozen=True)
-class Splits:
-    """Train / validation / test partitions of a dataset."""
-
-    X_train: pd.DataFrame
-    y_train: pd.Series
-    X_val: pd.DataFrame
-    y_val: pd.Series
-    X_test: pd.DataFrame
-    y_test: pd.Series
-
-
 def frame_digest(X: pd.DataFrame, y: pd.Series | None = None) -> str:
     """Return a SHA-256 of a table's column names, dtypes and values."""
     h = hashlib.sha256()
@@ -108,11 +89,11 @@ def frame_digest(X: pd.DataFrame, y: pd.Series | None = None) -> str:
     return h.hexdigest()
 
 
-def _short_hash(*parts: Any) -> str:
+def short_hash(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _write_atomic(path: Path, write: Callable[[Path], Any]) -> None:
+def write_atomic(path: Path, write: Callable[[Path], Any]) -> None:
     """Write through a temporary file, so parallel jobs never read half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
@@ -125,149 +106,7 @@ def _write_atomic(path: Path, write: Callable[[Path], Any]) -> None:
             os.unlink(tmp)
 
 
-# ----------------------------------------------------------------------------- sources
-def _read_sklearn(cfg: DictConfig) -> tuple[pd.DataFrame, str]:
-    import sklearn.datasets
-
-    # Only the bundled `load_*` sets: `fetch_*` would download at run time.
-    loader = cfg.loader
-    fn = getattr(sklearn.datasets, loader or "", None)
-    if not (loader and loader.startswith("load_") and callable(fn)):
-        bundled = sorted(n for n in dir(sklearn.datasets) if n.startswith("load_"))
-        raise DataError(
-            f"dataset.loader={loader!r} is not one of scikit-learn's bundled loaders; "
-            f"choose one of {bundled}"
-        )
-    bunch = fn(as_frame=True)
-    frame = bunch.data.copy()
-    frame[cfg.target] = bunch.target
-    return frame, f"sklearn.datasets.{loader}"
-
-
-def _read_penguins(cfg: DictConfig) -> tuple[pd.DataFrame, str]:
-    import palmerpenguins
-
-    return palmerpenguins.load_penguins(), "palmerpenguins.load_penguins"
-
-
-_URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://|file:)")
-
-
-def resolve_path(cfg: DictConfig, data_dir: Path | None) -> Path:
-    """Return the file a ``source=file`` dataset names; relative paths are under data/raw/."""
-    if not cfg.path:
-        raise DataError("dataset=csv needs a file: add dataset.path=<file.csv|file.parquet> "
-                        "(relative to data/raw/) and dataset.target=<column>")
-    if _URL.match(str(cfg.path)):
-        # pandas would fetch a URL (http, s3, file://...): data must be a local, known file.
-        raise DataError(f"dataset.path={cfg.path!r} is a URL; tabflow reads local files only, "
-                        f"so that a run's data is what its digest says. Download the file "
-                        f"into data/raw/ and give its name (dataset.path=<file.csv>)")
-    path = Path(cfg.path).expanduser()
-    if not path.is_absolute():
-        path = (data_dir / "raw" / path) if data_dir is not None else path
-    if not path.is_file():
-        raise DataError(f"dataset.path={cfg.path!r}: no such file ({path}); put the file in "
-                        f"data/raw/ or give an absolute path")
-    if path.suffix.lower() not in FILE_SUFFIXES:
-        raise DataError(f"dataset.path={cfg.path!r}: unsupported file type {path.suffix!r}; "
-                        f"use one of {list(FILE_SUFFIXES)}")
-    return path
-
-
-def _csv_header(path: Path) -> list[str]:
-    # pandas renames duplicate headers (a, a.1); read the raw header to catch them.
-    with path.open(newline="", encoding="utf-8-sig") as f:
-        return next(csv.reader(f), [])
-
-
-def _read_file(cfg: DictConfig, data_dir: Path | None) -> tuple[pd.DataFrame, str]:
-    path = resolve_path(cfg, data_dir)
-    try:
-        if path.suffix.lower() == ".csv":
-            header = _csv_header(path)
-            _check_unique([h.strip() for h in header])
-            frame = pd.read_csv(path, encoding="utf-8-sig", skipinitialspace=True)
-        else:
-            frame = pd.read_parquet(path)
-    except DataError:
-        raise
-    except Exception as e:
-        raise DataError(f"dataset.path={cfg.path!r}: cannot read {path} as "
-                        f"{path.suffix.lstrip('.').upper()} ({type(e).__name__}: {e}); "
-                        f"check that the file is a valid, UTF-8 encoded table") from e
-    if frame.shape[1] == 0 or frame.shape[0] == 0:
-        raise DataError(f"dataset.path={cfg.path!r}: {path} holds no rows or no columns")
-    frame.columns = [str(c).strip() for c in frame.columns]
-    return frame, str(path)
-
-
-def _read_synthetic(cfg: DictConfig) -> tuple[pd.DataFrame, str]:
-    from sklearn.datasets import make_classification, make_regression
-
-    s = cfg.synthetic
-    if not 0 < s.n_informative <= s.n_features:
-        raise DataError(f"dataset.synthetic.n_informative={s.n_informative} must be in "
-                        f"1..n_features={s.n_features}")
-    if not 0 <= s.n_categorical <= s.n_features:
-        raise DataError(f"dataset.synthetic.n_categorical={s.n_categorical} must be in "
-                        f"0..n_features={s.n_features}")
-    if not 0 <= s.missing_rate < 1:
-        raise DataError(f"dataset.synthetic.missing_rate={s.missing_rate} must be in [0, 1)")
-    if Task(cfg.task) is Task.classification:
-        X, y = make_classification(
-            n_samples=s.n_rows, n_features=s.n_features, n_informative=s.n_informative,
-            n_redundant=0, n_classes=s.n_classes, random_state=s.seed)
-    else:
-        X, y = make_regression(n_samples=s.n_rows, n_features=s.n_features,
-                               n_informative=s.n_informative, noise=s.noise,
-                               random_state=s.seed)
-    frame = pd.DataFrame(X.astype(np.float32), columns=[f"x{i}" for i in range(s.n_features)])
-    del X  # the float64 matrix is the largest object here
-    rng = np.random.default_rng(s.seed)
-    # The last n_categorical features become categories: their quartile, as a string.
-    for col in frame.columns[frame.shape[1] - s.n_categorical:]:
-        codes = pd.qcut(frame[col], 4, labels=False)
-        frame[col] = np.array(["q1", "q2", "q3", "q4"], dtype=object)[codes]
-    if s.missing_rate > 0:
-        for col in frame.columns:  # column by column: no full-size random matrix
-            frame.loc[rng.random(len(frame)) < s.missing_rate, col] = np.nan
-    frame[cfg.target] = y
-    return frame, f"synthetic:{OmegaConf.to_container(s)}"
-
-
-_READERS: dict[Source, Callable[..., tuple[pd.DataFrame, str]]] = {
-    Source.sklearn: _read_sklearn,
-    Source.penguins: _read_penguins,
-    Source.synthetic: _read_synthetic,
-}
-
-
-def _source_identity(cfg: DictConfig, data_dir: Path | None) -> dict[str, Any]:
-    """Return what identifies the raw data, cheaply: a file's bytes, or a generator's code."""
-    source = Source(cfg.source)
-    if source is Source.file:
-        path = resolve_path(cfg, data_dir)
-        h = hashlib.sha256()
-        with path.open("rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        return {"file": h.hexdigest()}
-    package = {"sklearn": "scikit-learn", "synthetic": "scikit-learn",
-               "penguins": "palmerpenguins"}[source.value]
-    return {"package": package, "version": metadata.version(package),
-            "loader": cfg.loader, "synthetic": OmegaConf.to_container(cfg.synthetic)
-            if source is Source.synthetic else None}
-
-
 # ------------------------------------------------------------------------------ checks
-def _check_unique(columns: list[str]) -> None:
-    duplicates = sorted(c for c, n in Counter(columns).items() if n > 1)
-    if duplicates:
-        raise DataError(f"duplicate column names {duplicates}; rename them so that each "
-                        f"column has its own name")
-
-
 def _check_columns_exist(frame: pd.DataFrame, cfg: DictConfig) -> None:
     for key in ("numeric", "categorical", "drop", "id_columns"):
         unknown = [c for c in cfg[key] if c not in frame.columns]
@@ -278,7 +117,7 @@ def _check_columns_exist(frame: pd.DataFrame, cfg: DictConfig) -> None:
 
 def _clean(frame: pd.DataFrame, cfg: DictConfig) -> pd.DataFrame:
     """Check the raw table and return it with only the target and feature columns."""
-    _check_unique([str(c) for c in frame.columns])
+    check_unique([str(c) for c in frame.columns])
     target = cfg.target
     if not target:
         raise DataError("dataset.target is not set: add dataset.target=<column to predict>")
@@ -382,7 +221,7 @@ def load_dataset(cfg: DictConfig, data_dir: str | Path | None = None) -> Dataset
                 ("numeric", "categorical", "drop", "id_columns")}
     cached: Path | None = None
     if data_dir is not None:
-        key = _short_hash(_source_identity(cfg, data_dir), cfg.target, cfg.task, cleaning)
+        key = short_hash(source_identity(cfg, data_dir), cfg.target, cfg.task, cleaning)
         cached = data_dir / "processed" / f"{cfg.name}-{key}.parquet"
         # The JSON is written last, so its presence means the parquet file is complete.
         if cached.with_suffix(".json").exists():
@@ -391,85 +230,15 @@ def load_dataset(cfg: DictConfig, data_dir: str | Path | None = None) -> Dataset
             ds.__dict__["digest"] = meta["digest"]  # fills the cached_property: no rehash
             return ds
     if source is Source.file:
-        frame, origin = _read_file(cfg, data_dir)
+        frame, origin = read_file(cfg, data_dir)
     else:
-        frame, origin = _READERS[source](cfg)
+        frame, origin = READERS[source](cfg)
     frame = _clean(frame, cfg)
     if cached is None:
         return _features(frame, cfg, origin)
-    _write_atomic(cached, lambda p: frame.to_parquet(p, index=False))
+    write_atomic(cached, lambda p: frame.to_parquet(p, index=False))
     # Read back what later runs will read, so every run sees the same dtypes and digest.
     ds = _features(pd.read_parquet(cached), cfg, origin)
     meta = {"source": origin, "digest": ds.digest}
-    _write_atomic(cached.with_suffix(".json"), lambda p: p.write_text(json.dumps(meta)))
+    write_atomic(cached.with_suffix(".json"), lambda p: p.write_text(json.dumps(meta)))
     return ds
-
-
-# ------------------------------------------------------------------------------ splits
-def _split_positions(ds: Dataset, cfg: DictConfig, seed: int) -> dict[str, np.ndarray]:
-    from sklearn.model_selection import train_test_split
-
-    stratify = cfg.stratify and ds.task is Task.classification
-    if stratify:
-        counts = ds.y.value_counts()
-        rare = counts[counts < MIN_ROWS_PER_CLASS]
-        if len(rare):
-            raise DataError(
-                f"a stratified split needs at least {MIN_ROWS_PER_CLASS} rows per class, but "
-                f"{dict(rare.items())} have fewer; remove or merge those classes, or set "
-                f"split.stratify=false")
-    positions = np.arange(len(ds.y))
-    try:
-        rest, test = train_test_split(positions, test_size=cfg.test_size, random_state=seed,
-                                      stratify=ds.y if stratify else None)
-        # val_size is a fraction of the whole dataset, so rescale it to what is left.
-        train, val = train_test_split(
-            rest, test_size=cfg.val_size / (1.0 - cfg.test_size), random_state=seed,
-            stratify=ds.y.iloc[rest] if stratify else None)
-    except ValueError as e:
-        raise DataError(f"cannot split {len(positions)} rows with split.test_size="
-                        f"{cfg.test_size}, split.val_size={cfg.val_size} ({e}); use larger "
-                        f"fractions, more data, or split.stratify=false") from e
-    return {"train": train, "val": val, "test": test}
-
-
-def split_dataset(ds: Dataset, cfg: DictConfig, seed: int,
-                  data_dir: str | Path | None = None) -> Splits:
-    """Split a dataset into train / validation / test, seeded and stratified for classification.
-
-    With ``data_dir``, the row positions are written once to ``data_dir/splits/``, keyed by
-    the dataset's digest, the split settings and the seed, and reused by later runs.
-
-    Args:
-        ds: The dataset to split.
-        cfg: The ``split`` node: ``test_size`` and ``val_size`` as fractions of all rows,
-            ``stratify``.
-        seed: Random seed of both cuts.
-        data_dir: The project's ``data/`` folder; None splits without caching.
-
-    Returns:
-        The three partitions.
-
-    Raises:
-        DataError: If the split is impossible (e.g. a class too rare to stratify).
-    """
-    settings = {k: cfg[k] for k in ("test_size", "val_size", "stratify")}
-    cached = None
-    if data_dir is not None:
-        key = _short_hash(settings, seed)
-        cached = Path(data_dir) / "splits" / f"{ds.name}-{ds.digest[:16]}-{key}.npz"
-    if cached is not None and cached.exists():
-        with np.load(cached) as saved:
-            positions = {k: saved[k] for k in ("train", "val", "test")}
-    else:
-        positions = _split_positions(ds, cfg, seed)
-        if cached is not None:
-            _write_atomic(cached, lambda p: np.savez(
-                p, train=positions["train"], val=positions["val"], test=positions["test"]))
-
-    def part(name: str) -> tuple[pd.DataFrame, pd.Series]:
-        idx = positions[name]
-        return ds.X.iloc[idx], ds.y.iloc[idx]
-
-    (X_train, y_train), (X_val, y_val), (X_test, y_test) = map(part, ("train", "val", "test"))
-    return Splits(X_train, y_train, X_val, y_val, X_test, y_test)

@@ -16,18 +16,28 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from sklearn.pipeline import Pipeline
 from threadpoolctl import threadpool_limits
 
-from tabflow import artifacts
-from tabflow.config import Task, as_list, loggable_config
-from tabflow.data import Dataset, Splits, load_dataset, split_dataset
+from tabflow.config import Task, loggable_config
+from tabflow.contract import (
+    CONFIG_FILE,
+    DATASET_FILE,
+    FIGURES_DIR,
+    METRICS_FILE,
+    MODEL_FILE,
+    as_list,
+    effective_n_jobs,
+    write_json,
+)
+from tabflow.data import Dataset
 from tabflow.evaluation import compute_metrics, cross_validate_metrics, predict_time_and_size
 from tabflow.pipeline import build_pipeline
+from tabflow.splits import Splits, load_and_split
 
 log = logging.getLogger(__name__)
 
 
-def _prepare(cfg: DictConfig) -> tuple[Dataset, Splits, Pipeline]:
-    ds = load_dataset(cfg.dataset, cfg.paths.data)
-    splits = split_dataset(ds, cfg.split, cfg.seed, cfg.paths.data)
+def prepare(cfg: DictConfig) -> tuple[Dataset, Splits, Pipeline]:
+    """Load and split a job config's dataset and build its (unfitted) pipeline."""
+    ds, splits = load_and_split(cfg)
     return ds, splits, build_pipeline(cfg, ds)
 
 
@@ -53,9 +63,7 @@ def threads_per_job(threads: int | None, parallel_jobs: int | None) -> int | Non
         return threads
     if not parallel_jobs or parallel_jobs == 1:
         return None
-    cpus = os.cpu_count() or 1
-    jobs = parallel_jobs if parallel_jobs > 0 else max(1, cpus + 1 + parallel_jobs)
-    return max(1, cpus // jobs)
+    return max(1, (os.cpu_count() or 1) // effective_n_jobs(parallel_jobs))
 
 
 def run_job(cfg: DictConfig, output_dir: str | Path, save_model: bool = False,
@@ -65,7 +73,7 @@ def run_job(cfg: DictConfig, output_dir: str | Path, save_model: bool = False,
     Args:
         cfg: The composed job config.
         output_dir: The job's Hydra output dir; receives the output-dir contract
-            (see :mod:`tabflow.artifacts`).
+            (see :mod:`tabflow.contract`).
         save_model: Also write the fitted pipeline (single runs log it as their model).
         threads: Threads the fit may use (see :func:`threads_per_job`); None: no limit.
 
@@ -73,9 +81,9 @@ def run_job(cfg: DictConfig, output_dir: str | Path, save_model: bool = False,
         ``train_*`` and ``val_*`` metrics plus ``fit_time_s``.
     """
     out = Path(output_dir)
-    ds, splits, pipeline = _prepare(cfg)
-    artifacts.write_json(out / artifacts.DATASET_FILE, ds.describe())
-    OmegaConf.save(loggable_config(cfg), out / artifacts.CONFIG_FILE)
+    ds, splits, pipeline = prepare(cfg)
+    write_json(out / DATASET_FILE, ds.describe())
+    OmegaConf.save(loggable_config(cfg), out / CONFIG_FILE)
     with threadpool_limits(limits=threads):
         if cfg.cv.folds >= 2:
             # k-fold CV on train + validation; test stays held out for the final model.
@@ -93,16 +101,16 @@ def run_job(cfg: DictConfig, output_dir: str | Path, save_model: bool = False,
                 **predict_time_and_size(pipeline, splits.X_val),
                 "fit_time_s": fit_time,
             }
-    artifacts.write_json(out / artifacts.METRICS_FILE, metrics)
+    write_json(out / METRICS_FILE, metrics)
     if cfg.evaluation.trial_figures:
         from tabflow.plots import model_figures, save_figures
 
         if cfg.cv.folds >= 2:  # CV leaves no fitted model; fit one for the figures
             _fit(pipeline, splits.X_train, splits.y_train)
         save_figures(model_figures(pipeline, splits.X_val, splits.y_val, ds.task, "validation",
-                                   cfg.seed), out / artifacts.FIGURES_DIR)
+                                   cfg.seed), out / FIGURES_DIR)
     if save_model:
-        joblib.dump(pipeline, out / artifacts.MODEL_FILE)
+        joblib.dump(pipeline, out / MODEL_FILE)
     # A single run reports its metrics; in a sweep the progress line does (hydra.verbose=true
     # shows every trial's metrics too).
     log.log(logging.INFO if save_model else logging.DEBUG, "%s",
@@ -151,7 +159,7 @@ def refit_final(cfg: DictConfig) -> FinalModel:
     Returns:
         The fitted pipeline with ``test_*`` metrics and a few raw rows as input example.
     """
-    ds, splits, pipeline = _prepare(cfg)
+    ds, splits, pipeline = prepare(cfg)
     X = pd.concat([splits.X_train, splits.X_val])
     y = pd.concat([splits.y_train, splits.y_val])
     with threadpool_limits(limits=cfg.get("threads")):

@@ -3,13 +3,12 @@
 The upstream sweeper asks Optuna for trials and launches them as Hydra jobs. It never
 tells a job its trial number (hydra issue 2293), re-runs ``n_trials`` more trials on a
 re-run (issue 3328), has no timeout, and stops at the first failed trial. This plugin
-extends it (``_impl``) without forking it, and registers ``hydra/sweeper=tabflow_optuna``.
+extends it (``_sweep`` and the modules it uses) without forking it, and registers
+``hydra/sweeper=tabflow_optuna``.
 """
 
 from __future__ import annotations
 
-import os
-import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,37 +19,13 @@ from hydra.utils import instantiate
 from hydra_plugins.hydra_optuna_sweeper.config import OptunaSweeperConf
 from omegaconf import DictConfig
 
-# Key of the job config that receives the trial number (declared in tabflow.config).
-TRIAL_KEY = "optuna_trial"
-
-
-def batch_size(n_jobs: int | None, launcher_cfg: Any) -> int:
-    """Return how many trials to ask for per batch.
-
-    Args:
-        n_jobs: The sweeper's ``n_jobs``; null means "match the launcher".
-        launcher_cfg: ``hydra.launcher`` of the composed config.
-
-    Returns:
-        ``n_jobs`` when set; else the launcher's ``n_jobs`` (joblib's negative values
-        count back from the number of CPUs, as joblib does); 1 for the basic launcher.
-    """
-    if n_jobs is not None:
-        if n_jobs < 1:
-            raise ValueError(f"hydra.sweeper.n_jobs must be >= 1 or null, got {n_jobs}")
-        return n_jobs
-    launcher_jobs = launcher_cfg.get("n_jobs") if launcher_cfg is not None else None
-    if launcher_jobs is None:
-        return 1
-    if launcher_jobs < 0:
-        return max(1, (os.cpu_count() or 1) + 1 + launcher_jobs)
-    return max(1, int(launcher_jobs))
+from tabflow.contract import exit_cleanly
 
 
 class TabflowOptunaSweeper(Sweeper):
     """Optuna sweeper with resume, timeout, warm start, conditional spaces and failure handling.
 
-    See ``_impl`` for the sweep loop; this class only builds it, so that importing the
+    See ``_sweep`` for the sweep loop; this class only builds it, so that importing the
     plugin (Hydra imports every plugin at start-up, even for ``--help``) stays cheap.
     """
 
@@ -61,7 +36,7 @@ class TabflowOptunaSweeper(Sweeper):
                  enqueue_defaults: bool = False, enqueue: Any = (),
                  conditional_on: str = "model", conditional_params: Any = None) -> None:
         """Build the sampler (whitelisted to Optuna's samplers) and the implementation."""
-        from hydra_plugins.tabflow_sweeper._impl import TabflowOptunaSweeperImpl
+        from hydra_plugins.tabflow_sweeper._sweep import TabflowOptunaSweeperImpl
 
         sampler = instantiate(
             sampler,
@@ -88,14 +63,12 @@ class TabflowOptunaSweeper(Sweeper):
                 from the config (or the data), not from a bug, so no traceback unless
                 ``HYDRA_FULL_ERROR=1`` asks for it, as for Hydra's own errors.
         """
-        from hydra_plugins.tabflow_sweeper._impl import SweepAbortedError
+        from hydra_plugins.tabflow_sweeper._sweep import SweepAbortedError
 
         try:
             self.sweeper.sweep(arguments)
         except SweepAbortedError as e:
-            if os.environ.get("HYDRA_FULL_ERROR") == "1":
-                traceback.print_exception(e)
-            raise SystemExit(f"Sweep aborted: {e}") from e
+            exit_cleanly(f"Sweep aborted: {e}", e)
 
 
 @dataclass

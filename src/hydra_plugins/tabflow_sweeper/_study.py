@@ -1,0 +1,144 @@
+"""The study's side of a sweep: open it, resume it, warm-start it, ask under its lock.
+
+Several sweep processes may share one stored study. What they finished and what they
+are running counts toward ``n_trials``; counting and asking happen under a lock in the
+shared storage, so that together they run exactly ``n_trials``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+from collections.abc import Iterable
+from typing import Any, cast
+
+import optuna
+from optuna.trial import FrozenTrial, Trial, TrialState
+
+from tabflow.contract import ATTR_INTERRUPTED, ATTR_RETRY_OF, ATTR_SESSIONS, HOST, PID
+from tabflow.locks import LOCK_SUFFIX, pid_alive, storage_lock
+from tabflow.stores import optuna_storage
+
+log = logging.getLogger(__name__)
+
+
+def create_study(name: str, storage: Any, sampler: Any, directions: list[str]) -> optuna.Study:
+    """Create or load a study, opening its storage once per process.
+
+    ``optuna_storage`` refuses foreign or corrupt SQLite files and serialises a fresh
+    file's schema set-up among processes started together.
+    """
+    return optuna.create_study(study_name=name,
+                               storage=optuna_storage(str(storage)) if storage else None,
+                               sampler=sampler, directions=cast(Any, directions),
+                               load_if_exists=True)
+
+
+def study_lock(study: optuna.Study, stored: bool) -> Any:
+    """The lock that other sweep processes on the same stored study also take."""
+    if not stored:  # an in-memory study has no other processes
+        return contextlib.nullcontext()
+    return storage_lock(study._storage, f"{study.study_name}{LOCK_SUFFIX}ask")
+
+
+def counts_toward_total(t: FrozenTrial) -> bool:
+    """Whether a trial counts toward ``n_trials`` (interrupted ones are retried instead)."""
+    if t.state in (TrialState.COMPLETE, TrialState.PRUNED):
+        return True
+    return t.state is TrialState.FAIL and not t.user_attrs.get(ATTR_INTERRUPTED)
+
+
+def reclaim_interrupted(study: optuna.Study) -> list[int]:
+    """Fail trials a killed sweep left RUNNING, and queue every interrupted trial again.
+
+    Returns:
+        The numbers of the trials queued again.
+    """
+    host = socket.gethostname()
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        owner, pid = t.user_attrs.get(HOST), t.user_attrs.get(PID)
+        if owner not in (None, host) or (pid is not None and pid_alive(int(pid))):
+            continue  # another live sweep process is running it
+        Trial(study, t._trial_id).set_user_attr(ATTR_INTERRUPTED, True)
+        study.tell(t.number, state=TrialState.FAIL)
+    trials = study.get_trials(deepcopy=False)
+    retried = {t.user_attrs.get(ATTR_RETRY_OF) for t in trials}
+    queued = []
+    for t in trials:
+        if (t.state is TrialState.FAIL and t.user_attrs.get(ATTR_INTERRUPTED)
+                and t.number not in retried):
+            study.enqueue_trial(t.params, user_attrs={ATTR_RETRY_OF: t.number})
+            queued.append(t.number)
+    return queued
+
+
+def warm_start(study: optuna.Study, sets: Iterable[dict[str, Any]]) -> None:
+    """Queue parameter sets to be tried first."""
+    for params in sets:
+        study.enqueue_trial(params)
+        log.info("Warm start: queued %s", params)
+
+
+def join_study(study: optuna.Study, stored: bool, sampler: Any,
+               warm_sets: Iterable[dict[str, Any]]) -> tuple[list[FrozenTrial], list[int]]:
+    """Register this process on the study, reclaim what a killed sweep left, warm-start.
+
+    Set-up happens under the study's lock: other sweep processes may be starting on it.
+
+    Returns:
+        The trials already launched (resume) and the numbers of those queued again.
+    """
+    with study_lock(study, stored):
+        sessions = int(study.user_attrs.get(ATTR_SESSIONS, 0))
+        study.set_user_attr(ATTR_SESSIONS, sessions + 1)
+        if study.user_attrs.get("sampler") != type(sampler).__name__:
+            study.set_user_attr("sampler", type(sampler).__name__)
+        queued = reclaim_interrupted(study)
+        launched = [t for t in study.get_trials(deepcopy=False)
+                    if t.state is not TrialState.WAITING]
+        if not launched and not sessions:
+            warm_start(study, warm_sets)
+    if sessions or launched:
+        # A fresh sampler with the same seed would re-propose the trials of the first
+        # session (a resume) or of the other processes sharing the study.
+        sampler.reseed_rng()
+    return launched, queued
+
+
+def ask_batch(study: optuna.Study, stored: bool, n_trials: int, batch: int
+              ) -> tuple[list[Trial], int]:
+    """Start the next batch of trials; none when the study has all it needs.
+
+    Returns:
+        The trials started, and how many trials count toward the total so far.
+    """
+    with study_lock(study, stored):
+        existing = study.get_trials(deepcopy=False)
+        counted = sum(counts_toward_total(t) for t in existing)
+        running = sum(t.state is TrialState.RUNNING for t in existing)
+        remaining = n_trials - counted - running
+        if remaining <= 0:
+            if running:
+                log.info("The other %d trial(s) of study %s are running in other sweep "
+                         "processes; this one is done", running, study.study_name)
+            return [], counted
+        trials = [study.ask() for _ in range(min(remaining, batch))]
+        for trial in trials:
+            # Owned before the lock is released: another process reclaiming stale
+            # RUNNING trials must see that this one's owner is alive.
+            trial.set_user_attr(HOST, socket.gethostname())
+            trial.set_user_attr(PID, os.getpid())
+        return trials, counted
+
+
+def tell(study: optuna.Study, trial: Trial, **kwargs: Any) -> None:
+    """Tell the study a trial's outcome (grid exhaustion is not an error here)."""
+    try:
+        study.tell(trial, **kwargs)
+    except RuntimeError as e:
+        # The grid sampler calls Study.stop() once the grid is covered, which Optuna only
+        # allows inside optimize(); the trial is recorded all the same (as upstream does).
+        if "Study.stop" not in str(e):
+            raise

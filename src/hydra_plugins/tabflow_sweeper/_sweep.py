@@ -1,0 +1,290 @@
+"""The sweep loop: upstream's ask / launch / tell, plus what long sweeps need.
+
+Added to hydra-optuna-sweeper's implementation (by subclassing it; its parsing of
+search spaces, grid handling and directions are reused as they are):
+
+* the trial number reaches each job (``optuna_trial=<n>``);
+* resume: the study is named by the sweep's identity (:mod:`tabflow.sweep_identity`);
+  a re-run continues it to ``n_trials`` in total, job numbers continue, and trials left
+  RUNNING by a killed sweep (or FAILED by an interrupted one) are retried first
+  (:mod:`._study`);
+* a wall-clock ``timeout``; warm start from the model's own values or given sets;
+* conditional search spaces (``conditional_params``: one space per choice of a
+  parameter, e.g. per model family);
+* failures: a trial that raises or returns NaN / inf fails in Optuna with its error,
+  the sweep goes on while ``max_failure_rate`` holds, and ends with a summary;
+* a progress line per trial and a results file (:mod:`._progress`); the job's metrics
+  and MLflow run id as user attributes (:mod:`._outcomes`).
+
+The loop's steps: :meth:`~TabflowOptunaSweeperImpl.search_space` (what to search),
+``_study.join_study`` (prepare the study), :meth:`~TabflowOptunaSweeperImpl.run_batch`
+and :meth:`~TabflowOptunaSweeperImpl.interrupted_launch`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import signal
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+from hydra_plugins.hydra_optuna_sweeper._impl import (
+    OptunaSweeperImpl,
+    create_params_from_overrides,
+)
+from omegaconf import DictConfig, OmegaConf
+from optuna.distributions import BaseDistribution
+from optuna.trial import Trial, TrialState
+
+from hydra_plugins.tabflow_sweeper import _study
+from hydra_plugins.tabflow_sweeper._outcomes import (
+    finished_values,
+    record_outputs,
+    returned_values,
+)
+from hydra_plugins.tabflow_sweeper._progress import Progress, write_results
+from tabflow.contract import ATTR_ERROR, ATTR_INTERRUPTED, TRIAL_KEY, as_list, effective_n_jobs
+from tabflow.sweep_identity import study_name as derive_study_name
+
+log = logging.getLogger(__name__)
+
+# Failure-rate checks wait for this many finished trials, so one early failure can't end a sweep.
+MIN_TRIALS_FOR_RATE = 5
+
+
+class SweepAbortedError(RuntimeError):
+    """Too many trials failed; the message summarises the failures."""
+
+
+def batch_size(n_jobs: int | None, launcher_cfg: Any) -> int:
+    """Return how many trials to ask for per batch.
+
+    Args:
+        n_jobs: The sweeper's ``n_jobs``; null means "match the launcher".
+        launcher_cfg: ``hydra.launcher`` of the composed config.
+
+    Returns:
+        ``n_jobs`` when set; else the launcher's ``n_jobs`` (joblib's negative values
+        count back from the number of CPUs, as joblib does); 1 for the basic launcher.
+    """
+    if n_jobs is not None:
+        if n_jobs < 1:
+            raise ValueError(f"hydra.sweeper.n_jobs must be >= 1 or null, got {n_jobs}")
+        return n_jobs
+    launcher_jobs = launcher_cfg.get("n_jobs") if launcher_cfg is not None else None
+    if launcher_jobs is None:
+        return 1
+    return effective_n_jobs(int(launcher_jobs))
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+
+@dataclass
+class SearchSpace:
+    """What a sweep searches, parsed from its config and command line."""
+
+    distributions: dict[str, BaseDistribution]
+    fixed_params: dict[str, Any]
+    fixed_overrides: list[str]
+    # One space per value of the conditioning parameter (e.g. per model family).
+    conditional: dict[str, dict[str, BaseDistribution]] = field(default_factory=dict)
+
+
+class TabflowOptunaSweeperImpl(OptunaSweeperImpl):
+    """Upstream's implementation with resume, timeout, warm start and failure handling."""
+
+    def __init__(self, sampler: Any, direction: Any, storage: Any | None,
+                 study_name: str | None, n_trials: int, n_jobs: int | None,
+                 max_failure_rate: float, custom_search_space: str | None, params: Any,
+                 timeout: float | None, enqueue_defaults: bool,
+                 enqueue: Sequence[dict[str, Any]], conditional_on: str,
+                 conditional_params: dict[str, dict[str, str]] | None) -> None:
+        super().__init__(sampler, direction, storage, study_name, n_trials, 1,
+                         max_failure_rate, custom_search_space, params)
+        self.requested_n_jobs = n_jobs
+        self.timeout = timeout
+        self.enqueue_defaults = enqueue_defaults
+        self.enqueue = [dict(p) for p in enqueue]
+        self.conditional_on = conditional_on
+        self.conditional_params = dict(conditional_params or {})
+        self.metric_name = "objective"
+
+    @property
+    def _cfg(self) -> DictConfig:
+        assert self.config is not None, "setup() runs before sweep()"
+        return self.config
+
+    def setup(self, **kwargs: Any) -> None:
+        """Prepare the launcher and size batches to its parallelism."""
+        super().setup(**kwargs)
+        # SIGTERM (a scheduler, `kill`) ends the sweep like Ctrl-C: running trials are
+        # marked interrupted, runs KILLED, and a re-run resumes; Python's default would
+        # exit on the spot and leave them RUNNING.
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, _raise_interrupt)
+        self.n_jobs = batch_size(self.requested_n_jobs, self._cfg.hydra.get("launcher"))
+        if not self._cfg.hydra.get("verbose"):  # the progress lines say what Optuna would
+            optuna.logging.set_verbosity(optuna.logging.WARNING)
+        metric = OmegaConf.select(self._cfg, "objective.metric", default="objective")
+        self.metric_name = str(metric)
+
+    # ---------------------------------------------------------------- what to search
+    def search_space(self, arguments: list[str]) -> tuple[SearchSpace, Any, int]:
+        """Parse the search space; return it with the sampler and trial count it implies.
+
+        A grid sampler is built on the grid, and ``n_trials`` is capped at its size.
+        """
+        self._process_searchspace_config()
+        params_conf = self._parse_sweeper_params_config()
+        params_conf.extend(arguments)
+        dists, fixed_params, fixed_overrides = create_params_from_overrides(params_conf)
+        sampler, n_trials = self.sampler, self.n_trials
+        if getattr(sampler, "func", None) is optuna.samplers.GridSampler:
+            grid = {name: self._to_grid_sampler_choices(d) for name, d in dists.items()}
+            sampler = sampler(grid)
+            n_trials = min(n_trials, math.prod(len(v) for v in grid.values()))
+            log.info("Grid sampler: %d trials cover the grid", n_trials)
+        for name in fixed_params:
+            dists.pop(name, None)
+        conditional = {
+            str(choice): create_params_from_overrides(
+                [f"{k}={v}" for k, v in space.items()])[0]
+            for choice, space in self.conditional_params.items()
+        }
+        return SearchSpace(dists, fixed_params, fixed_overrides, conditional), sampler, n_trials
+
+    def _warm_sets(self, space: SearchSpace) -> list[dict[str, Any]]:
+        sets = list(self.enqueue)
+        if self.enqueue_defaults:
+            # The model's configured values for the searched keys: a known-good first trial.
+            defaults = {name: OmegaConf.select(self._cfg, name) for name in space.distributions}
+            sets.insert(0, {k: v for k, v in defaults.items() if v is not None})
+        return sets
+
+    def trial_overrides(self, trials: list[Trial], space: SearchSpace
+                        ) -> Sequence[Sequence[str]]:
+        """Suggest each trial's values and return the overrides that launch its job."""
+        overrides = []
+        for trial in trials:
+            for name, distribution in space.distributions.items():
+                trial._suggest(name, distribution)
+            # A conditional space: the choice made above decides which keys exist.
+            choice = trial.params.get(self.conditional_on)
+            for name, distribution in space.conditional.get(str(choice), {}).items():
+                trial._suggest(f"{choice}:{name}", distribution)
+            for name, value in space.fixed_params.items():
+                trial.set_user_attr(name, value)
+            if self.custom_search_space_extender:
+                self.custom_search_space_extender(self._cfg, trial)
+            # Conditional names carry their choice as a prefix; the override doesn't.
+            values = {name.split(":", 1)[-1]: value for name, value in trial.params.items()}
+            values.update(space.fixed_params)
+            # Each trial's output dir is named by its trial number: unique even when several
+            # sweep processes share one study and start in the same second.
+            overrides.append((*(f"{k}={v}" for k, v in values.items()), *space.fixed_overrides,
+                              f"{TRIAL_KEY}={trial.number}",
+                              f"hydra.sweep.subdir={trial.number}"))
+        return overrides
+
+    # ------------------------------------------------------------------------ loop
+    def sweep(self, arguments: list[str]) -> None:
+        """Run or resume the study until ``n_trials`` trials are done or time runs out."""
+        space, self.sampler, self.n_trials = self.search_space(arguments)
+        directions = self._get_directions()
+        name = self.study_name or derive_study_name(self._cfg)
+        study = _study.create_study(name, self.storage, self.sampler, directions)
+        stored = bool(self.storage)
+        launched, queued = _study.join_study(study, stored, self.sampler, self._warm_sets(space))
+        done = sum(_study.counts_toward_total(t) for t in launched)
+        if launched:
+            log.info("Resuming study %s: %d of %d trials done%s", name, done, self.n_trials,
+                     f"; retrying interrupted trials {queued}" if queued else "")
+        else:
+            log.info("Study %s (%s), sampler %s, directions %s", name, self.storage,
+                     type(self.sampler).__name__, directions)
+        self.job_idx = len(launched)  # job numbers continue across resumes
+        progress = Progress(total=self.n_trials, done=done)
+        failures: list[tuple[int, str]] = []
+        stopped_by_timeout = False
+        while True:
+            if self.timeout is not None and time.monotonic() - progress.started >= self.timeout:
+                stopped_by_timeout = True
+                log.warning("Timeout of %ss reached: stopping after %d of %d trials",
+                            self.timeout, progress.done, self.n_trials)
+                break
+            trials, progress.done = _study.ask_batch(study, stored, self.n_trials, self.n_jobs)
+            if not trials:
+                break
+            failures += self.run_batch(study, trials, space, progress)
+            finished = progress.finished_here
+            if (finished >= min(MIN_TRIALS_FOR_RATE, self.n_trials)
+                    and len(failures) / finished > self.max_failure_rate):
+                summary = self._write_results(study, failures, stopped_by_timeout)
+                raise SweepAbortedError(
+                    f"{len(failures)} of {finished} trials failed, more than "
+                    f"max_failure_rate={self.max_failure_rate}; {summary}")
+        summary = self._write_results(study, failures, stopped_by_timeout)
+        if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            raise SweepAbortedError(f"no trial of study {name} completed; {summary}")
+
+    def run_batch(self, study: optuna.Study, trials: list[Trial], space: SearchSpace,
+                  progress: Progress) -> list[tuple[int, str]]:
+        """Launch a batch of trials, tell the study each outcome; return the failures."""
+        assert self.launcher is not None
+        overrides = self.trial_overrides(trials, space)
+        n_directions = len(study.directions)
+        try:
+            returns = self.launcher.launch(overrides, initial_job_idx=self.job_idx)
+        except BaseException as e:  # Ctrl-C, SIGTERM, a crashed launcher or worker
+            self.interrupted_launch(study, trials, e)
+            raise
+        self.job_idx += len(returns)
+        failures = []
+        for trial, ret in zip(trials, returns, strict=True):
+            record_outputs(trial, ret)
+            try:
+                values = returned_values(ret, n_directions)
+            except Exception as e:
+                message = f"{type(e).__name__}: {e}"
+                trial.set_user_attr(ATTR_ERROR, message[:2000])
+                _study.tell(study, trial, state=TrialState.FAIL)
+                failures.append((trial.number, message))
+                log.warning("%s", progress.line(study, trial.number, f"FAILED ({message})"))
+                continue
+            _study.tell(study, trial, values=values)
+            shown = ", ".join(f"{v:.4f}" for v in values)
+            log.info("%s", progress.line(study, trial.number, f"{self.metric_name}={shown}"))
+        return failures
+
+    def interrupted_launch(self, study: optuna.Study, trials: list[Trial],
+                           error: BaseException) -> None:
+        """Keep the trials of a lost batch that finished; mark the others to be retried."""
+        lost = []
+        metric_names = [str(n) for n in as_list(self._cfg.objective.metric)]
+        for trial in trials:
+            out = Path(self._cfg.hydra.sweep.dir) / str(trial.number)
+            values = finished_values(trial, out, metric_names, len(study.directions))
+            if values is not None:  # its job finished before the others were lost
+                _study.tell(study, trial, values=values)
+                continue
+            trial.set_user_attr(ATTR_INTERRUPTED, True)
+            trial.set_user_attr(ATTR_ERROR, f"interrupted: {type(error).__name__}")
+            study.tell(trial, state=TrialState.FAIL)
+            lost.append(trial.number)
+        first_line = str(error).splitlines()[0][:300] if str(error) else ""
+        log.error("Sweep interrupted (%s: %s) while trial(s) %s ran; they are marked "
+                  "interrupted and will be retried. Re-run the same command to resume study %s",
+                  type(error).__name__, first_line, lost, study.study_name)
+
+    def _write_results(self, study: optuna.Study, failures: list[tuple[int, str]],
+                       stopped_by_timeout: bool) -> str:
+        return write_results(study, Path(self._cfg.hydra.sweep.dir), self.storage,
+                             self.n_trials, self.metric_name, failures, stopped_by_timeout)

@@ -1,0 +1,71 @@
+"""The ``tabflow`` command: what a user does after training.
+
+One module per command group; each adds its subcommands to the parser:
+
+* :mod:`.views`: ``experiments``, ``runs``, ``report``: read the tracking store.
+* :mod:`.lifecycle`: ``promote``, ``rollback``: move the registry's aliases.
+* :mod:`.servers`: ``ui``, ``server``, ``dashboard``, ``serve``: become a server.
+* :mod:`.recovery`: ``upload``: track what a tracking outage left on disk.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from tabflow.cli import lifecycle, recovery, servers, views
+from tabflow.contract import exit_cleanly, project_root
+
+DESCRIPTION = """\
+tabflow: what to do after training, from the command line.
+
+  tabflow experiments                         experiments in the store
+  tabflow runs breast_cancer --top 5          best trials of the latest sweep
+  tabflow report breast_cancer                the latest sweep's summary and report.html
+  tabflow promote breast_cancer               staging -> production if it beats it
+  tabflow rollback breast_cancer              production -> the version it replaced
+  tabflow upload multirun/<date>/<time>       track what a tracking outage left on disk
+  tabflow ui                                  the MLflow UI on 127.0.0.1:5000
+  tabflow server                              a tracking server for several processes
+  tabflow dashboard                           the Optuna dashboard for optuna.db
+  tabflow serve breast_cancer                 REST predictions from @production
+
+Every command takes --tracking-uri (default: MLFLOW_TRACKING_URI, else the project's
+mlflow.db) and --help.
+"""
+
+
+def default_tracking_uri() -> str:
+    """Return ``MLFLOW_TRACKING_URI`` if set, else the project's SQLite store."""
+    return os.environ.get("MLFLOW_TRACKING_URI", f"sqlite:///{project_root() / 'mlflow.db'}")
+
+
+def parser() -> argparse.ArgumentParser:
+    """Build the command-line parser."""
+    main = argparse.ArgumentParser(prog="tabflow", description=DESCRIPTION,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    main.add_argument("--tracking-uri", default=default_tracking_uri(),
+                      help="MLflow tracking URI (default: %(default)s)")
+    sub = main.add_subparsers(dest="command", required=True)
+    for group in (views, lifecycle, recovery, servers):
+        group.add_commands(sub)
+    return main
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run a ``tabflow`` command."""
+    args = parser().parse_args(argv)
+    if getattr(args, "backend_store_uri", "unset") is None:
+        args.backend_store_uri = args.tracking_uri
+    try:
+        return int(args.func(args))
+    except Exception as e:  # tabflow's own errors say what to do; others keep their traceback
+        if type(e).__name__ != "TrackingError":
+            raise
+        exit_cleanly(f"Error: {e}", e)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

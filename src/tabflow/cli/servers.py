@@ -1,0 +1,157 @@
+"""``tabflow ui``, ``server``, ``dashboard`` and ``serve``: each becomes a server process.
+
+Each prints where it listens, then replaces itself with the server (``os.execve``), so
+signals reach the server directly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+from tabflow.contract import project_root
+
+
+def add_commands(sub: Any) -> None:
+    """Add the server commands to the ``tabflow`` parser."""
+    p = sub.add_parser("ui", help="the MLflow UI for the store")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="interface to bind (default: %(default)s; 0.0.0.0 exposes it)")
+    p.add_argument("--port", type=int, default=5000)
+    p.set_defaults(func=ui)
+
+    p = sub.add_parser("server", help="a tracking server for several sweep processes or "
+                                      "machines (mlflow server, artifacts proxied)")
+    p.add_argument("--backend-store-uri", default=None,
+                   help="runs and registry, e.g. postgresql://postgres@127.0.0.1:5432/mlflow "
+                        "(password from PGPASSWORD; default: --tracking-uri)")
+    p.add_argument("--artifacts-destination", default=str(project_root() / "mlartifacts"),
+                   help="where the server keeps artifacts (default: %(default)s)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="interface to bind (default: %(default)s; 0.0.0.0 exposes it)")
+    p.add_argument("--port", type=int, default=5000)
+    p.add_argument("--basic-auth", action="store_true",
+                   help="require a login (MLflow's basic-auth app); clients pass "
+                        "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD")
+    p.set_defaults(func=server)
+
+    p = sub.add_parser("dashboard", help="the Optuna dashboard for the study storage")
+    p.add_argument("--storage", default=os.environ.get(
+        "TABFLOW_OPTUNA_STORAGE", f"sqlite:///{project_root() / 'optuna.db'}"),
+        help="Optuna storage URL (default: %(default)s)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="interface to bind (default: %(default)s; 0.0.0.0 exposes it)")
+    p.add_argument("--port", type=int, default=8080)
+    p.set_defaults(func=dashboard)
+
+    p = sub.add_parser("serve", help="serve a registered model over REST (mlflow models serve)")
+    p.add_argument("name", help="registered model name")
+    p.add_argument("--alias", default="production", help="(default: %(default)s)")
+    p.add_argument("--port", type=int, default=8000)
+    p.set_defaults(func=serve)
+
+
+def ui_command(tracking_uri: str, host: str, port: int,
+               artifacts_destination: str | None = None) -> list[str]:
+    """Return the ``mlflow server`` command; beyond localhost, allow that host.
+
+    With ``artifacts_destination`` the server also stores and serves the artifacts
+    (``--serve-artifacts``), so clients on other machines need no shared disk.
+    """
+    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", tracking_uri,
+           "--host", host, "--port", str(port)]
+    if artifacts_destination:
+        cmd += ["--serve-artifacts", "--artifacts-destination", artifacts_destination]
+    if host not in ("127.0.0.1", "localhost"):
+        # MLflow rejects other Host headers (DNS-rebinding protection) and cross-origin
+        # requests unless they are allowed; name them instead of switching the checks off.
+        hostname = socket.gethostname()
+        hosts = [f"{h}:{port}" for h in (host, hostname, "localhost", "127.0.0.1")]
+        cmd += ["--allowed-hosts", ",".join(hosts),
+                "--cors-allowed-origins", ",".join(f"http://{h}" for h in hosts)]
+    return cmd
+
+
+def runs_page(base: str, experiment_id: str) -> str:
+    """Return the UI address of an experiment's runs, in the model-training view.
+
+    MLflow 3's UI opens on its GenAI view unless the address asks for the classic one.
+    """
+    return f"{base}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+
+
+def ui(args: argparse.Namespace) -> int:
+    """Print each experiment's runs page, then become the MLflow UI server."""
+    from tabflow.tracking.store import connect, experiments
+
+    cmd = ui_command(args.tracking_uri, args.host, args.port)
+    base = f"http://{args.host}:{args.port}"
+    print(f"MLflow UI on {base} (Ctrl-C stops it); runs of each experiment:")
+    for exp in experiments(connect(args.tracking_uri)):
+        print(f"  {exp.name}: {runs_page(base, exp.experiment_id)}", flush=True)
+    os.execve(cmd[0], cmd, server_env(args.tracking_uri))  # become the server
+
+
+def server(args: argparse.Namespace) -> int:
+    """Become a tracking server (optionally with basic auth)."""
+    cmd = ui_command(args.backend_store_uri, args.host, args.port, args.artifacts_destination)
+    if args.basic_auth:
+        if not os.environ.get("MLFLOW_FLASK_SERVER_SECRET_KEY"):
+            print("Error: --basic-auth needs MLFLOW_FLASK_SERVER_SECRET_KEY (a long random "
+                  "string, the same for every server of the store) and, unless the default "
+                  "admin password will do, MLFLOW_AUTH_CONFIG_PATH (basic_auth.ini with "
+                  "admin_username, admin_password, database_uri)", file=sys.stderr)
+            return 2
+        cmd += ["--app-name", "basic-auth"]
+    base = f"http://{args.host}:{args.port}"
+    print(f"MLflow tracking server on {base} (backend {args.backend_store_uri}, artifacts "
+          f"{args.artifacts_destination}); point workers at it with\n"
+          f"  MLFLOW_TRACKING_URI={base} python src/train.py -m tracking=server ...",
+          flush=True)
+    os.execve(cmd[0], cmd, server_env(args.backend_store_uri))  # become the server
+
+
+def dashboard_command(storage: str, host: str, port: int) -> list[str]:
+    """Return the ``optuna-dashboard`` command for a study storage."""
+    return [str(Path(sys.executable).parent / "optuna-dashboard"), storage, "--host", host,
+            "--port", str(port), "--quiet"]
+
+
+def dashboard(args: argparse.Namespace) -> int:
+    """Become the Optuna dashboard."""
+    cmd = dashboard_command(args.storage, args.host, args.port)
+    print(f"Optuna dashboard on http://{args.host}:{args.port} for {args.storage} "
+          f"(Ctrl-C stops it); each trial's user attributes hold its MLflow run id "
+          f"(mlflow_run_id) and its metrics", flush=True)
+    os.execve(cmd[0], cmd, server_env(args.tracking_uri))  # become the server
+
+
+def serve_command(name: str, alias: str, port: int) -> list[str]:
+    """Return the ``mlflow models serve`` command for a registered model's alias."""
+    return [sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/{name}@{alias}",
+            "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)]
+
+
+def server_env(tracking_uri: str) -> dict[str, str]:
+    """Return the environment for MLflow's servers.
+
+    They start helpers by name (``uvicorn``), so this environment's ``bin`` must be on
+    ``PATH`` even when the virtual environment is not activated.
+    """
+    bin_dir = str(Path(sys.executable).parent)
+    path = os.environ.get("PATH", "")
+    return {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri,
+            "PATH": f"{bin_dir}{os.pathsep}{path}" if path else bin_dir}
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Become ``mlflow models serve`` for a registered model's alias."""
+    env = server_env(args.tracking_uri)
+    cmd = serve_command(args.name, args.alias, args.port)
+    print(f"Serving models:/{args.name}@{args.alias} on http://127.0.0.1:{args.port}"
+          f"/invocations", flush=True)
+    os.execve(cmd[0], cmd, env)  # become the server: signals reach it directly

@@ -1,0 +1,148 @@
+"""The facts several parts of tabflow share, written once.
+
+* **The job output dir**: what a job writes and the tracking callback, the sweeper and
+  ``tabflow upload`` read. Jobs never talk to MLflow: they leave small files in their
+  Hydra output dir, so results survive a tracking outage and any launcher works.
+* **Names users filter on**: MLflow tags and Optuna trial attributes.
+* **The objective**: which metric ranks trials, and in which direction.
+* **Where things are**: the project root (stores, data) and the code's checkout.
+* **Parallelism**: how a launcher's ``n_jobs`` counts (joblib's negative values).
+* **Clean exits**: one message line, the traceback only with ``HYDRA_FULL_ERROR=1``.
+
+This module imports nothing heavy and nothing else of tabflow: everything may import it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Any, NoReturn
+
+from omegaconf import ListConfig
+
+# ---------------------------------------------------------------------- job output dir
+METRICS_FILE = "metrics.json"
+DATASET_FILE = "dataset.json"
+CONFIG_FILE = "config.yaml"  # the job's resolved config, without the hydra node
+MODEL_FILE = "model.joblib"  # single runs only: the fitted pipeline
+PROCESS_FILE = "process.json"  # the host and pid of the process that ran the job
+TRACKING_ERROR_FILE = "tracking_error.txt"
+MLFLOW_RUN_FILE = "mlflow_run_id.txt"  # the job's MLflow run, for the sweeper's records
+ERROR_FILE = "error.txt"  # a failed job's exception and traceback
+FIGURES_DIR = "figures"  # trial figures, when evaluation.trial_figures is on
+HYDRA_DIR = ".hydra"  # Hydra's own copy of the job's config, overrides and choices
+RESULTS_FILE = "optimization_results.yaml"  # in the sweep dir: the study's outcome
+OVERRIDES_ARTIFACT = "overrides.yaml"  # a run's command-line overrides, secrets redacted
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write a JSON file, creating its folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, sort_keys=True))
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """Read a JSON file written by :func:`write_json`; empty when the file is missing."""
+    if not path.exists():
+        return {}
+    data = json.loads(path.read_text())
+    assert isinstance(data, dict)
+    return data
+
+
+# ------------------------------------------------------------------ names users filter on
+# MLflow run tags (`tags.tabflow.role = 'sweep'`).
+TAG_ROLE = "tabflow.role"  # "sweep" (parent), "trial" (child) or "run" (single run)
+TAG_TRIAL = "optuna.trial"
+TAG_STUDY = "optuna.study"
+TAG_STORAGE = "optuna.storage"
+TAG_OVERRIDES = "hydra.overrides"
+TAG_OUTPUT_DIR = "hydra.output_dir"
+TAG_JOB_NUM = "hydra.job.num"
+TAG_DIGEST = "dataset.digest"
+TAG_ERROR = "error"
+TAG_PARENT = "mlflow.parentRunId"
+TAG_UPLOADED = "tabflow.uploaded"  # the run was logged by `tabflow upload`, not live
+TAG_PRIMARY_METRIC = "objective.primary_metric"  # on the parent: what ranks its trials
+TAG_PRIMARY_DIRECTION = "objective.primary_direction"
+# The process that ran a trial: an MLflow tag and an Optuna trial attribute alike.
+HOST, PID = "tabflow.host", "tabflow.pid"
+
+# Optuna trial user attributes.
+ATTR_RUN_ID = "mlflow_run_id"
+ATTR_INTERRUPTED = "tabflow.interrupted"  # the trial was cut short, not wrong: retried
+ATTR_RETRY_OF = "tabflow.retry_of"
+ATTR_ERROR = "tabflow.error"
+ATTR_SESSIONS = "tabflow.sessions"  # sweep processes started on the study so far
+
+# Key of the job config that receives the Optuna trial number.
+TRIAL_KEY = "optuna_trial"
+
+
+# ----------------------------------------------------------------------------- objective
+# Metrics where a smaller value is better; every other metric is maximised.
+LOWER_IS_BETTER = ("rmse", "mae", "log_loss", "fit_time_s", "predict_time_s",
+                   "model_size_bytes")
+
+
+def as_list(value: Any) -> list[Any]:
+    """Return a config value that may be one item or a list as a list."""
+    if isinstance(value, (list, tuple, ListConfig)):
+        return list(value)
+    return [value]
+
+
+def primary_objective(metric: Any, direction: Any) -> tuple[str, str]:
+    """Return the metric and direction that rank trials (the first of several objectives)."""
+    return str(as_list(metric)[0]), str(as_list(direction)[0])
+
+
+def lower_is_better(metric: str) -> bool:
+    """Return whether a smaller value of the metric is better (``test_rmse``, ``val_mae``)."""
+    return metric.removeprefix("test_").removeprefix("val_") in LOWER_IS_BETTER
+
+
+def is_optuna_sweep(config: Any) -> bool:
+    """Whether a composed config's sweeper is an Optuna sweeper (it has a study)."""
+    return "study_name" in config.hydra.sweeper
+
+
+# ----------------------------------------------------------------------- where things are
+# The checkout this code runs from: its commit and lock file are recorded with every sweep.
+CODE_ROOT = Path(__file__).resolve().parents[2]
+
+
+def project_root() -> Path:
+    """The project root that anchors stores and data: ``TABFLOW_ROOT``, else the checkout.
+
+    ``src/train.py`` sets ``TABFLOW_ROOT`` to its checkout, so stores land there whatever
+    the cwd; conf/train.yaml reads the same variable (``paths.root``).
+    """
+    return Path(os.environ.get("TABFLOW_ROOT", CODE_ROOT))
+
+
+# ---------------------------------------------------------------------------- parallelism
+def effective_n_jobs(n_jobs: int) -> int:
+    """Return how many workers a launcher's ``n_jobs`` means.
+
+    Negative values count back from the number of CPUs, as joblib does (-1: all CPUs).
+    """
+    if n_jobs < 0:
+        return max(1, (os.cpu_count() or 1) + 1 + n_jobs)
+    return max(1, n_jobs)
+
+
+# ---------------------------------------------------------------------------- clean exits
+def exit_cleanly(message: str, error: BaseException | None = None, code: int = 1) -> NoReturn:
+    """Stop the command with one message line on stderr.
+
+    Hydra turns exceptions raised in callbacks into warnings, but lets ``SystemExit``
+    through. The traceback is printed only with ``HYDRA_FULL_ERROR=1``, Hydra's own switch.
+    """
+    print(message, file=sys.stderr)
+    if error is not None and os.environ.get("HYDRA_FULL_ERROR") == "1":
+        traceback.print_exception(error)
+    raise SystemExit(code) from error

@@ -1,0 +1,109 @@
+"""Split a dataset into train / validation / test, seeded, stratified, cached by content.
+
+The split's row positions are written once to ``data/splits/``, keyed by the dataset's
+digest, the split settings and the seed, so every trial and the final refit see the
+same rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig
+
+from tabflow.config import Task
+from tabflow.data import Dataset, load_dataset, short_hash, write_atomic
+from tabflow.sources import DataError
+
+# Each class needs a row in each of train, validation and test for a stratified split.
+MIN_ROWS_PER_CLASS = 3
+
+
+@dataclass(frozen=True)
+class Splits:
+    """Train / validation / test partitions of a dataset."""
+
+    X_train: pd.DataFrame
+    y_train: pd.Series
+    X_val: pd.DataFrame
+    y_val: pd.Series
+    X_test: pd.DataFrame
+    y_test: pd.Series
+
+
+def _split_positions(ds: Dataset, cfg: DictConfig, seed: int) -> dict[str, np.ndarray]:
+    from sklearn.model_selection import train_test_split
+
+    stratify = cfg.stratify and ds.task is Task.classification
+    if stratify:
+        counts = ds.y.value_counts()
+        rare = counts[counts < MIN_ROWS_PER_CLASS]
+        if len(rare):
+            raise DataError(
+                f"a stratified split needs at least {MIN_ROWS_PER_CLASS} rows per class, but "
+                f"{dict(rare.items())} have fewer; remove or merge those classes, or set "
+                f"split.stratify=false")
+    positions = np.arange(len(ds.y))
+    try:
+        rest, test = train_test_split(positions, test_size=cfg.test_size, random_state=seed,
+                                      stratify=ds.y if stratify else None)
+        # val_size is a fraction of the whole dataset, so rescale it to what is left.
+        train, val = train_test_split(
+            rest, test_size=cfg.val_size / (1.0 - cfg.test_size), random_state=seed,
+            stratify=ds.y.iloc[rest] if stratify else None)
+    except ValueError as e:
+        raise DataError(f"cannot split {len(positions)} rows with split.test_size="
+                        f"{cfg.test_size}, split.val_size={cfg.val_size} ({e}); use larger "
+                        f"fractions, more data, or split.stratify=false") from e
+    return {"train": train, "val": val, "test": test}
+
+
+def split_dataset(ds: Dataset, cfg: DictConfig, seed: int,
+                  data_dir: str | Path | None = None) -> Splits:
+    """Split a dataset into train / validation / test, seeded and stratified for classification.
+
+    With ``data_dir``, the row positions are written once to ``data_dir/splits/``, keyed by
+    the dataset's digest, the split settings and the seed, and reused by later runs.
+
+    Args:
+        ds: The dataset to split.
+        cfg: The ``split`` node: ``test_size`` and ``val_size`` as fractions of all rows,
+            ``stratify``.
+        seed: Random seed of both cuts.
+        data_dir: The project's ``data/`` folder; None splits without caching.
+
+    Returns:
+        The three partitions.
+
+    Raises:
+        DataError: If the split is impossible (e.g. a class too rare to stratify).
+    """
+    settings = {k: cfg[k] for k in ("test_size", "val_size", "stratify")}
+    cached = None
+    if data_dir is not None:
+        key = short_hash(settings, seed)
+        cached = Path(data_dir) / "splits" / f"{ds.name}-{ds.digest[:16]}-{key}.npz"
+    if cached is not None and cached.exists():
+        with np.load(cached) as saved:
+            positions = {k: saved[k] for k in ("train", "val", "test")}
+    else:
+        positions = _split_positions(ds, cfg, seed)
+        if cached is not None:
+            write_atomic(cached, lambda p: np.savez(
+                p, train=positions["train"], val=positions["val"], test=positions["test"]))
+
+    def part(name: str) -> tuple[pd.DataFrame, pd.Series]:
+        idx = positions[name]
+        return ds.X.iloc[idx], ds.y.iloc[idx]
+
+    (X_train, y_train), (X_val, y_val), (X_test, y_test) = map(part, ("train", "val", "test"))
+    return Splits(X_train, y_train, X_val, y_val, X_test, y_test)
+
+
+def load_and_split(cfg: DictConfig) -> tuple[Dataset, Splits]:
+    """Load a job config's dataset and split it as the config says (both cached in data/)."""
+    ds = load_dataset(cfg.dataset, cfg.paths.data)
+    return ds, split_dataset(ds, cfg.split, cfg.seed, cfg.paths.data)

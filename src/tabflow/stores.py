@@ -1,0 +1,99 @@
+"""Store guards: open SQLite and Optuna stores safely, and refuse ones that aren't ours.
+
+Processes started together on a fresh SQLite file race on its schema set-up; a file
+that is corrupt or belongs to something else must be refused before anything writes
+into it. Both the MLflow tracking store (:mod:`tabflow.tracking.store`) and the Optuna
+study storage go through here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+
+@contextlib.contextmanager
+def sqlite_init_lock(uri: str) -> Iterator[None]:
+    """Serialise schema set-up of a SQLite database among this machine's processes."""
+    import fcntl
+
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    path = Path(uri.removeprefix("sqlite:///")).with_suffix(".init-lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+class ForeignDatabaseError(RuntimeError):
+    """A SQLite file exists but is not a store of the expected kind (or is corrupt)."""
+
+
+def check_sqlite_store(url: str, marker_table: str, kind: str) -> None:
+    """Refuse a SQLite file that is corrupt or belongs to something else.
+
+    Opening a foreign database as a store would create the store's tables inside it, and a
+    corrupt one fails deep inside SQLAlchemy; both are stopped here, naming the file.
+
+    Args:
+        url: The store's URL; only ``sqlite:///`` files that exist are checked.
+        marker_table: A table every store of this kind has (MLflow: ``experiments``,
+            Optuna: ``studies``).
+        kind: What the store is, for the message.
+
+    Raises:
+        ForeignDatabaseError: If the file is not a SQLite database, or holds tables but
+            not ``marker_table``.
+    """
+    import sqlite3
+
+    if not url.startswith("sqlite:///"):
+        return
+    path = Path(url.removeprefix("sqlite:///"))
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as con:
+            tables = {row[0] for row in con.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.DatabaseError as e:
+        raise ForeignDatabaseError(
+            f"{path} is not a readable SQLite database ({e}); it is left untouched. Move it "
+            f"aside (or restore it from a backup) and run again for a fresh {kind}") from e
+    if tables and marker_table not in tables:
+        raise ForeignDatabaseError(
+            f"{path} is a SQLite database but not an {kind} (its tables: "
+            f"{', '.join(sorted(tables)[:8])}); it is left untouched. Point the {kind} "
+            f"elsewhere or move the file aside")
+
+
+@functools.lru_cache(maxsize=4)
+def optuna_storage(url: str, attempts: int = 5) -> Any:
+    """Return an Optuna storage for a URL, one per process.
+
+    Processes started together on a fresh SQLite file race on its schema set-up; the
+    loser retries a moment later, when the schema is there.
+    """
+    import time
+
+    import optuna
+    from sqlalchemy.exc import IntegrityError, OperationalError
+
+    check_sqlite_store(url, "studies", "Optuna study storage")
+    for attempt in range(attempts):
+        try:
+            with sqlite_init_lock(url):
+                return optuna.storages.get_storage(url)
+        except (IntegrityError, OperationalError):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.5 * (attempt + 1))
+    raise AssertionError("unreachable")

@@ -1,0 +1,97 @@
+"""The identity of a sweep: which Optuna study and MLflow parent run a command belongs to.
+
+Re-running the same command must continue the same study (resume), while a changed
+experiment (other data, preprocessing, model settings, search space, sampler or
+objective) must start a new one instead of polluting the old. The study name is
+therefore derived from a hash of everything that shapes the trials, and nothing that
+doesn't: the number of trials, a timeout, parallelism and tracking settings can change
+between runs of one study.
+
+Both the sweeper and the tracking callback call :func:`study_name`, in the launching
+process, so they always agree.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+from typing import Any
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import DictConfig, OmegaConf
+
+from tabflow.config import job_config
+from tabflow.contract import TRIAL_KEY
+
+# Job config keys that do not change what a trial computes.
+_NOT_IDENTITY = ("tracking", "registry", "paths", TRIAL_KEY, "threads")
+
+
+def sweep_overrides(overrides: list[str]) -> list[str]:
+    """Return the command-line overrides that are sweep dimensions (``choice(...)`` etc.)."""
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    return sorted(o.input_line for o in parsed
+                  if o.is_sweep_override() and o.input_line is not None)
+
+
+def _plain(node: Any) -> Any:
+    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+
+
+def identity(cfg: DictConfig, data_digest: str | None = None) -> dict[str, Any]:
+    """Return what makes two sweeps the same study.
+
+    Args:
+        cfg: The composed config of the sweep (launching process).
+        data_digest: The dataset's content digest, so that edited data starts a new study.
+
+    Returns:
+        A JSON-able dict of the job config (without tracking and run settings), the search
+        space, the command-line sweep dimensions, the sampler, the directions and the data.
+    """
+    job = OmegaConf.to_container(job_config(cfg))
+    assert isinstance(job, dict)
+    for key in _NOT_IDENTITY:
+        job.pop(key, None)
+    # The sweep's own dimensions take many values; their composed defaults don't matter.
+    sweeper = cfg.hydra.sweeper
+    params = {str(k): str(v) for k, v in (sweeper.get("params") or {}).items()}
+    sampler = _plain(sweeper.get("sampler"))
+    return {
+        "job": job,
+        "params": params,
+        "sweep_overrides": sweep_overrides(list(cfg.hydra.overrides.task)),
+        "sampler": sampler,  # the objective and its direction are in `job`
+        "conditional": _plain(sweeper.get("conditional_params")),
+        "data": data_digest,
+    }
+
+
+@functools.lru_cache(maxsize=8)
+def _data_digest(dataset: str, data_dir: str) -> str:
+    """Return a dataset's content digest, computed once per process.
+
+    The tracking callback and the sweeper both name the study, in the same process.
+    """
+    from tabflow.data import load_dataset  # pandas, only for sweeps (cached by the check)
+
+    return load_dataset(OmegaConf.create(json.loads(dataset)), data_dir).digest
+
+
+def study_name(cfg: DictConfig) -> str:
+    """Return the Optuna study name of a sweep.
+
+    ``hydra.sweeper.study_name`` when set, else ``<dataset>-<model>-<sweep>-<hash>`` of the
+    sweep's :func:`identity`.
+    """
+    explicit = cfg.hydra.sweeper.get("study_name")
+    if explicit:
+        return str(explicit)
+    dataset = json.dumps(OmegaConf.to_container(cfg.dataset, resolve=True), sort_keys=True,
+                         default=str)
+    blob = json.dumps(identity(cfg, _data_digest(dataset, str(cfg.paths.data))),
+                      sort_keys=True, default=str)
+    short = hashlib.sha256(blob.encode()).hexdigest()[:10]
+    choices = cfg.hydra.runtime.choices
+    return f"{cfg.dataset.name}-{choices.get('model')}-{choices.get('sweep')}-{short}"

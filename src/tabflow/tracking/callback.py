@@ -1,0 +1,192 @@
+"""The Hydra callback that tracks runs and sweeps in MLflow: it decides *when*.
+
+Where each hook runs and what it does (the modules it calls decide *how*):
+
+* ``on_multirun_start`` (launching process): creates or upgrades the tracking store
+  once, before any job (parallel jobs would race on its schema migrations), sets the
+  experiment and opens the sweep's parent run (:mod:`.parent`).
+* ``on_job_start`` / ``on_job_end`` (the job's process: in-process, a joblib worker or
+  a remote host): open a child run under the parent, then log the job's output dir
+  and close it FINISHED or FAILED (:mod:`.jobs`).
+* ``on_multirun_end`` (launching process): the sweep's end (:mod:`tabflow.sweep_end`):
+  best trial, refit, test score, registration, report; then the parent is closed.
+* ``on_run_start`` / ``on_run_end``: a single run is one standalone MLflow run.
+
+Every tracking failure ends the command with a non-zero exit and a clear message
+(:mod:`.failures`); Hydra would otherwise turn it into a warning.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from tabflow.contract import CODE_ROOT, MLFLOW_RUN_FILE, TRACKING_ERROR_FILE
+from tabflow.tracking.failures import (
+    close_leaked_run,
+    fail,
+    loud,
+    raise_tracking_errors,
+    record_job_error,
+)
+from tabflow.tracking.jobs import JobRecord, log_job_dir, note_process, open_job_run, write_outcome
+from tabflow.tracking.parent import close_parent, open_parent
+from tabflow.tracking.provenance import provenance_tags
+from tabflow.tracking.store import Store, connect, ensure_experiment
+
+
+@dataclass
+class MlflowCallback(Callback):
+    """Hydra callback that tracks runs and sweeps in MLflow and registers the best model.
+
+    It takes no arguments: every setting is read from the composed config in each hook
+    (``tracking``, ``registry``, ``objective``), which avoids ``${hydra:...}``
+    interpolations in callback parameters (callbacks are built before HydraConfig).
+    State set in the launching process (parent run, experiment) reaches joblib or
+    remote workers because launchers pickle the callbacks after ``on_multirun_start``.
+    """
+
+    experiment_id: str | None = None
+    parent_run_id: str | None = None
+    run_tags: dict[str, str] = field(default_factory=dict)
+    last_run_id: str | None = None
+    _job_run_id: str | None = field(default=None, repr=False)
+    _store: Store | None = field(default=None, repr=False)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_store"] = None  # a client is per process
+        state["_job_run_id"] = None
+        return state
+
+    def _connect(self, config: DictConfig) -> Store:
+        if not config.hydra.get("verbose"):
+            # Before MLflow's import, which reads it: its INFO lines (schema set-up, model
+            # registration) are noise next to the sweep's own; hydra.verbose=true shows them.
+            os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+        if self._store is None or self._store.uri != config.tracking.uri:
+            self._store = connect(config.tracking.uri)
+        return self._store
+
+    def _start(self, config: DictConfig) -> Store:
+        """Open the store and experiment and collect the tags shared by every run."""
+        store = self._connect(config)
+        self.experiment_id = ensure_experiment(store, config.tracking.experiment,
+                                               Path(config.paths.root))
+        self.run_tags = provenance_tags(CODE_ROOT)
+        return store
+
+    # ---------------------------------------------------------------- single run
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """Open the store before the job, so a bad URI stops the run before any fit."""
+        if config.tracking.enabled:
+            loud(lambda: self._start(config), "could not start tracking")
+
+    def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
+        """Fail the command if the job's tracking failed."""
+        if not config.tracking.enabled or self.experiment_id is None:
+            return
+        out = Path(config.hydra.runtime.output_dir)
+        loud(lambda: raise_tracking_errors([out / TRACKING_ERROR_FILE]),
+             "the run was not fully tracked")
+        if self.last_run_id:
+            print(f"MLflow run {self.last_run_id} in experiment "
+                  f"{config.tracking.experiment!r} at {config.tracking.uri}")
+
+    # ---------------------------------------------------------------------- sweep
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """Open the store once and the sweep's parent run."""
+        if not config.tracking.enabled:
+            return
+        loud(lambda: self._open_parent(config), "could not start tracking the sweep")
+        if config.registry.enabled:
+            # Registration's imports take seconds; load them while the trials run
+            # (trials under the basic launcher leave a core idle), not after.
+            threading.Thread(target=_warm_registration_imports, daemon=True).start()
+
+    def _open_parent(self, config: DictConfig) -> None:
+        store = self._start(config)
+        assert self.experiment_id is not None
+        self.parent_run_id = open_parent(store, self.experiment_id, config, self.run_tags)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        """Hand the sweep to its end step (registration), or close its parent as failed."""
+        if not config.tracking.enabled or self.parent_run_id is None:
+            return
+        assert self.experiment_id is not None
+        # This hook runs in a `finally`: an exception in flight means the sweep failed.
+        error = sys.exc_info()[1]
+        store = self._connect(config)
+        if error is not None:
+            close_parent(store, self.parent_run_id, error)
+            return
+        sweep_dir = Path(config.hydra.sweep.dir)
+        try:
+            raise_tracking_errors(sorted(sweep_dir.glob(f"**/{TRACKING_ERROR_FILE}")))
+        except BaseException as e:
+            with contextlib.suppress(Exception):  # the store may be what failed
+                store.client.set_terminated(self.parent_run_id, "FAILED")
+            fail(f"the sweep's results could not be tracked: {e}\nNothing computed is lost. "
+                 f"Once the tracking store is back, upload them and register the best model:"
+                 f"\n  tabflow --tracking-uri {config.tracking.uri} upload {sweep_dir}"
+                 f"\n  and re-run this command (the study is complete: it only registers)", e)
+        from tabflow.sweep_end import SweepRun, finish
+
+        finish(SweepRun(store, config, self.experiment_id, self.parent_run_id, self.run_tags))
+
+    # ------------------------------------------------------------------------ jobs
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """Open the job's run: a child of the sweep's parent, or a standalone run."""
+        self._job_run_id = None
+        close_leaked_run("an earlier job in this process")
+        if not config.tracking.enabled or self.experiment_id is None:
+            return
+        record = JobRecord.live(config)
+        try:
+            note_process(record.out)
+            self._job_run_id = open_job_run(self._connect(config), self.experiment_id, record,
+                                            self.parent_run_id, self.run_tags)
+        except Exception as e:
+            record_job_error(record.out, "opening the job's MLflow run", e)
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        """Log the job's outputs and close its run FINISHED or FAILED."""
+        num = config.hydra.job.get("num")
+        close_leaked_run("this job" if num is None else f"job {num}")
+        run_id, self._job_run_id = self._job_run_id, None
+        if run_id is None:
+            return
+        self.last_run_id = run_id
+        record = JobRecord.live(config)
+        failed = job_return.status != JobStatus.COMPLETED
+        error = job_return._return_value if failed else None
+        try:
+            status, summary = write_outcome(
+                record.out, error if isinstance(error, BaseException) else None)
+            log_job_dir(self._connect(config), run_id, record, status, summary,
+                        log_model=config.tracking.log_model)
+        except Exception as e:
+            record_job_error(record.out, "logging the job to MLflow", e)
+            # Half-logged: `tabflow upload` tracks the job again, in a complete run.
+            (record.out / MLFLOW_RUN_FILE).unlink(missing_ok=True)
+            with contextlib.suppress(Exception):  # the error file already says what happened
+                self._connect(config).client.set_terminated(run_id, "FAILED")
+
+
+def _warm_registration_imports() -> None:
+    """Import what registering and reporting the final model needs (see on_multirun_start)."""
+    with contextlib.suppress(Exception):  # only a head start: registration imports anyway
+        import mlflow.pyfunc
+        import mlflow.sklearn  # noqa: F401
+        import skops.io  # noqa: F401
+
+        import tabflow.plots  # noqa: F401

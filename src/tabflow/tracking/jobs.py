@@ -1,0 +1,206 @@
+"""One job output dir becomes one MLflow run: the only job logger, live and after an outage.
+
+The Hydra callback logs a job as it ends (:func:`log_job_dir`); ``tabflow upload`` logs
+the jobs of a sweep whose tracking store was down, from their output dirs alone
+(:func:`JobRecord.read`). Both go through the same functions, so a run logged either way
+holds the same params, metrics, tags and artifacts.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from tabflow.config import loggable_config, redact_override
+from tabflow.contract import (
+    CONFIG_FILE,
+    DATASET_FILE,
+    ERROR_FILE,
+    FIGURES_DIR,
+    HOST,
+    HYDRA_DIR,
+    METRICS_FILE,
+    MLFLOW_RUN_FILE,
+    MODEL_FILE,
+    OVERRIDES_ARTIFACT,
+    PID,
+    PROCESS_FILE,
+    TAG_DIGEST,
+    TAG_ERROR,
+    TAG_JOB_NUM,
+    TAG_OUTPUT_DIR,
+    TAG_OVERRIDES,
+    TAG_PARENT,
+    TAG_ROLE,
+    TAG_TRIAL,
+    TAG_UPLOADED,
+    TRIAL_KEY,
+    read_json,
+    write_json,
+)
+from tabflow.tracking.records import choice_tags, flatten, log_dataset, log_run_data
+from tabflow.tracking.store import Store
+
+# Run states a job's outcome maps to. KILLED: interrupted, not wrong (a resume retries it).
+FINISHED, FAILED, KILLED = "FINISHED", "FAILED", "KILLED"
+
+
+@dataclass
+class JobRecord:
+    """What the logger needs of a job: its output dir, its config and Hydra's node.
+
+    Attributes:
+        out: The job's output dir.
+        job: The job's config (the composed one live; ``config.yaml`` after the fact).
+        hydra: Hydra's node for the job (choices, overrides, job number).
+    """
+
+    out: Path
+    job: DictConfig
+    hydra: DictConfig
+
+    @classmethod
+    def live(cls, config: DictConfig) -> JobRecord:
+        """The record of the job running in this process (its composed config)."""
+        return cls(Path(config.hydra.runtime.output_dir), config, config.hydra)
+
+    @classmethod
+    def read(cls, out: Path) -> JobRecord:
+        """The record of a finished job, from its output dir (``config.yaml``, ``.hydra/``)."""
+        job = OmegaConf.load(out / CONFIG_FILE)
+        hydra = OmegaConf.load(out / HYDRA_DIR / "hydra.yaml").hydra
+        assert isinstance(job, DictConfig) and isinstance(hydra, DictConfig)
+        return cls(out, job, hydra)
+
+    @property
+    def trial(self) -> Any:
+        """The Optuna trial number, or None outside an Optuna sweep."""
+        return self.job.get(TRIAL_KEY)
+
+    @property
+    def overrides(self) -> list[str]:
+        """The job's command-line overrides, secrets redacted."""
+        return [redact_override(str(o)) for o in self.hydra.overrides.task]
+
+    @property
+    def run_name(self) -> str:
+        """``trial-<n>`` in a sweep, ``<model>-run`` for a single run."""
+        if self.trial is not None:
+            return f"trial-{self.trial}"
+        return f"{self.job.model.name}-run"
+
+
+def note_process(out: Path) -> None:
+    """Record which process runs the job (its run's host and pid tags, live or uploaded)."""
+    write_json(out / PROCESS_FILE, {HOST: socket.gethostname(), PID: os.getpid()})
+
+
+def start_tags(record: JobRecord, parent_run_id: str | None, provenance: dict[str, str],
+               uploaded: bool = False) -> dict[str, str]:
+    """Return the tags a job's run is created with."""
+    tags = {**provenance, TAG_OUTPUT_DIR: str(record.out.resolve()),
+            TAG_ROLE: "trial" if parent_run_id else "run",
+            TAG_OVERRIDES: " ".join(record.overrides)}
+    tags.update({k: str(v) for k, v in read_json(record.out / PROCESS_FILE).items()})
+    if parent_run_id:
+        tags[TAG_PARENT] = parent_run_id
+        tags[TAG_JOB_NUM] = str(record.hydra.job.num)
+    if record.trial is not None:
+        tags[TAG_TRIAL] = str(record.trial)
+    if uploaded:
+        tags[TAG_UPLOADED] = "true"
+    return tags
+
+
+def open_job_run(store: Store, experiment_id: str, record: JobRecord,
+                 parent_run_id: str | None, provenance: dict[str, str],
+                 uploaded: bool = False) -> str:
+    """Create the job's run and note its id in the job dir; return the id."""
+    run = store.client.create_run(
+        experiment_id, tags=start_tags(record, parent_run_id, provenance, uploaded),
+        run_name=record.run_name)
+    record.out.mkdir(parents=True, exist_ok=True)
+    (record.out / MLFLOW_RUN_FILE).write_text(run.info.run_id)
+    return str(run.info.run_id)
+
+
+def write_outcome(out: Path, error: BaseException | None) -> tuple[str, str | None]:
+    """Write how a job ended into its dir; return its run state and error summary.
+
+    A failed job's traceback goes to ``error.txt``; the state and summary join the
+    process record, where ``tabflow upload`` reads them (:func:`read_outcome`).
+    """
+    status, summary = FINISHED, None
+    if error is not None:
+        summary = f"{type(error).__name__}: {error}"[:5000]
+        status = KILLED if isinstance(error, (KeyboardInterrupt, SystemExit)) else FAILED
+        (out / ERROR_FILE).write_text("".join(traceback.format_exception(error)))
+    write_json(out / PROCESS_FILE, {**read_json(out / PROCESS_FILE), "status": status,
+                                    "error": summary})
+    return status, summary
+
+
+def read_outcome(out: Path) -> tuple[str, str | None]:
+    """Return a job's run state and error summary, as :func:`write_outcome` left them.
+
+    A job whose process died before it could say (a killed worker) failed unless its
+    metrics are there.
+    """
+    process = read_json(out / PROCESS_FILE)
+    if "status" in process:
+        return str(process["status"]), process.get("error")
+    if (out / METRICS_FILE).exists() and not (out / ERROR_FILE).exists():
+        return FINISHED, None
+    return FAILED, "the job ended before it recorded its outcome"
+
+
+def log_job_dir(store: Store, run_id: str, record: JobRecord, status: str,
+                error: str | None, log_model: bool = False) -> None:
+    """Log a job dir's config, metrics, dataset and files to its run, then close the run.
+
+    Args:
+        store: The tracking store.
+        run_id: The job's run (:func:`open_job_run`).
+        record: The job.
+        status: The run's final state (:func:`write_outcome` or :func:`read_outcome`).
+        error: The error summary of a failed job, for the run's ``error`` tag.
+        log_model: Log the job's fitted pipeline (single runs) as the run's model.
+    """
+    out = record.out
+    tags = choice_tags(record.hydra.runtime.choices)
+    dataset = read_json(out / DATASET_FILE)
+    if dataset:
+        tags.update({TAG_DIGEST: dataset["digest"], "dataset.source": dataset["source"],
+                     "dataset.shape": f"{dataset['n_rows']}x{dataset['n_features']}"})
+        log_dataset(store, run_id, dataset, "training")
+    if error is not None:
+        tags[TAG_ERROR] = error
+    log_run_data(store, run_id, params=flatten(OmegaConf.to_container(
+        loggable_config(record.job))), metrics=read_json(out / METRICS_FILE), tags=tags)
+    for name in (CONFIG_FILE, DATASET_FILE, ERROR_FILE):
+        if (out / name).exists():
+            store.client.log_artifact(run_id, str(out / name))
+    # The command-line overrides, secrets redacted (Hydra's own copy keeps them).
+    store.client.log_text(run_id, OmegaConf.to_yaml(record.overrides), OVERRIDES_ARTIFACT)
+    if (out / FIGURES_DIR).is_dir():
+        store.client.log_artifacts(run_id, str(out / FIGURES_DIR), FIGURES_DIR)
+    if log_model and status == FINISHED and (out / MODEL_FILE).exists():
+        _log_job_model(store, run_id, record)
+    store.client.set_terminated(run_id, status)
+
+
+def _log_job_model(store: Store, run_id: str, record: JobRecord) -> None:
+    import joblib
+
+    from tabflow.data import load_dataset
+    from tabflow.tracking.models import log_model
+
+    model = joblib.load(record.out / MODEL_FILE)  # our own file, written by this job
+    X = load_dataset(record.job.dataset, record.job.paths.data).X  # cached by the job
+    log_model(store, run_id, model, X.head(5))

@@ -1,0 +1,138 @@
+"""A sweep's parent run: created once, shared by every process of its study, resumed.
+
+Sweep processes that share a stored study elect one parent run: the first to take the
+study's ``~parent`` lock creates it, the others find it and attach to it. A re-run of a
+study reopens its parent and closes the trial runs a killed sweep left RUNNING.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from tabflow.config import redact_override
+from tabflow.contract import (
+    CODE_ROOT,
+    HOST,
+    PID,
+    TAG_ERROR,
+    TAG_OVERRIDES,
+    TAG_PARENT,
+    TAG_PRIMARY_DIRECTION,
+    TAG_PRIMARY_METRIC,
+    TAG_ROLE,
+    TAG_STORAGE,
+    TAG_STUDY,
+    is_optuna_sweep,
+    primary_objective,
+)
+from tabflow.locks import LOCK_SUFFIX, pid_alive, storage_lock
+from tabflow.stores import optuna_storage
+from tabflow.sweep_identity import study_name
+from tabflow.tracking.queries import latest_sweep, pages
+from tabflow.tracking.records import choice_tags, log_run_data, sanitize_key
+from tabflow.tracking.store import Store
+
+log = logging.getLogger(__name__)
+
+
+def parent_tags(config: DictConfig, provenance: dict[str, str]) -> dict[str, str]:
+    """Return a sweep's parent tags: settings that may change between runs of one study."""
+    sweeper = config.hydra.sweeper
+    metric, direction = primary_objective(config.objective.metric, config.objective.direction)
+    tags = {
+        **provenance, **choice_tags(config.hydra.runtime.choices),
+        TAG_ROLE: "sweep",
+        TAG_OVERRIDES: " ".join(map(redact_override, config.hydra.overrides.task)),
+        TAG_PRIMARY_METRIC: metric, TAG_PRIMARY_DIRECTION: direction,
+        "hydra.sweep_dir": str(Path(config.hydra.sweep.dir).resolve()),
+        **{f"sweep.{k}": str(sweeper.get(k)) for k in
+           ("n_trials", "timeout", "max_failure_rate", "n_jobs") if k in sweeper},
+    }
+    if is_optuna_sweep(config):
+        tags[TAG_STUDY] = study_name(config)
+        tags[TAG_STORAGE] = str(sweeper.storage)
+    return tags
+
+
+def open_parent(store: Store, experiment_id: str, config: DictConfig,
+                provenance: dict[str, str]) -> str:
+    """Create the sweep's parent run, or attach to its study's; return its id."""
+    tags = parent_tags(config, provenance)
+    storage = config.hydra.sweeper.get("storage") if TAG_STUDY in tags else None
+    if not storage:
+        return _attach_or_create(store, experiment_id, config, tags)
+    # Sweep processes sharing the study elect one parent run: the first to take the lock
+    # creates it, the others find it and attach to it.
+    with storage_lock(optuna_storage(str(storage)), f"{tags[TAG_STUDY]}{LOCK_SUFFIX}parent"):
+        return _attach_or_create(store, experiment_id, config, tags)
+
+
+def _attach_or_create(store: Store, experiment_id: str, config: DictConfig,
+                      tags: dict[str, str]) -> str:
+    if TAG_STUDY in tags:
+        previous = latest_sweep(store, experiment_id, tags[TAG_STUDY], tags[TAG_STORAGE])
+        if previous is not None:
+            return _reattach(store, experiment_id, previous, tags)
+    sweeper = config.hydra.sweeper
+    choices = config.hydra.runtime.choices
+    run = store.client.create_run(
+        experiment_id, tags=tags,
+        run_name=f"sweep-{choices.get('model')}-{choices.get('sweep')}-"
+                 f"{time.strftime('%Y%m%d-%H%M%S')}",
+    )
+    parent_run_id = str(run.info.run_id)
+    params = {f"search_space.{sanitize_key(str(k))}": str(v)
+              for k, v in (sweeper.get("params") or {}).items()}
+    params["sweep.sampler"] = str(sweeper.get("sampler", {}).get("_target_", ""))
+    params["sweep.direction"] = str(sweeper.get("direction"))
+    params["objective.metric"] = str(config.objective.metric)
+    log_run_data(store, parent_run_id, params=params)
+    lock = CODE_ROOT / "requirements.lock"
+    if lock.exists():  # the pinned dependencies, for reproducing the environment
+        store.client.log_artifact(parent_run_id, str(lock), "environment")
+    log.info("MLflow parent run %s (experiment %r, %s)", parent_run_id,
+             config.tracking.experiment, config.tracking.uri)
+    return parent_run_id
+
+
+def _reattach(store: Store, experiment_id: str, parent: Any, tags: dict[str, str]) -> str:
+    """Continue a study's parent run: reopen it and close what a killed sweep left open."""
+    parent_run_id = str(parent.info.run_id)
+    resumes = int(parent.data.tags.get("tabflow.resumes", "0")) + 1
+    store.client.update_run(parent_run_id, status="RUNNING")
+    log_run_data(store, parent_run_id, tags={**tags, "tabflow.resumes": str(resumes)})
+    running = pages(store, experiment_id, f"tags.`{TAG_PARENT}` = '{parent_run_id}' "
+                                          f"and attributes.status = 'RUNNING'")
+    # Runs of live processes belong to other sweep processes sharing the study; those
+    # of dead ones died with their sweep (e.g. SIGKILL). Another host's can't be told.
+    stale = [r for r in running if _process_gone(r.data.tags)]
+    for run in stale:
+        log_run_data(store, run.info.run_id,
+                     tags={TAG_ERROR: "interrupted: the sweep was killed; the trial is retried"})
+        store.client.set_terminated(run.info.run_id, "FAILED")
+    log.info("Resuming MLflow parent run %s (resume %d%s)", parent_run_id, resumes,
+             f"; {len(stale)} interrupted trial run(s) closed as FAILED" if stale else "")
+    return parent_run_id
+
+
+def _process_gone(tags: dict[str, str]) -> bool:
+    """Whether the process that opened a run (per its host and pid tags) has ended."""
+    if tags.get(HOST) != socket.gethostname():
+        return HOST not in tags  # untagged runs predate these tags: treat as ours
+    return not pid_alive(int(tags.get(PID, "0")))
+
+
+def close_parent(store: Store, parent_run_id: str, error: BaseException | None) -> None:
+    """Close a parent run: FINISHED, or KILLED / FAILED with the error that ended the sweep."""
+    if error is None:
+        store.client.set_terminated(parent_run_id, "FINISHED")
+        return
+    status = "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
+    log_run_data(store, parent_run_id, tags={TAG_ERROR: f"{type(error).__name__}: {error}"[:5000]})
+    store.client.set_terminated(parent_run_id, status)

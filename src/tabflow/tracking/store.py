@@ -1,0 +1,139 @@
+"""The connection to a tracking store: made once per process, created and upgraded first."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tabflow.stores import ForeignDatabaseError, check_sqlite_store, sqlite_init_lock
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+
+class TrackingError(RuntimeError):
+    """Tracking failed; the message names what and how to fix it."""
+
+
+# Messages of processes racing on a fresh SQLite store's schema set-up.
+_SCHEMA_RACE = ("already exists", "UNIQUE constraint failed", "database is locked",
+                "no such table", "duplicate column", "alembic")
+
+
+@dataclass
+class Store:
+    """A connection to the tracking store, made once per process."""
+
+    uri: str
+    client: MlflowClient
+
+
+def connect(uri: str) -> Store:
+    """Connect to a tracking store, creating or upgrading it if needed.
+
+    Raises:
+        TrackingError: If the store can't be reached or opened.
+    """
+    if uri.startswith(("http://", "https://")):
+        _check_server(uri)
+        # MLflow retries a dead server for minutes per call by default; a sweep whose
+        # server died should keep fitting (results stay on disk for `tabflow upload`).
+        for name, value in (("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2"),
+                            ("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1"),
+                            ("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")):
+            os.environ.setdefault(name, value)
+    import mlflow
+    from mlflow import MlflowClient
+
+    try:
+        check_sqlite_store(uri, "experiments", "MLflow tracking store")
+    except ForeignDatabaseError as e:
+        raise TrackingError(str(e)) from e
+    for attempt in range(6):
+        try:
+            # Opening the store creates it and runs its schema migrations. Done here, in the
+            # launching process, it can't race with this sweep's own jobs; other sweep
+            # processes on the same SQLite file wait on a file lock.
+            with sqlite_init_lock(uri):
+                mlflow.set_tracking_uri(uri)
+                client = MlflowClient(uri)
+                client.search_experiments(max_results=1)
+            break
+        except Exception as e:
+            # Sweep processes started together on a fresh database race on its schema
+            # set-up; the losers see half-made tables and succeed a moment later.
+            racing = any(m in str(e) for m in _SCHEMA_RACE)
+            if not uri.startswith(("http:", "https:")) and racing and attempt < 5:
+                time.sleep(0.5 * (attempt + 1))
+                continue
+            raise TrackingError(
+                f"cannot open the MLflow tracking store {uri!r}: {type(e).__name__}: {e}. "
+                f"Check tracking.uri / MLFLOW_TRACKING_URI (a server must be running, "
+                f"e.g. `mlflow server --host 127.0.0.1 --port 5000`)"
+            ) from e
+    return Store(uri, client)
+
+
+def _check_server(uri: str, timeout_s: float = 5.0) -> None:
+    """Fail fast when a tracking server is down (MLflow's own retries take minutes)."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout_s):
+            pass
+    except (urllib.error.URLError, OSError) as e:
+        raise TrackingError(
+            f"the MLflow tracking server at {uri} is not reachable ({e}). Start it, e.g. "
+            f"`mlflow server --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 "
+            f"--port 5000`, or unset MLFLOW_TRACKING_URI to use the local SQLite store"
+        ) from e
+
+
+def ensure_experiment(store: Store, name: str, root: Path) -> str:
+    """Return the id of the named experiment, creating it if needed."""
+    experiment = store.client.get_experiment_by_name(name)
+    if experiment is not None:
+        return str(experiment.experiment_id)
+    artifact_location = None
+    if store.uri.startswith("sqlite:"):
+        # MLflow would put artifacts under ./mlruns of whatever the cwd is; anchor them.
+        artifact_location = (root / "mlruns").resolve().as_uri()
+    # Open the UI on the classic model-training view, not the GenAI one.
+    tags = {"mlflow.experimentKind": "custom_model_development"}
+    try:
+        return str(store.client.create_experiment(name, artifact_location, tags))
+    except Exception:
+        # Another process created it between our lookup and create.
+        experiment = store.client.get_experiment_by_name(name)
+        if experiment is None:
+            raise
+        return str(experiment.experiment_id)
+
+
+def experiment_id_of(store: Store, name: str) -> str:
+    """Return the id of the experiment with this name.
+
+    Raises:
+        TrackingError: If the store has no such experiment.
+    """
+    exp = store.client.get_experiment_by_name(name)
+    if exp is None:
+        raise TrackingError(f"no experiment named {name!r} at {store.uri}")
+    return str(exp.experiment_id)
+
+
+def experiments(store: Store) -> list[Any]:
+    """Return every experiment of the store."""
+    return list(store.client.search_experiments())
+
+
+def download_artifact(store: Store, run_id: str, path: str) -> Path:
+    """Download one artifact of a run and return its local path."""
+    import mlflow
+
+    return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path,
+                                                    tracking_uri=store.uri))

@@ -1,0 +1,36 @@
+"""A smoke run of the overhead harness: every contender runs and the table holds targets."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.helpers import REPO
+
+
+@pytest.mark.slow
+def test_overhead_harness_runs_every_contender(tmp_path):
+    out = tmp_path / "overhead.json"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "overhead.py"), "--trials", "2", "--repeats", "1",
+         "--growth", "0", "--store-runs", "60", "--out", str(out)],
+        capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    contenders = result["contenders"]
+    assert set(contenders) == {"raw", "search", "tabflow", "tabflow-joblib"}
+    for name, r in contenders.items():
+        assert r["trials"] == 2, name
+        assert 0.5 < r["best_val"] <= 1.0 and 0.5 < r["test"] <= 1.0, (name, r)
+        assert r["wall_s"] > r["fit_s"] > 0 and r["peak_rss_mb"] > 50, (name, r)
+    assert contenders["tabflow"]["registration_s"] > 0
+    targets = [c[0] for c in result["checks"]]
+    assert any("raw wall" in t for t in targets) and any("--help" in t for t in targets)
+    assert result["store"]["runs"] == 60 and result["store"]["lookup_s"] > 0
+    table = out.with_suffix(".txt").read_text()
+    assert "tabflow-joblib" in table and "verdict" in table
+    assert all(line.rstrip().endswith(("met", "MISSED", "-"))
+               for line in table.split("verdict", 1)[1].strip().splitlines())

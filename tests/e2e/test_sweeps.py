@@ -1,0 +1,251 @@
+"""Sweeps as people run them for hours: samplers, families, resume after a kill, budgets,
+failing trials, warm start. Each runs `python src/train.py -m ...` in a subprocess."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from optuna.trial import TrialState
+
+from tests.helpers import TRAIN, assert_ok, run_train, runs_of
+
+pytestmark = pytest.mark.slow
+
+
+def study_of(root: Path, parent) -> optuna.Study:
+    return optuna.load_study(study_name=parent.data.tags["optuna.study"],
+                             storage=f"sqlite:///{root}/optuna.db")
+
+
+def by_role(runs, role):
+    return [r for r in runs if r.data.tags.get("tabflow.role") == role]
+
+
+def results_of(root: Path) -> dict:
+    (path,) = root.glob("multirun/*/*/optimization_results.yaml")
+    return yaml.safe_load(path.read_text())
+
+
+@pytest.mark.parametrize(("sampler", "extra"), [
+    ("random", []),
+    ("cmaes", []),
+    ("qmc", []),
+    ("gp", []),
+    ("grid", ["model.n_estimators=choice(50,100)", "model.max_depth=choice(3,6)"]),
+    ("nsgaii", ["objective.metric=[val_f1,fit_time_s]",
+                "objective.direction=[maximize,minimize]"]),
+])
+def test_each_sampler_runs_a_sweep(tmp_path, sampler, extra):
+    if sampler == "gp" and importlib.util.find_spec("torch") is None:
+        pytest.skip("the GP sampler needs torch: pip install -e '.[gp]'")
+    proc = run_train(tmp_path, "-m", "model=rf", "sweep=narrow", "hydra.sweeper.n_trials=4",
+                     f"hydra/sweeper/sampler={sampler}", "registry.enabled=false", *extra)
+    assert_ok(proc)
+    _, runs = runs_of(tmp_path)
+    (parent,) = by_role(runs, "sweep")
+    study = study_of(tmp_path, parent)
+    assert study.user_attrs["sampler"].lower().startswith(sampler[:3])
+    complete = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(complete) == 4 and len(by_role(runs, "trial")) == 4
+    if sampler == "grid":  # the 2 x 2 grid, each point once
+        points = {(t.params["model.n_estimators"], t.params["model.max_depth"]) for t in complete}
+        assert points == {(50, 3), (50, 6), (100, 3), (100, 6)}
+    if sampler == "nsgaii":
+        assert len(study.directions) == 2
+        assert all(len(t.values) == 2 for t in complete)
+        assert results_of(tmp_path)["solutions"]
+
+
+def test_families_sweep_searches_each_family_in_its_own_space(tmp_path):
+    proc = run_train(tmp_path, "-m", "sweep=families", "hydra.sweeper.n_trials=10")
+    assert_ok(proc)
+    client, runs = runs_of(tmp_path)
+    (parent,) = by_role(runs, "sweep")
+    study = study_of(tmp_path, parent)
+    families = set()
+    for trial in study.trials:
+        family = trial.params["model"]
+        families.add(family)
+        # Only the chosen family's hyperparameters were sampled, under its own name.
+        assert {k.split(":")[0] for k in trial.params if k != "model"} <= {family}
+    assert len(families) >= 3
+    for child in by_role(runs, "trial"):
+        trial = study.trials[int(child.data.tags["optuna.trial"])]
+        assert child.data.params["model.name"] == trial.params["model"]
+        for key, value in trial.params.items():
+            if ":" in key:
+                assert child.data.params[key.split(":", 1)[1]] == str(value)
+    version = client.get_model_version_by_alias("breast_cancer", "staging")
+    best = client.get_run(version.tags["best.run_id"])
+    assert best.data.params["model.name"] == study.best_trial.params["model"]
+
+
+def launch(root: Path, *args: str) -> subprocess.Popen:
+    env = {**os.environ, "TABFLOW_ROOT": str(root), "PYTHONWARNINGS": "ignore"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    with (root / "first-run.log").open("w") as log:
+        return subprocess.Popen([sys.executable, str(TRAIN), *args], cwd=root, env=env,
+                                stdout=log, stderr=subprocess.STDOUT)
+
+
+def trial_states(db: Path) -> list[str]:
+    """Read trial states straight from the SQLite file, read-only.
+
+    Opening it with Optuna would create its schema, racing the sweep that is doing the same.
+    """
+    import sqlite3
+
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as conn:
+            return [row[0] for row in conn.execute("SELECT state FROM trials")]
+    except sqlite3.Error:  # not created yet, or being written
+        return []
+
+
+def wait_for_complete_trials(root: Path, n: int, proc: subprocess.Popen, limit: float = 120):
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, ("the sweep ended before it could be interrupted:\n"
+                                     + (root / "first-run.log").read_text()[-3000:])
+        states = trial_states(root / "optuna.db")
+        if states.count("COMPLETE") >= n and "RUNNING" in states:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"fewer than {n} trials completed in {limit}s")
+
+
+# Trials of about a second each, so that a kill lands in the middle of one.
+SLOW_SWEEP = ("-m", "dataset=synthetic", "dataset.synthetic.n_rows=40000", "model=rf",
+              "sweep=narrow", "hydra.sweeper.n_trials=6")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT, signal.SIGTERM],
+                         ids=lambda s: signal.Signals(s).name)
+def test_killed_sweep_resumes_to_the_configured_total(tmp_path, sig):
+    proc = launch(tmp_path, *SLOW_SWEEP)
+    try:
+        wait_for_complete_trials(tmp_path, 2, proc)
+        proc.send_signal(sig)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0
+
+    resumed = run_train(tmp_path, *SLOW_SWEEP)
+    assert_ok(resumed)
+    assert "Resuming study" in resumed.stdout + resumed.stderr
+
+    client, runs = runs_of(tmp_path, "synthetic")
+    (parent,) = by_role(runs, "sweep")  # the same parent run, reattached
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["tabflow.resumes"] == "1"
+    study = study_of(tmp_path, parent)
+    complete = study.get_trials(states=(TrialState.COMPLETE,))
+    interrupted = [t for t in study.trials if t.user_attrs.get("tabflow.interrupted")]
+    assert len(complete) == 6  # the configured total, not 6 more
+    assert len(interrupted) >= 1
+    retried = {t.user_attrs.get("tabflow.retry_of") for t in study.trials} - {None}
+    assert {t.number for t in interrupted} <= retried  # each interrupted trial ran again
+    children = by_role(runs, "trial")
+    finished = [c for c in children if c.info.status == "FINISHED"]
+    assert len(finished) == 6
+    assert {c.info.status for c in children} - {"FINISHED"} <= {"FAILED", "KILLED"}
+    assert sorted(int(c.data.tags["optuna.trial"]) for c in finished) == sorted(
+        t.number for t in complete)
+    assert not [c for c in children if c.info.status == "RUNNING"]
+    nums = sorted(int(c.data.tags["hydra.job.num"]) for c in children)
+    assert len(set(nums)) == len(nums)  # job numbers continued, none reused
+    assert len(client.search_model_versions("name='synthetic'")) == 1
+
+
+def test_changed_experiment_starts_a_new_study(tmp_path):
+    base = ("-m", "model=rf", "sweep=narrow", "hydra.sweeper.n_trials=2",
+            "registry.enabled=false")
+    assert_ok(run_train(tmp_path, *base))
+    assert_ok(run_train(tmp_path, *base, "hydra.sweeper.n_trials=3"))  # same study, 1 more
+    assert_ok(run_train(tmp_path, *base, "preprocessing=minmax"))     # another experiment
+    _, runs = runs_of(tmp_path)
+    parents = by_role(runs, "sweep")
+    assert len(parents) == 2
+    sizes = sorted(len(study_of(tmp_path, p).trials) for p in parents)
+    assert sizes == [2, 3]
+
+
+def test_timeout_stops_starting_trials(tmp_path):
+    start = time.monotonic()
+    proc = run_train(tmp_path, *SLOW_SWEEP[:-1], "hydra.sweeper.n_trials=200",
+                     "hydra.sweeper.timeout=4")
+    assert_ok(proc)
+    assert time.monotonic() - start < 60
+    results = results_of(tmp_path)
+    assert results["stopped_by_timeout"] is True
+    assert 1 <= results["trials_by_state"]["COMPLETE"] < 200
+    client, _ = runs_of(tmp_path, "synthetic")
+    assert client.get_model_version_by_alias("synthetic", "staging")
+
+
+def test_failing_trials_are_recorded_and_the_sweep_goes_on(tmp_path):
+    proc = run_train(tmp_path, "-m", "model=rf", "sweep=narrow", "hydra.sweeper.n_trials=8",
+                     "model.max_features=choice(sqrt,bogus)", "hydra.sweeper.max_failure_rate=0.9")
+    assert_ok(proc)
+    output = proc.stdout + proc.stderr
+    assert "trial(s) failed" in output and "InvalidParameterError" in output
+    client, runs = runs_of(tmp_path)
+    (parent,) = by_role(runs, "sweep")
+    study = study_of(tmp_path, parent)
+    failed = study.get_trials(states=(TrialState.FAIL,))
+    assert failed and all(t.params["model.max_features"] == "bogus" for t in failed)
+    assert all("max_features" in t.user_attrs["tabflow.error"] for t in failed)
+    failed_runs = [c for c in by_role(runs, "trial") if c.info.status == "FAILED"]
+    assert len(failed_runs) == len(failed)
+    for run in failed_runs:
+        assert "error.txt" in {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert "max_features" in run.data.tags["error"]
+    results = results_of(tmp_path)
+    assert {f["trial"] for f in results["failures"]} == {t.number for t in failed}
+    assert results["best_mlflow_run_id"] == parent.data.tags["best.run_id"]
+    assert client.get_model_version_by_alias("breast_cancer", "staging")
+
+
+def test_too_many_failures_abort_with_a_summary(tmp_path):
+    proc = run_train(tmp_path, "-m", "model=rf", "sweep=narrow", "hydra.sweeper.n_trials=20",
+                     "model.max_features=bogus")
+    assert proc.returncode != 0
+    assert "Sweep aborted: 5 of 5 trials failed, more than max_failure_rate=0.5" in proc.stderr
+    assert "{'InvalidParameterError': 5}" in proc.stderr  # the summary names the error
+    # One clean message: a config every trial fails with is not a bug.
+    assert "Traceback" not in proc.stderr and "Error executing job" not in proc.stderr
+    _, runs = runs_of(tmp_path)
+    (parent,) = by_role(runs, "sweep")
+    assert parent.info.status == "FAILED"
+    assert "Sweep aborted" in parent.data.tags["error"]
+    assert len(by_role(runs, "trial")) == 5  # stopped once the rate could be judged
+    full = run_train(tmp_path, "-m", "model=rf", "sweep=narrow", "hydra.sweeper.n_trials=1",
+                     "model.max_features=bogus", "seed=1", env={"HYDRA_FULL_ERROR": "1"})
+    assert full.returncode == 1 and "Traceback" in full.stderr
+    assert "SweepAbortedError" in full.stderr
+
+
+def test_warm_start_tries_the_model_defaults_and_given_sets_first(tmp_path):
+    proc = run_train(tmp_path, "-m", "model=rf", "sweep=narrow", "hydra.sweeper.n_trials=3",
+                     "hydra.sweeper.enqueue_defaults=true",
+                     "hydra.sweeper.enqueue=[{model.n_estimators:60,model.max_depth:4}]",
+                     "registry.enabled=false")
+    assert_ok(proc)
+    _, runs = runs_of(tmp_path)
+    study = study_of(tmp_path, by_role(runs, "sweep")[0])
+    first, second, _ = study.trials
+    assert first.params["model.n_estimators"] == 100  # rf.yaml's own value
+    assert second.params == {"model.n_estimators": 60, "model.max_depth": 4}
+    output = proc.stdout + proc.stderr
+    assert "trial 0 val_accuracy=" in output and "| 3/3 |" in output and "ETA" in output

@@ -1,0 +1,100 @@
+"""Tracking helpers and the sweeper's batch sizing, without a full sweep."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+
+from tabflow.tracking.models import trusted_types
+from tabflow.tracking.records import flatten, sanitize_key
+from tabflow.tracking.store import TrackingError, connect
+
+
+@pytest.mark.parametrize(("key", "expected"), [
+    ("search_space/rf@hydra.sweeper.params", "search_space/rf_at_hydra.sweeper.params"),
+    ("+model.extra", "model.extra"),
+    ("~model.x", "model.x"),
+    ("choice.hydra/launcher", "choice.hydra/launcher"),
+    ("weird:key!", "weird_key_"),
+])
+def test_sanitize_key_gives_names_mlflow_accepts(key, expected):
+    assert sanitize_key(key) == expected
+
+
+def test_flatten_nested_config():
+    flat = flatten({"model": {"n_estimators": 10, "max_depth": None},
+                    "dataset": {"columns": ["a", "b"]}, "seed": 1})
+    assert flat == {"model.n_estimators": "10", "model.max_depth": "None",
+                    "dataset.columns": "['a', 'b']", "seed": "1"}
+    assert len(flatten({"x": "y" * 10_000})["x"]) == 6000
+
+
+def test_unreachable_server_fails_fast_naming_the_uri():
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    uri = f"http://127.0.0.1:{port}"
+    start = time.monotonic()
+    with pytest.raises(TrackingError, match=f"127.0.0.1:{port}.*mlflow server"):
+        connect(uri)
+    assert time.monotonic() - start < 15
+
+
+def test_trusted_types_are_exactly_the_models_own():
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression
+
+    forest = RandomForestClassifier(n_estimators=2).fit([[0], [1]], [0, 1])
+    assert "sklearn.tree._tree.Tree" in trusted_types(forest)
+    linear = LogisticRegression().fit([[0], [1]], [0, 1])
+    assert "sklearn.tree._tree.Tree" not in trusted_types(linear)
+
+
+@pytest.mark.parametrize("model", ["rf", "extra_trees", "hgb", "gb", "logreg", "svm", "knn"])
+@pytest.mark.parametrize("dataset", ["penguins", "diabetes"])
+def test_fast_trusted_types_match_a_full_skops_dump(compose_cfg, model, dataset):
+    """The one-tree shortcut must list exactly what skops finds in the whole model."""
+    import skops.io
+
+    from tabflow.job import prepare
+
+    cfg = compose_cfg(f"model={model}", f"dataset={dataset}")
+    _ds, splits, pipeline = prepare(cfg)
+    pipeline.fit(splits.X_train, splits.y_train)
+    full = skops.io.get_untrusted_types(data=skops.io.dumps(pipeline))
+    assert sorted(trusted_types(pipeline)) == sorted(full)
+    # and the model loads back with exactly those types trusted
+    loaded = skops.io.loads(skops.io.dumps(pipeline), trusted=trusted_types(pipeline))
+    assert (loaded.predict(splits.X_val) == pipeline.predict(splits.X_val)).all()
+
+
+def test_best_trial_run_pages_through_the_sweep_and_never_ranks_nan(tmp_path, monkeypatch):
+    from tabflow.contract import TAG_ROLE, TAG_TRIAL
+    from tabflow.tracking import queries
+
+    # Small pages, so a few runs span several: the best sits on a later page.
+    monkeypatch.setattr(queries, "SEARCH_PAGE", 2)
+    store = connect(f"sqlite:///{tmp_path}/mlflow.db")
+    experiment = store.client.create_experiment("paged")
+    parent = store.client.create_run(experiment).info.run_id
+    trials = [("FINISHED", 0.7), ("FINISHED", float("nan")), ("FAILED", 0.99),
+              ("FINISHED", 0.8), ("KILLED", None), ("FINISHED", 0.9), ("FINISHED", 0.9)]
+    ids = []
+    for number, (status, value) in enumerate(trials):
+        run = store.client.create_run(experiment, tags={
+            "mlflow.parentRunId": parent, TAG_ROLE: "trial",
+            TAG_TRIAL: str(number)}).info.run_id
+        if value is not None:
+            store.client.log_metric(run, "val_accuracy", value)
+        store.client.set_terminated(run, status)
+        ids.append(run)
+    other = store.client.create_run(experiment).info.run_id  # another sweep's run
+    store.client.log_metric(other, "val_accuracy", 1.0)
+
+    best, counts = queries.best_trial_run(store, experiment, parent, "val_accuracy", "maximize")
+    assert counts == {"FINISHED": 5, "FAILED": 1, "KILLED": 1}
+    assert (best.run_id, best.trial, best.value) == (ids[5], "5", 0.9)  # tie: earliest
+    worst, _ = queries.best_trial_run(store, experiment, parent, "val_accuracy", "minimize")
+    assert worst.trial == "0"  # NaN is not the minimum either
