@@ -107,7 +107,8 @@ def start_tags(record: JobRecord, parent_run_id: str | None, provenance: dict[st
     tags = {**provenance, TAG_OUTPUT_DIR: str(record.out.resolve()),
             TAG_ROLE: "trial" if parent_run_id else "run",
             TAG_OVERRIDES: " ".join(record.overrides)}
-    tags.update({k: str(v) for k, v in read_json(record.out / PROCESS_FILE).items()})
+    process = read_json(record.out / PROCESS_FILE)
+    tags.update({k: str(process[k]) for k in (HOST, PID) if k in process})
     if parent_run_id:
         tags[TAG_PARENT] = parent_run_id
         tags[TAG_JOB_NUM] = str(record.hydra.job.num)

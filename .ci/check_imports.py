@@ -1,0 +1,132 @@
+"""Check the import graph of src/: no cycles between modules, mlflow only in tabflow.tracking.
+
+    python .ci/check_imports.py            # the project's own src/
+    python .ci/check_imports.py SRC_DIR    # another tree (the tests use a small one)
+
+Every import counts, those inside functions included: a cycle hidden in a function is a
+cycle all the same. Exits 1 and names each cycle (and each forbidden mlflow import).
+"""
+
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+# Only these packages' modules may import mlflow.
+MLFLOW_ALLOWED = ("tabflow.tracking",)
+# The packages whose modules are checked (the rest of src/ is third-party namespaces).
+CHECKED = ("tabflow", "hydra_plugins.tabflow_sweeper")
+
+
+def module_name(src: Path, path: Path) -> str:
+    """``src/tabflow/tracking/store.py`` -> ``tabflow.tracking.store``."""
+    parts = list(path.relative_to(src).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+def imports_of(path: Path, name: str, is_package: bool) -> set[str]:
+    """Every module a file imports (absolute names; relative imports resolved)."""
+    found: set[str] = set()
+    package = name if is_package else name.rpartition(".")[0]
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*anchor, base] if base else anchor)
+            found.add(base)
+            found.update(f"{base}.{alias.name}" for alias in node.names)
+    return found
+
+
+def graph(src: Path) -> tuple[dict[str, set[str]], dict[str, set[str]]]:
+    """Return the checked modules' import edges among themselves, and all their imports."""
+    files = {}
+    for path in sorted(src.rglob("*.py")):
+        name = module_name(src, path)
+        if name.startswith(CHECKED):
+            files[name] = path
+    edges: dict[str, set[str]] = {}
+    raw: dict[str, set[str]] = {}
+    for name, path in files.items():
+        raw[name] = imports_of(path, name, path.name == "__init__.py")
+        # `from pkg import mod` names a module; `from mod import func` names the module.
+        edges[name] = {i for i in raw[name] if i in files and i != name}
+    return edges, raw
+
+
+def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
+    """Return the strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(edges.get(v, ())):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(edges):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def _is_ancestor(a: str, b: str) -> bool:
+    return b.startswith(f"{a}.")
+
+
+def check(src: Path) -> list[str]:
+    """Return the problems found in a source tree (empty: the graph is clean)."""
+    edges, raw = graph(src)
+    # A package's __init__ importing its own modules (or a module importing its package)
+    # is how packages work, not a design cycle.
+    edges = {v: {w for w in ws if not (_is_ancestor(v, w) or _is_ancestor(w, v))}
+             for v, ws in edges.items()}
+    problems = [f"import cycle: {' <-> '.join(c)}" for c in cycles(edges)]
+    for name, imported in sorted(raw.items()):
+        if name.startswith(MLFLOW_ALLOWED):
+            continue
+        banned = sorted(i for i in imported if i == "mlflow" or i.startswith("mlflow."))
+        if banned:
+            problems.append(f"{name} imports {banned[0]}: only {', '.join(MLFLOW_ALLOWED)} "
+                            f"may talk to MLflow")
+    return problems
+
+
+def main() -> int:
+    """Check src/ (or the folder given) and print what is wrong."""
+    src = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parents[1] / "src"
+    problems = check(src)
+    for problem in problems:
+        print(problem)
+    if not problems:
+        print(f"imports: no cycles; mlflow only in {', '.join(MLFLOW_ALLOWED)}")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

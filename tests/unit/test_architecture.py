@@ -1,0 +1,45 @@
+"""Imports stay acyclic and MLflow stays inside tabflow.tracking (.ci/check_imports.py)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.helpers import REPO
+
+CHECK = REPO / ".ci" / "check_imports.py"
+
+
+def run_check(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(CHECK), *args], capture_output=True, text=True,
+                          timeout=60)
+
+
+def test_the_project_has_no_import_cycles_and_mlflow_only_in_tracking():
+    proc = run_check()
+    assert proc.returncode == 0, proc.stdout
+    assert "no cycles" in proc.stdout
+
+
+def write(root: Path, name: str, text: str) -> None:
+    path = root / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def test_a_cycle_through_a_function_import_and_a_stray_mlflow_import_are_named(tmp_path):
+    write(tmp_path, "tabflow/__init__.py", "")
+    write(tmp_path, "tabflow/a.py", "from tabflow.b import g\n")
+    write(tmp_path, "tabflow/b.py", "def g():\n    from tabflow import a\n")  # hidden in a def
+    write(tmp_path, "tabflow/c.py", "import mlflow.sklearn\n")
+    write(tmp_path, "tabflow/tracking/__init__.py", "")
+    write(tmp_path, "tabflow/tracking/store.py", "import mlflow\nfrom . import records\n")
+    write(tmp_path, "tabflow/tracking/records.py", "from tabflow.tracking import store\n")
+    proc = run_check(str(tmp_path))
+    assert proc.returncode == 1
+    lines = proc.stdout.splitlines()
+    assert "import cycle: tabflow.a <-> tabflow.b" in lines
+    assert "import cycle: tabflow.tracking.records <-> tabflow.tracking.store" in lines
+    assert any(line.startswith("tabflow.c imports mlflow") for line in lines)
+    assert not any("tabflow.tracking.store imports" in line for line in lines)  # allowed there

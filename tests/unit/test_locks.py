@@ -1,0 +1,69 @@
+"""Cross-process locks in a real Optuna storage (SQLite), and the liveness of processes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import optuna
+import pytest
+
+from tabflow.locks import LockBusyError, pid_alive, running_trials, storage_lock
+from tabflow.stores import optuna_storage
+
+
+@pytest.fixture
+def storage(tmp_path):
+    return optuna_storage(f"sqlite:///{tmp_path}/optuna.db")
+
+
+def test_a_held_lock_refuses_a_second_holder_until_released(storage):
+    with storage_lock(storage, "study~register"):
+        with pytest.raises(LockBusyError, match="study~register"), \
+                storage_lock(storage, "study~register", wait_s=0):
+            pass
+        with storage_lock(storage, "study~parent", wait_s=0):  # other names are free
+            pass
+    with storage_lock(storage, "study~register", wait_s=0):  # released on exit
+        pass
+
+
+def test_a_lock_held_by_another_process_is_seen_there(tmp_path, storage):
+    url = f"sqlite:///{tmp_path}/optuna.db"
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import time; from tabflow.locks import storage_lock; "
+        "from tabflow.stores import optuna_storage\n"
+        f"with storage_lock(optuna_storage({url!r}), 'shared~ask'):\n"
+        "    print('held', flush=True); time.sleep(30)")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        with pytest.raises(LockBusyError), storage_lock(storage, "shared~ask", wait_s=0.3):
+            pass
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_stale_lock_is_broken(storage):
+    lock_id = storage.create_new_study([optuna.study.StudyDirection.MINIMIZE], "old~register")
+    storage.set_study_user_attr(lock_id, "acquired_at", time.time() - 3600)
+    with storage_lock(storage, "old~register", wait_s=0, stale_s=1800):
+        pass
+
+
+def test_pid_alive_tells_live_from_gone():
+    assert pid_alive(os.getpid())
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    assert not pid_alive(child.pid)
+    assert not pid_alive(0)
+
+
+def test_running_trials_counts_only_running_ones(tmp_path, storage):
+    assert running_trials(storage, "absent") == 0
+    study = optuna.create_study(study_name="s", storage=storage)
+    study.tell(study.ask(), 1.0)
+    study.ask()
+    assert running_trials(storage, "s") == 1
