@@ -8,7 +8,6 @@ entry only runs the job and returns the objective to the sweeper.
 """
 
 import os
-from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -16,9 +15,10 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from tabflow.config import register_configs
+from tabflow.contract import CODE_ROOT
 
 # Anchor stores and data paths at the project root, whatever the cwd (conf/train.yaml reads it).
-os.environ.setdefault("TABFLOW_ROOT", str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("TABFLOW_ROOT", str(CODE_ROOT))
 register_configs()
 
 

@@ -21,7 +21,7 @@ def test_a_foreign_database_is_refused_and_left_as_it_was(tmp_path):
     with sqlite3.connect(path) as con:
         con.execute("CREATE TABLE invoices (id INTEGER)")
     before = path.read_bytes()
-    with pytest.raises(ForeignDatabaseError, match="not an Optuna study storage.*invoices"):
+    with pytest.raises(ForeignDatabaseError, match=r"not an Optuna study storage.*invoices"):
         optuna_storage(f"sqlite:///{path}")
     assert path.read_bytes() == before
 

@@ -1,0 +1,78 @@
+"""Checks before any job: bad configs, stores and data stop the command with one clear line."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+from omegaconf import open_dict, read_write
+
+from tabflow.checks import ConfigCheck, ConfigError, check_config
+
+
+@pytest.mark.parametrize(("overrides", "needle"), [
+    (["objective.metric=test_accuracy"], "not a validation metric"),
+    (["objective.metric=val_rmse"], "not a validation metric"),
+    (["objective.direction=up"], "must give minimize or maximize"),
+    (["objective.metric=[val_f1,fit_time_s]"], "must give minimize or maximize for each"),
+    (["split.test_size=0.6", "split.val_size=0.5"], "training rows remain"),
+])
+def test_checks_name_the_problem_and_the_fix(compose_cfg, overrides, needle):
+    with pytest.raises(ConfigError, match=needle):
+        check_config(compose_cfg(*overrides), sweeping=False)
+
+
+def test_sweep_without_search_space_is_refused(compose_cfg):
+    cfg = compose_cfg("model=rf", "sweep=wide")
+    with read_write(cfg.hydra), open_dict(cfg.hydra):
+        cfg.hydra.sweeper.params = {}
+    with pytest.raises(ConfigError, match=r"conf/search_space/rf/wide\.yaml"):
+        check_config(cfg, sweeping=True)
+
+
+def test_search_space_key_missing_from_model_is_refused(compose_cfg):
+    cfg = compose_cfg("model=hgb", "sweep=narrow")
+    with read_write(cfg.hydra), open_dict(cfg.hydra):
+        cfg.hydra.sweeper.params["model.n_estimators"] = "int(interval(50, 300))"
+    with pytest.raises(ConfigError, match=r"model\.n_estimators"):
+        check_config(cfg, sweeping=True)
+
+
+def test_the_callback_stops_a_sweep_with_one_line_and_exit_2(compose_cfg, capsys):
+    cfg = compose_cfg("sweep=narrow", "objective.metric=test_accuracy")
+    with pytest.raises(SystemExit) as info:
+        ConfigCheck().on_multirun_start(cfg)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("Config error: objective.metric='test_accuracy'")
+    assert "Traceback" not in err
+
+
+def test_a_foreign_tracking_store_is_refused_before_the_data_loads(compose_cfg, project_root,
+                                                                   capsys):
+    with sqlite3.connect(project_root / "mlflow.db") as con:
+        con.execute("CREATE TABLE invoices (id INTEGER)")
+    with pytest.raises(SystemExit) as info:
+        ConfigCheck().on_run_start(compose_cfg())
+    assert info.value.code == 2
+    assert "Store error:" in capsys.readouterr().err
+    assert not (project_root / "data" / "processed").exists()  # no work was done
+
+
+def test_bad_data_is_a_data_error(compose_cfg, capsys):
+    with pytest.raises(SystemExit):
+        ConfigCheck().on_run_start(compose_cfg("dataset=csv", "dataset.path=absent.csv",
+                                               "dataset.target=y"))
+    assert "Data error: dataset.path='absent.csv'" in capsys.readouterr().err
+
+
+def test_a_single_run_with_a_sweep_selected_hints_at_multirun(compose_cfg, caplog):
+    ConfigCheck().on_run_start(compose_cfg("sweep=narrow"))
+    assert "add -m to sweep" in caplog.text
+
+
+def test_the_full_traceback_on_request(compose_cfg, monkeypatch, capsys):
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
+    with pytest.raises(SystemExit):
+        ConfigCheck().on_run_start(compose_cfg("split.test_size=0.9"))
+    assert "Traceback" in capsys.readouterr().err
