@@ -136,6 +136,17 @@ def effective_n_jobs(n_jobs: int) -> int:
 
 
 # ---------------------------------------------------------------------------- clean exits
+class CleanExit(SystemExit):
+    """The end of a command that has said why in one line (``str()`` gives the line)."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(code)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
 def exit_cleanly(message: str, error: BaseException | None = None, code: int = 1) -> NoReturn:
     """Stop the command with one message line on stderr.
 
@@ -145,4 +156,4 @@ def exit_cleanly(message: str, error: BaseException | None = None, code: int = 1
     print(message, file=sys.stderr)
     if error is not None and os.environ.get("HYDRA_FULL_ERROR") == "1":
         traceback.print_exception(error)
-    raise SystemExit(code) from error
+    raise CleanExit(code, message) from error
