@@ -8,6 +8,7 @@ entry only runs the job and returns the objective to the sweeper.
 """
 
 import os
+import sys
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -15,7 +16,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from tabflow.config import register_configs
-from tabflow.contract import CODE_ROOT
+from tabflow.contract import CODE_ROOT, exit_cleanly, interrupt_code, raise_on_sigterm
 
 # Anchor stores and data paths at the project root, whatever the cwd (conf/train.yaml reads it).
 os.environ.setdefault("TABFLOW_ROOT", str(CODE_ROOT))
@@ -39,4 +40,14 @@ def main(cfg: DictConfig) -> float | list[float]:
 
 
 if __name__ == "__main__":
-    main()
+    # Ctrl-C and SIGTERM anywhere end with one line; the sweeper and the sweep's end say
+    # more when they are the ones interrupted (see contract.Interrupted).
+    raise_on_sigterm()
+    try:
+        main()
+    except KeyboardInterrupt as e:
+        what = "Sweep" if {"-m", "--multirun"} & set(sys.argv) else "Run"
+        exit_cleanly(f"{what} interrupted ({e or 'Ctrl-C'}); nothing recorded is lost. Re-run "
+                     f"the same command to " + ("resume its study" if what == "Sweep" else
+                                               "run it again"),
+                     e, code=interrupt_code(e), interrupted=True)

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
+import threading
 import traceback
 from pathlib import Path
 from typing import Any, NoReturn
@@ -147,13 +149,40 @@ class CleanExit(SystemExit):
         return self.message
 
 
-def exit_cleanly(message: str, error: BaseException | None = None, code: int = 1) -> NoReturn:
+class Interrupted(CleanExit):
+    """The command was cut short (a signal, a lost worker): resumable, not wrong."""
+
+
+def exit_cleanly(message: str, error: BaseException | None = None, code: int = 1,
+                 interrupted: bool = False) -> NoReturn:
     """Stop the command with one message line on stderr.
 
     Hydra turns exceptions raised in callbacks into warnings, but lets ``SystemExit``
     through. The traceback is printed only with ``HYDRA_FULL_ERROR=1``, Hydra's own switch.
+
+    Args:
+        message: The line: what happened and what to do.
+        error: The exception behind it, for ``HYDRA_FULL_ERROR=1``.
+        code: The exit status.
+        interrupted: Raise :class:`Interrupted` (what was cut short can be resumed).
     """
-    print(message, file=sys.stderr)
+    print(message, file=sys.stderr, flush=True)
     if error is not None and os.environ.get("HYDRA_FULL_ERROR") == "1":
         traceback.print_exception(error)
-    raise CleanExit(code, message) from error
+    raise (Interrupted if interrupted else CleanExit)(code, message) from error
+
+
+def interrupt_code(error: BaseException) -> int:
+    """The exit status of a command a signal interrupted: 128 + the signal (130: Ctrl-C)."""
+    text = str(error)
+    return 143 if "SIGTERM" in text else 130
+
+
+def raise_on_sigterm() -> None:
+    """Make SIGTERM (a scheduler, `kill`) interrupt like Ctrl-C, in the main thread."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _raise_interrupt)
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")

@@ -21,6 +21,7 @@ from tabflow.tracking.models import load_model
 from tabflow.tracking.registry import (
     mirror_stage,
     model_version,
+    registry_lock,
     set_alias,
     tag_version,
     version_by_alias,
@@ -102,6 +103,12 @@ def promote(store: Store, name: str, metric: str | None = None, margin: float = 
     Raises:
         RegistryError: If there is no staging version, or its test data can't be rebuilt.
     """
+    with registry_lock(store, name):
+        return _promote(store, name, metric, margin, force)
+
+
+def _promote(store: Store, name: str, metric: str | None, margin: float,
+             force: bool) -> Comparison:
     candidate = version_by_alias(store, name, STAGING)
     if candidate is None:
         raise RegistryError(f"{name} has no @{STAGING} version; run a sweep first "
@@ -157,6 +164,11 @@ def rollback(store: Store, name: str) -> tuple[str, str]:
     Raises:
         RegistryError: If there is no production version or it replaced none.
     """
+    with registry_lock(store, name):
+        return _rollback(store, name)
+
+
+def _rollback(store: Store, name: str) -> tuple[str, str]:
     current = version_by_alias(store, name, PRODUCTION)
     if current is None:
         raise RegistryError(f"{name} has no @{PRODUCTION} version to roll back")
@@ -167,9 +179,9 @@ def rollback(store: Store, name: str) -> tuple[str, str]:
     set_alias(store, name, PRODUCTION, previous)
     before = model_version(store, name, previous).tags.get("previous_production")
     tag_version(store, name, previous, {"lifecycle": "production",
-                                                 "previous_production": before or ""})
+                                        "previous_production": before or ""})
     tag_version(store, name, str(current.version),
-                         {"lifecycle": "rolled_back", "rolled_back_to": previous})
+                {"lifecycle": "rolled_back", "rolled_back_to": previous})
     mirror_stage(store, name, str(current.version), "Archived")
     return str(current.version), previous
 

@@ -4,14 +4,25 @@ Called by the tracking callback once the sweeper is done (``on_multirun_end``, l
 process). When several sweep processes share a stored study, the last one to finish
 does this, once, under the study's ``~register`` lock. Every MLflow call goes through
 :mod:`tabflow.tracking`.
+
+It is a recoverable step: a process killed anywhere in it leaves what a re-run of the
+same command finishes. The re-run breaks the dead process's locks at once, marks a
+logged model it left PENDING as FAILED, adopts the logged model or the version it left
+(a version of this sweep without its alias gets the alias), archives versions of this
+sweep that lost their purpose, and closes the parent run FINISHED only once the version
+holds its alias. ``TABFLOW_KILL_AT=<step>`` SIGKILLs the process at one of
+:data:`KILL_POINTS`, for the tests that prove it.
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -21,6 +32,8 @@ from tabflow.contract import (
     RESULTS_FILE,
     TAG_DIGEST,
     TAG_STUDY,
+    exit_cleanly,
+    interrupt_code,
     is_optuna_sweep,
     primary_objective,
 )
@@ -28,12 +41,30 @@ from tabflow.locks import LOCK_SUFFIX, LockBusyError, running_trials, storage_lo
 from tabflow.stores import optuna_storage
 from tabflow.sweep_identity import study_name
 from tabflow.tracking.failures import fail
-from tabflow.tracking.models import log_model
+from tabflow.tracking.models import fail_logged_model, log_model, logged_models_of
 from tabflow.tracking.parent import close_parent
 from tabflow.tracking.queries import Best, best_trial_run
 from tabflow.tracking.records import flatten, log_dataset, log_run_data
-from tabflow.tracking.registry import create_version, set_alias
+from tabflow.tracking.registry import (
+    TAG_BEST_RUN,
+    TAG_SWEEP_PARENT,
+    create_version,
+    mirror_stage,
+    registry_lock,
+    set_alias,
+    tag_version,
+    versions_of_sweep,
+)
 from tabflow.tracking.store import Store
+
+KILL_AT = "TABFLOW_KILL_AT"  # fault injection for tests: SIGKILL at this step
+KILL_POINTS = ("best_chosen", "refit", "model_logged", "version_created", "alias_set")
+
+
+def _step(name: str) -> None:
+    """A named step of the sweep's end; the tests kill the process here for real."""
+    if os.environ.get(KILL_AT) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 @dataclass
@@ -78,6 +109,11 @@ def finish(sweep: SweepRun) -> None:
 def _finish_closing_parent(sweep: SweepRun) -> None:
     try:
         _summarise_and_register(sweep)
+    except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM while registering
+        close_parent(sweep.store, sweep.parent_run_id, e)
+        exit_cleanly(f"Sweep interrupted ({e or 'Ctrl-C'}) while registering its best model. "
+                     f"Re-run the same command to finish (the study is complete: it only "
+                     f"registers)", e, code=interrupt_code(e), interrupted=True)
     except BaseException as e:
         sweep.store.client.set_terminated(sweep.parent_run_id, "FAILED")
         fail(f"the sweep's results could not be tracked: {e}", e)
@@ -97,7 +133,8 @@ def _summarise_and_register(sweep: SweepRun) -> None:
     if results.exists():
         store.client.log_artifact(parent, str(results))
     print(f"Best trial {best.trial}: {metric}={best.value:.4f} (run {best.run_id}); "
-          f"trials: {counts}")
+          f"trials: {counts}", flush=True)
+    _step("best_chosen")
     if config.registry.enabled and unchanged:
         print(f"The best trial is unchanged: {config.registry.model_name} version "
               f"{previous['registry.version']} stays registered")
@@ -112,40 +149,103 @@ def _best_config(best: Best) -> DictConfig:
 
 
 def register_best(sweep: SweepRun, best: Best) -> None:
-    """Refit the best trial's config on train + validation, score it on test, register it."""
+    """Refit the best trial's config on train + validation, score it on test, register it.
+
+    Resumable: what an interrupted run of the same sweep left (a logged model, a version
+    without its alias) is adopted rather than made again.
+    """
     from tabflow.job import refit_final  # scikit-learn, only when registering
 
     store, config, parent = sweep.store, sweep.config, sweep.parent_run_id
+    name, alias = config.registry.model_name, config.registry.alias
+    _fail_pending_models(sweep)
     final = refit_final(_best_config(best))
     log_run_data(store, parent, metrics=final.metrics,
                  tags={TAG_DIGEST: final.dataset["digest"]})
     log_dataset(store, parent, final.dataset, "training")
     store.client.log_artifact(parent, str(Path(best.output_dir) / CONFIG_FILE), "best")
+    _step("refit")
     start = time.perf_counter()
-    info = log_model(store, parent, final.pipeline, final.input_example)
-    name, alias = config.registry.model_name, config.registry.alias
+    info = _adopted_model(sweep, best) or log_model(
+        store, parent, final.pipeline, final.input_example, tags={TAG_BEST_RUN: best.run_id})
+    _step("model_logged")
     tags = {
-        "sweep.parent_run_id": parent, "best.run_id": best.run_id, "best.trial": best.trial,
+        TAG_SWEEP_PARENT: parent, TAG_BEST_RUN: best.run_id, "best.trial": best.trial,
         "objective.metric": sweep.objective[0], "objective.value": str(best.value),
         TAG_DIGEST: final.dataset["digest"], **{k: str(v) for k, v in final.metrics.items()},
     }
     if "mlflow.source.git.commit" in sweep.provenance:
         tags["git.commit"] = sweep.provenance["mlflow.source.git.commit"]
-    version = create_version(store, name, info, parent, tags)
-    set_alias(store, name, alias, version)
+    with registry_lock(store, name):
+        version = _adopted_version(sweep, best, name)
+        if version is None:
+            version = create_version(store, name, info, parent, tags)
+            _step("version_created")
+        set_alias(store, name, alias, version)
+        _step("alias_set")
+        _archive_left_behind(sweep, name, keep=version)
     seconds = time.perf_counter() - start
     log_run_data(store, parent, metrics={"registration_time_s": seconds},
                  tags={"registry.model": name, "registry.version": version,
                        "registry.alias": alias})
     test = "  ".join(f"{k}={v:.4f}" for k, v in sorted(final.metrics.items()))
     print(f"Registered {name} version {version} as @{alias} in {seconds:.2f}s: "
-          f"models:/{name}@{alias}\n  {test}")
+          f"models:/{name}@{alias}\n  {test}", flush=True)
     if config.evaluation.figures:
         report(sweep, best, final, name, version)
     if config.registry.auto_promote:
         from tabflow.lifecycle import promote, render
 
         print(render(promote(store, name, margin=config.registry.promote_margin)))
+
+
+def _fail_pending_models(sweep: SweepRun) -> None:
+    """Mark models an interrupted registration left PENDING (never finished) as FAILED."""
+    pending = [m.model_id for m in logged_models_of(sweep.store, sweep.experiment_id,
+                                                    sweep.parent_run_id)
+               if str(m.status) == "PENDING"]
+    for model_id in pending:
+        fail_logged_model(sweep.store, model_id)
+    if pending:
+        print(f"Marked {len(pending)} logged model(s) left unfinished by an interrupted "
+              f"registration as FAILED: {', '.join(pending)}", flush=True)
+
+
+def _adopted_model(sweep: SweepRun, best: Best) -> Any:
+    """The model an interrupted registration logged for this best trial, if any."""
+    ready = [m for m in logged_models_of(sweep.store, sweep.experiment_id, sweep.parent_run_id)
+             if str(m.status) == "READY" and m.tags.get(TAG_BEST_RUN) == best.run_id]
+    if not ready:
+        return None
+    print(f"Adopting logged model {ready[-1].model_id}, left by an interrupted registration",
+          flush=True)
+    return SimpleNamespace(model_uri=ready[-1].model_uri, model_id=ready[-1].model_id)
+
+
+def _adopted_version(sweep: SweepRun, best: Best, name: str) -> str | None:
+    """The version an interrupted registration created for this best trial, if any."""
+    mine = [v for v in versions_of_sweep(sweep.store, name, sweep.parent_run_id)
+            if v.tags.get(TAG_BEST_RUN) == best.run_id]
+    if not mine:
+        return None
+    version = str(mine[-1].version)
+    if not mine[-1].aliases:
+        print(f"Adopting {name} version {version}, registered by an interrupted run of this "
+              f"sweep", flush=True)
+    return version
+
+
+def _archive_left_behind(sweep: SweepRun, name: str, keep: str) -> None:
+    """Archive this sweep's other versions that hold no alias (and say which)."""
+    stale = [str(v.version) for v in versions_of_sweep(sweep.store, name, sweep.parent_run_id)
+             if str(v.version) != keep and not v.aliases and v.current_stage != "Archived"]
+    for version in stale:
+        mirror_stage(sweep.store, name, version, "Archived")
+        tag_version(sweep.store, name, version,
+                    {"lifecycle": "archived", "replaced_by": keep})
+    if stale:
+        print(f"Archived {name} version(s) {', '.join(stale)} of this sweep, left without an "
+              f"alias (replaced by version {keep})", flush=True)
 
 
 def report(sweep: SweepRun, best: Best, final: Any, name: str, version: str) -> None:

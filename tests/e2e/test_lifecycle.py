@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -17,17 +15,11 @@ import mlflow
 import pytest
 
 from tests.helpers import assert_ok, client_for, load_dataset_frame, run_train, runs_of
+from tests.helpers import run_tabflow as tabflow
 from tests.helpers.services import free_port, start_server, stop_server, wait_http
 
 pytestmark = pytest.mark.slow
 MODEL = "breast_cancer"
-
-
-def tabflow(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "TABFLOW_ROOT": str(root), "PYTHONWARNINGS": "ignore"}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    return subprocess.run([sys.executable, "-m", "tabflow", *args], cwd=root, env=env,
-                          capture_output=True, text=True, timeout=300)
 
 
 def sweep(root: Path, *extra: str) -> None:

@@ -33,6 +33,15 @@ def run_train(root: Path, *args: str, env: dict[str, str] | None = None,
                           capture_output=True, text=True, timeout=timeout)
 
 
+def run_tabflow(root: Path, *args: str, timeout: float = 300
+                ) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m tabflow ARGS`` as a user would, on the stores under ``root``."""
+    env = {**os.environ, "TABFLOW_ROOT": str(root), "PYTHONWARNINGS": "ignore"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return subprocess.run([sys.executable, "-m", "tabflow", *args], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
 def assert_ok(proc: subprocess.CompletedProcess[str]) -> None:
     """Fail with the command's output tails unless it exited 0."""
     assert proc.returncode == 0, (

@@ -40,6 +40,35 @@ def test_rollback_points_production_at_the_replaced_version(registry):
         rollback(registry, "m")  # version 1 replaced none
 
 
+def test_the_stage_mirror_keeps_one_version_per_stage(registry):
+    versions = {str(v.version): v.current_stage
+                for v in registry.client.search_model_versions("name = 'm'")}
+    assert versions == {"1": "Archived", "2": "Production"}  # set_alias archived version 1
+    set_alias(registry, "m", "staging", "1")
+    set_alias(registry, "m", "staging", "2")
+    stages = {str(v.version): v.current_stage
+              for v in registry.client.search_model_versions("name = 'm'")}
+    assert list(stages.values()).count("Staging") == 1
+
+
+def test_a_registry_lock_left_by_a_dead_process_is_broken_at_once(registry):
+    import subprocess
+    import sys
+
+    uri = registry.uri
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import time; from tabflow.tracking.store import connect; "
+        "from tabflow.tracking.registry import registry_lock\n"
+        f"with registry_lock(connect({uri!r}), 'm'):\n"
+        "    print('held', flush=True); time.sleep(60)")], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    assert registry.client.get_registered_model("m~lock").tags["holder_pid"] == str(holder.pid)
+    holder.kill()
+    holder.wait()
+    assert rollback(registry, "m") == ("2", "1")  # takes the lock at once
+    assert not registry.client.search_registered_models("name = 'm~lock'")
+
+
 def test_promote_without_staging_names_the_fix(registry):
     with pytest.raises(RegistryError, match=r"no @staging version; run a sweep first"):
         promote(registry, "m")

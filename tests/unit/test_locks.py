@@ -46,6 +46,38 @@ def test_a_lock_held_by_another_process_is_seen_there(tmp_path, storage):
         holder.wait()
 
 
+def _killed_holder(url: str, name: str) -> None:
+    """A process that takes a lock and is SIGKILLed while holding it."""
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import time; from tabflow.locks import storage_lock; "
+        "from tabflow.stores import optuna_storage\n"
+        f"with storage_lock(optuna_storage({url!r}), {name!r}):\n"
+        "    print('held', flush=True); time.sleep(60)")], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    holder.kill()
+    holder.wait()
+
+
+def test_a_lock_whose_holder_died_here_is_taken_at_once(tmp_path, storage):
+    _killed_holder(f"sqlite:///{tmp_path}/optuna.db", "study~register")
+    start = time.monotonic()
+    with storage_lock(storage, "study~register", wait_s=0):  # no 30-minute wait
+        pass
+    assert time.monotonic() - start < 5
+
+
+def test_another_hosts_lock_is_kept_until_it_is_stale(storage):
+    lock_id = storage.create_new_study([optuna.study.StudyDirection.MINIMIZE], "s~ask")
+    for key, value in {"holder_host": "elsewhere", "holder_pid": 1,
+                       "acquired_at": time.time()}.items():
+        storage.set_study_user_attr(lock_id, key, value)
+    with pytest.raises(LockBusyError, match="elsewhere:1"), \
+            storage_lock(storage, "s~ask", wait_s=0):
+        pass
+    with storage_lock(storage, "s~ask", wait_s=0, stale_s=0):
+        pass
+
+
 def test_a_stale_lock_is_broken(storage):
     lock_id = storage.create_new_study([optuna.study.StudyDirection.MINIMIZE], "old~register")
     storage.set_study_user_attr(lock_id, "acquired_at", time.time() - 3600)

@@ -94,3 +94,15 @@ def test_a_run_left_active_by_an_earlier_job_is_closed_not_reused(sweep):
     assert stale.info.status == "FAILED"
     assert "left active by an earlier job" in stale.data.tags["error"]
     assert client.get_run(run_id).data.tags["mlflow.parentRunId"] == callback.parent_run_id
+
+
+def test_starting_a_sweep_starts_no_background_imports(compose_cfg, project_root):
+    """Imports in a second thread, beside a job's own, can fail a trial (issue 16)."""
+    import threading
+
+    cfg = with_output_dir(compose_cfg("sweep=narrow"), project_root / "multirun", 0)
+    before = set(threading.enumerate())
+    MlflowCallback().on_multirun_start(cfg)
+    started = [t for t in set(threading.enumerate()) - before if t.is_alive()]
+    assert not [t for t in started if "warm" in repr(getattr(t, "_target", ""))], started
+    assert all(t.daemon for t in started)  # nothing of ours: MLflow's own helpers at most

@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import logging
 import math
-import signal
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -49,7 +47,15 @@ from hydra_plugins.tabflow_sweeper._outcomes import (
     returned_values,
 )
 from hydra_plugins.tabflow_sweeper._progress import Progress, write_results
-from tabflow.contract import ATTR_ERROR, ATTR_INTERRUPTED, TRIAL_KEY, as_list, effective_n_jobs
+from tabflow.contract import (
+    ATTR_ERROR,
+    ATTR_INTERRUPTED,
+    TRIAL_KEY,
+    as_list,
+    effective_n_jobs,
+    interrupt_code,
+    raise_on_sigterm,
+)
 from tabflow.sweep_identity import study_name as derive_study_name
 
 log = logging.getLogger(__name__)
@@ -60,6 +66,18 @@ MIN_TRIALS_FOR_RATE = 5
 
 class SweepAbortedError(RuntimeError):
     """Too many trials failed; the message summarises the failures."""
+
+
+class SweepInterruptedError(RuntimeError):
+    """A batch was cut short (a signal, a lost worker); its trials will be retried.
+
+    Attributes:
+        code: The exit status: 128 + the signal for a signal, 1 for a lost worker.
+    """
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 def batch_size(n_jobs: int | None, launcher_cfg: Any) -> int:
@@ -81,10 +99,6 @@ def batch_size(n_jobs: int | None, launcher_cfg: Any) -> int:
     if launcher_jobs is None:
         return 1
     return effective_n_jobs(int(launcher_jobs))
-
-
-def _raise_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
 
 
 @dataclass
@@ -116,6 +130,7 @@ class TabflowOptunaSweeperImpl(OptunaSweeperImpl):
         self.conditional_on = conditional_on
         self.conditional_params = dict(conditional_params or {})
         self.metric_name = "objective"
+        self.current_study: str | None = None  # the study being swept, for messages
 
     @property
     def _cfg(self) -> DictConfig:
@@ -128,8 +143,7 @@ class TabflowOptunaSweeperImpl(OptunaSweeperImpl):
         # SIGTERM (a scheduler, `kill`) ends the sweep like Ctrl-C: running trials are
         # marked interrupted, runs KILLED, and a re-run resumes; Python's default would
         # exit on the spot and leave them RUNNING.
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, _raise_interrupt)
+        raise_on_sigterm()
         self.n_jobs = batch_size(self.requested_n_jobs, self._cfg.hydra.get("launcher"))
         if not self._cfg.hydra.get("verbose"):  # the progress lines say what Optuna would
             optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -200,6 +214,7 @@ class TabflowOptunaSweeperImpl(OptunaSweeperImpl):
         space, self.sampler, self.n_trials = self.search_space(arguments)
         directions = self._get_directions()
         name = self.study_name or derive_study_name(self._cfg)
+        self.current_study = name
         study = _study.create_study(name, self.storage, self.sampler, directions)
         stored = bool(self.storage)
         launched, queued = _study.join_study(study, stored, self.sampler, self._warm_sets(space))
@@ -244,8 +259,13 @@ class TabflowOptunaSweeperImpl(OptunaSweeperImpl):
         try:
             returns = self.launcher.launch(overrides, initial_job_idx=self.job_idx)
         except BaseException as e:  # Ctrl-C, SIGTERM, a crashed launcher or worker
-            self.interrupted_launch(study, trials, e)
-            raise
+            lost = self.interrupted_launch(study, trials)
+            first_line = str(e).splitlines()[0][:300] if str(e) else ""
+            raise SweepInterruptedError(
+                f"Sweep interrupted ({type(e).__name__}: {first_line}) while trial(s) {lost} "
+                f"ran; they are marked interrupted and will be retried. Re-run the same "
+                f"command to resume study {study.study_name}",
+                interrupt_code(e) if isinstance(e, KeyboardInterrupt) else 1) from e
         self.job_idx += len(returns)
         failures = []
         for trial, ret in zip(trials, returns, strict=True):
@@ -264,9 +284,12 @@ class TabflowOptunaSweeperImpl(OptunaSweeperImpl):
             log.info("%s", progress.line(study, trial.number, f"{self.metric_name}={shown}"))
         return failures
 
-    def interrupted_launch(self, study: optuna.Study, trials: list[Trial],
-                           error: BaseException) -> None:
-        """Keep the trials of a lost batch that finished; mark the others to be retried."""
+    def interrupted_launch(self, study: optuna.Study, trials: list[Trial]) -> list[int]:
+        """Keep the trials of a lost batch that finished; mark the others to be retried.
+
+        Returns:
+            The numbers of the trials marked for a retry.
+        """
         lost = []
         metric_names = [str(n) for n in as_list(self._cfg.objective.metric)]
         for trial in trials:
@@ -276,13 +299,10 @@ class TabflowOptunaSweeperImpl(OptunaSweeperImpl):
                 _study.tell(study, trial, values=values)
                 continue
             trial.set_user_attr(ATTR_INTERRUPTED, True)
-            trial.set_user_attr(ATTR_ERROR, f"interrupted: {type(error).__name__}")
+            trial.set_user_attr(ATTR_ERROR, "interrupted")
             study.tell(trial, state=TrialState.FAIL)
             lost.append(trial.number)
-        first_line = str(error).splitlines()[0][:300] if str(error) else ""
-        log.error("Sweep interrupted (%s: %s) while trial(s) %s ran; they are marked "
-                  "interrupted and will be retried. Re-run the same command to resume study %s",
-                  type(error).__name__, first_line, lost, study.study_name)
+        return lost
 
     def _write_results(self, study: optuna.Study, failures: list[tuple[int, str]],
                        stopped_by_timeout: bool) -> str:

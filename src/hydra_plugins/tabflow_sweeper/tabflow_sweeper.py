@@ -19,7 +19,7 @@ from hydra.utils import instantiate
 from hydra_plugins.hydra_optuna_sweeper.config import OptunaSweeperConf
 from omegaconf import DictConfig
 
-from tabflow.contract import exit_cleanly
+from tabflow.contract import exit_cleanly, interrupt_code
 
 
 class TabflowOptunaSweeper(Sweeper):
@@ -59,16 +59,26 @@ class TabflowOptunaSweeper(Sweeper):
         """Run or resume the study (see ``TabflowOptunaSweeperImpl.sweep``).
 
         Raises:
-            SystemExit: With one clean message when too many trials failed: that comes
-                from the config (or the data), not from a bug, so no traceback unless
-                ``HYDRA_FULL_ERROR=1`` asks for it, as for Hydra's own errors.
+            SystemExit: With one clean message when too many trials failed (that comes
+                from the config or the data, not from a bug), or when a signal or a lost
+                worker cut the sweep short (``contract.Interrupted``, resumable): no
+                traceback unless ``HYDRA_FULL_ERROR=1`` asks for it, as for Hydra's errors.
         """
-        from hydra_plugins.tabflow_sweeper._sweep import SweepAbortedError
+        from hydra_plugins.tabflow_sweeper._sweep import SweepAbortedError, SweepInterruptedError
 
         try:
             self.sweeper.sweep(arguments)
         except SweepAbortedError as e:
             exit_cleanly(f"Sweep aborted: {e}", e)
+        except SweepInterruptedError as e:
+            exit_cleanly(str(e), e, code=e.code, interrupted=True)
+        except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM between trials
+            study = self.sweeper.current_study
+            exit_cleanly(
+                f"Sweep interrupted ({e or 'Ctrl-C'}) between trials; trials it had started "
+                f"are retried. Re-run the same command to "
+                + (f"resume study {study}" if study else "start again"),
+                e, code=interrupt_code(e), interrupted=True)
 
 
 @dataclass

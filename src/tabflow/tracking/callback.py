@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -107,11 +106,10 @@ class MlflowCallback(Callback):
         """Open the store once and the sweep's parent run."""
         if not config.tracking.enabled:
             return
+        # Registration's imports load when it starts, in this thread: importing them from
+        # a background thread while a job imports scikit-learn in the main one can fail a
+        # trial with a partially initialised module.
         loud(lambda: self._open_parent(config), "could not start tracking the sweep")
-        if config.registry.enabled:
-            # Registration's imports take seconds; load them while the trials run
-            # (trials under the basic launcher leave a core idle), not after.
-            threading.Thread(target=_warm_registration_imports, daemon=True).start()
 
     def _open_parent(self, config: DictConfig) -> None:
         store = self._start(config)
@@ -181,12 +179,3 @@ class MlflowCallback(Callback):
             with contextlib.suppress(Exception):  # the error file already says what happened
                 self._connect(config).client.set_terminated(run_id, "FAILED")
 
-
-def _warm_registration_imports() -> None:
-    """Import what registering and reporting the final model needs (see on_multirun_start)."""
-    with contextlib.suppress(Exception):  # only a head start: registration imports anyway
-        import mlflow.pyfunc
-        import mlflow.sklearn  # noqa: F401
-        import skops.io  # noqa: F401
-
-        import tabflow.plots  # noqa: F401

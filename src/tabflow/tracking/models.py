@@ -66,8 +66,19 @@ def _one_of_each(value: Any, depth: int = 0) -> Any:
     return value
 
 
-def log_model(store: Store, run_id: str, model: Any, input_example: Any) -> Any:
+def log_model(store: Store, run_id: str, model: Any, input_example: Any,
+              tags: dict[str, str] | None = None) -> Any:
     """Log a fitted pipeline as the run's MLflow model (skops format, explicit requirements).
+
+    The run is named by id, never made active: an active run would be ended (FINISHED)
+    when logging is done, before the caller has finished with it.
+
+    Args:
+        store: The tracking store.
+        run_id: The run the model belongs to.
+        model: The fitted pipeline.
+        input_example: A few raw rows (they give the model its signature).
+        tags: Tags of the logged model (e.g. which trial it refits).
 
     Returns:
         MLflow's ``ModelInfo`` (``model_uri`` points at the logged model).
@@ -75,14 +86,35 @@ def log_model(store: Store, run_id: str, model: Any, input_example: Any) -> Any:
     import mlflow
 
     requirements = [f"{pkg}=={metadata.version(pkg)}" for pkg in MODEL_REQUIREMENTS]
-    with mlflow.start_run(run_id=run_id), warnings.catch_warnings():
+    # Created here, in the run's experiment (MLflow would use the process's current one);
+    # it stays PENDING until its artifacts are complete.
+    run = store.client.get_run(run_id)
+    logged = store.client.create_logged_model(
+        run.info.experiment_id, name="model", source_run_id=run_id, tags=tags,
+        params=dict(run.data.params))
+    with warnings.catch_warnings():
         # Class labels are integers; MLflow's hint about missing values in integer
         # columns concerns inputs with gaps, which this output can't have.
-        warnings.filterwarnings("ignore", message=".*Inferred schema contains integer")
+        warnings.filterwarnings("ignore", message="(?s).*Inferred schema contains integer")
         return mlflow.sklearn.log_model(
             model, name="model", input_example=input_example, pip_requirements=requirements,
             serialization_format="skops", skops_trusted_types=trusted_types(model),
+            run_id=run_id, model_id=logged.model_id,
         )
+
+
+def logged_models_of(store: Store, experiment_id: str, run_id: str) -> list[Any]:
+    """Return the models logged to a run (any status), oldest first."""
+    found = store.client.search_logged_models([experiment_id],
+                                              filter_string=f"source_run_id = '{run_id}'")
+    return sorted(found, key=lambda m: m.creation_timestamp)
+
+
+def fail_logged_model(store: Store, model_id: str) -> None:
+    """Mark a logged model that will never be finished (its process died) as FAILED."""
+    from mlflow.entities import LoggedModelStatus
+
+    store.client.finalize_logged_model(model_id, LoggedModelStatus.FAILED)
 
 
 def load_model(uri: str) -> Any:

@@ -28,6 +28,7 @@ from tabflow.contract import (
     TAG_ROLE,
     TAG_STORAGE,
     TAG_STUDY,
+    Interrupted,
     is_optuna_sweep,
     primary_objective,
 )
@@ -133,6 +134,6 @@ def close_parent(store: Store, parent_run_id: str, error: BaseException | None) 
     if error is None:
         store.client.set_terminated(parent_run_id, "FINISHED")
         return
-    status = "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
+    status = "KILLED" if isinstance(error, (KeyboardInterrupt, Interrupted)) else "FAILED"
     log_run_data(store, parent_run_id, tags={TAG_ERROR: f"{type(error).__name__}: {error}"[:5000]})
     store.client.set_terminated(parent_run_id, status)

@@ -1,18 +1,27 @@
-"""Model Registry calls: versions, aliases, the mirrored stages, version tags.
+"""Model Registry calls: versions, aliases, the mirrored stages, version tags, the lock.
 
 The lifecycle logic (promote, roll back) is :mod:`tabflow.lifecycle`; the sweep's
 registration is :mod:`tabflow.sweep_end`. Aliases are the source of truth; the deprecated
-stages are mirrored so the guide's ``models:/<name>/Production`` URIs still resolve.
+stages are mirrored so the guide's ``models:/<name>/Production`` URIs still resolve: the
+version an alias points at takes the alias's stage, and any other version in that stage
+is archived, so exactly one version is in stage Production iff ``production`` is set.
+
+Every change of a model's aliases happens under :func:`registry_lock`, so promote,
+rollback and a sweep's registration of one model never interleave.
 """
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from typing import Any
 
+from tabflow.locks import HOLDER_HOST, HOLDER_PID, HOLDER_SINCE, LOCK_SUFFIX, Mutex, hold
 from tabflow.tracking.store import Store
 
 STAGE_OF_ALIAS = {"staging": "Staging", "production": "Production"}
+TAG_SWEEP_PARENT = "sweep.parent_run_id"  # on a version: the sweep that registered it
+TAG_BEST_RUN = "best.run_id"  # on a version and its logged model: the trial it refits
 
 
 def set_alias(store: Store, name: str, alias: str, version: str) -> None:
@@ -22,12 +31,16 @@ def set_alias(store: Store, name: str, alias: str, version: str) -> None:
 
 
 def mirror_stage(store: Store, name: str, version: str, stage: str | None) -> None:
-    """Set a version's deprecated stage (Staging, Production, Archived), if any."""
+    """Set a version's deprecated stage (Staging, Production, Archived), if any.
+
+    Staging and Production hold one version each: the version that held it is archived.
+    """
     if stage is None:
         return
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # stages are deprecated; mirrored only
-        store.client.transition_model_version_stage(name, version, stage)
+        store.client.transition_model_version_stage(
+            name, version, stage, archive_existing_versions=stage in STAGE_OF_ALIAS.values())
 
 
 def version_by_alias(store: Store, name: str, alias: str) -> Any:
@@ -76,3 +89,63 @@ def create_version(store: Store, name: str, model_info: Any, run_id: str,
     mv = store.client.create_model_version(name, source=model_info.model_uri, run_id=run_id,
                                            tags=tags, model_id=model_info.model_id)
     return str(mv.version)
+
+
+def versions_of_sweep(store: Store, name: str, parent_run_id: str) -> list[Any]:
+    """Return the versions of ``name`` that a sweep registered, oldest first."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        found = store.client.search_model_versions(f"name = '{name}'")
+    except MlflowException:
+        return []
+    mine = sorted((v for v in found if v.tags.get(TAG_SWEEP_PARENT) == parent_run_id),
+                  key=lambda v: int(v.version))
+    # Searches leave a version's aliases out; a version read whole has them.
+    return [store.client.get_model_version(name, str(v.version)) for v in mine]
+
+
+def registry_lock(store: Store, name: str, wait_s: float = 300.0
+                  ) -> contextlib.AbstractContextManager[None]:
+    """Serialise changes to a registered model's aliases among processes and machines.
+
+    The lock is a registered model named ``<name>~lock`` (creating a name is atomic in
+    every MLflow backend, a tracking server included), tagged with its holder; it exists
+    only while held. A holder on this host whose process is gone loses it at once. A
+    command that has to wait says for whom.
+    """
+    from mlflow.exceptions import MlflowException
+
+    lock = f"{name}{LOCK_SUFFIX}lock"
+
+    def create(record: dict[str, Any]) -> Any:
+        try:
+            store.client.create_registered_model(
+                lock, tags={k: str(v) for k, v in record.items()},
+                description=f"held by tabflow while it changes {name}'s aliases")
+        except MlflowException as e:
+            if e.error_code == "RESOURCE_ALREADY_EXISTS":
+                return None
+            raise
+        return str(record[HOLDER_SINCE])
+
+    def inspect() -> tuple[Any, dict[str, Any]] | None:
+        try:
+            tags = store.client.get_registered_model(lock).tags
+        except MlflowException:
+            return None
+        record: dict[str, Any] = {k: tags[k] for k in (HOLDER_HOST, HOLDER_PID, HOLDER_SINCE)
+                                  if k in tags}
+        return tags.get(HOLDER_SINCE), record
+
+    def remove(since: Any) -> None:
+        found = inspect()
+        if found is not None and found[0] == since:  # that holder's lock, not a newer one
+            with contextlib.suppress(MlflowException):
+                store.client.delete_registered_model(lock)
+
+    def announce(holder: dict[str, Any]) -> None:
+        print(f"Waiting for another command changing {name}'s aliases "
+              f"({holder.get(HOLDER_HOST, '?')}:{holder.get(HOLDER_PID, '?')})", flush=True)
+
+    return hold(Mutex(create, inspect, remove), lock, wait_s, on_wait=announce)
