@@ -39,8 +39,15 @@ def mirror_stage(store: Store, name: str, version: str, stage: str | None) -> No
         return
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # stages are deprecated; mirrored only
-        store.client.transition_model_version_stage(
-            name, version, stage, archive_existing_versions=stage in STAGE_OF_ALIAS.values())
+        store.client.transition_model_version_stage(name, version, stage)
+        if stage not in STAGE_OF_ALIAS.values():
+            return
+        # By hand: MLflow's archive_existing_versions=True fails on PostgreSQL (it compares
+        # the integer version column with a string).
+        for other in store.client.search_model_versions(f"name = '{name}'"):
+            if str(other.version) != str(version) and other.current_stage == stage:
+                store.client.transition_model_version_stage(name, str(other.version),
+                                                            "Archived")
 
 
 def version_by_alias(store: Store, name: str, alias: str) -> Any:
