@@ -16,9 +16,13 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from tabflow.config import COST_METRICS, Direction, metric_names
-from tabflow.contract import as_list, exit_cleanly, is_optuna_sweep
+from tabflow.contract import as_list, exit_cleanly, is_optuna_sweep, lower_is_better
 
 log = logging.getLogger(__name__)
+
+
+# Fewer rows than these make scores meaningless; the command warns, naming the sizes.
+MIN_TRAIN_ROWS, MIN_TEST_ROWS = 50, 10
 
 
 class ConfigError(ValueError):
@@ -43,6 +47,14 @@ def check_objective(cfg: DictConfig) -> None:
             f"objective.metric={metrics}, e.g. objective.metric=[val_f1,fit_time_s] "
             f"objective.direction=[maximize,minimize]"
         )
+    for metric, direction in zip(metrics, directions, strict=True):
+        known = Direction.minimize if lower_is_better(metric) else Direction.maximize
+        if str(direction) != known.value:
+            # The worst model would win and replace a better one at @staging.
+            raise ConfigError(
+                f"objective.direction={direction} contradicts objective.metric={metric}: "
+                f"a {'lower' if known is Direction.minimize else 'higher'} {metric} is "
+                f"better; use objective.direction={known.value}")
 
 
 def check_split(cfg: DictConfig) -> None:
@@ -76,12 +88,52 @@ def check_search_space(cfg: DictConfig) -> None:
 _MISSING = object()
 
 
+def check_ranges(cfg: DictConfig) -> None:
+    """Refuse a range that runs backwards, in the search space or on the command line.
+
+    Optuna would stop the sweep at its first trial with "low <= high must hold", after
+    the parent run and the study were created.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import IntervalSweep, RangeSweep
+
+    params = cfg.hydra.sweeper.get("params") or {}
+    lines = [f"{k}={v}" for k, v in params.items()] + list(cfg.hydra.overrides.task)
+    for override in OverridesParser.create().parse_overrides(lines):
+        if not override.is_sweep_override():
+            continue
+        value = override.value()
+        low: Any
+        high: Any
+        if isinstance(value, IntervalSweep):
+            low, high = value.start, value.end
+        elif isinstance(value, RangeSweep) and (value.step or 1) > 0:
+            low, high = value.start, value.stop
+        else:
+            continue
+        if low is not None and high is not None and low > high:
+            raise ConfigError(
+                f"{override.input_line}: the range runs backwards ({low:g} > {high:g}); write "
+                f"the smaller bound first")
+
+
+def check_budget(cfg: DictConfig) -> None:
+    """Require at least one trial."""
+    n_trials = cfg.hydra.sweeper.get("n_trials")
+    if n_trials is not None and n_trials < 1:
+        raise ConfigError(f"hydra.sweeper.n_trials={n_trials}: a sweep needs at least one "
+                          f"trial; set hydra.sweeper.n_trials=20 (or leave it to the sweep "
+                          f"option: sweep=narrow|wide|families)")
+
+
 def check_config(cfg: DictConfig, sweeping: bool) -> None:
     """Run every check; raise :class:`ConfigError` on the first problem."""
     check_objective(cfg)
     check_split(cfg)
     if sweeping:
+        check_budget(cfg)
         check_search_space(cfg)
+        check_ranges(cfg)
 
 
 def check_data(cfg: DictConfig) -> None:
@@ -91,11 +143,20 @@ def check_data(cfg: DictConfig) -> None:
     cleaned table and split are cached in data/ for the jobs to reuse.
     """
     # pandas and scikit-learn load here, not at start-up (--help stays fast).
+    from tabflow.job import cv_folds, describe_scoring
     from tabflow.splits import load_and_split
 
-    ds, _ = load_and_split(cfg)
+    ds, splits = load_and_split(cfg)
     log.info("dataset %s: %d rows, %d numeric and %d categorical features, digest %s",
              ds.name, len(ds.y), len(ds.numeric), len(ds.categorical), ds.digest[:12])
+    val_rows = len(splits.y_val)
+    log.info("%s", describe_scoring(cv_folds(cfg.cv, ds.task, val_rows), cfg.cv, val_rows))
+    train_rows, test_rows = len(splits.y_train), len(splits.y_test)
+    if train_rows < MIN_TRAIN_ROWS or test_rows < MIN_TEST_ROWS:
+        log.warning("the split leaves %d training, %d validation and %d test rows: too few to "
+                    "fit and compare models (scores of 1.0 on a handful of rows mean nothing); "
+                    "use more data, or smaller split.test_size=%s / split.val_size=%s",
+                    train_rows, val_rows, test_rows, cfg.split.test_size, cfg.split.val_size)
 
 
 def _fail(kind: str, error: Exception) -> None:

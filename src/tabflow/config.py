@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -143,13 +144,19 @@ class DatasetConfig:
     name: str = MISSING
     source: Source = MISSING
     loader: str | None = None  # source=sklearn: e.g. load_breast_cancer
-    path: str | None = None  # source=file: a .csv or .parquet file, relative to data/raw/
+    path: str | None = None  # source=file: a .csv or .parquet file, from the cwd or data/raw/
+    sep: str = ","  # source=file, CSV: the column separator (";" in many European files)
+    decimal: str = "."  # CSV: the decimal mark ("," in many European files)
+    encoding: str = "utf-8-sig"  # CSV: the text encoding (latin-1, cp1252, ...)
     target: str | None = "target"
     task: Task = MISSING
     numeric: list[str] = field(default_factory=list)  # columns forced numeric
     categorical: list[str] = field(default_factory=list)  # columns forced categorical
     drop: list[str] = field(default_factory=list)  # columns left out
     id_columns: list[str] = field(default_factory=list)  # identifiers: never features
+    # Features although every value is unique (otherwise such text or integer columns
+    # are taken for row identifiers and left out, with a warning).
+    keep: list[str] = field(default_factory=list)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
 
@@ -272,8 +279,13 @@ class ObjectiveConfig:
 class CVConfig:
     """Cross-validation as the objective, instead of the single validation split."""
 
-    folds: int = 0  # 0: score on the validation split; k >= 2: k-fold CV on train + val
+    # null (auto): `auto_folds`-fold CV when a classification validation split has fewer
+    # than `min_val_rows` rows (its accuracy moves in coarse steps: trials tie), else the
+    # validation split; 0: always the validation split; k >= 2: always k-fold CV.
+    folds: int | None = None
     shuffle: bool = True  # shuffle (seeded) before cutting folds
+    auto_folds: int = 3
+    min_val_rows: int = 200
 
 
 @dataclass
@@ -344,6 +356,19 @@ MODEL_SCHEMAS: dict[str, type[ModelConfig]] = {
     "svm": SVMConfig,
     "knn": KNNConfig,
 }
+
+
+def file_stem(path: str | None, default: str = "csv") -> str:
+    """``${file_stem:${.path}}`` in conf/: a file dataset is named after its file.
+
+    ``data/raw/churn.csv`` -> ``churn``, so that two files get two experiments and two
+    registered models; ``dataset.name`` overrides it.
+    """
+    return Path(str(path)).stem if path else default
+
+
+# Registered on import: jobs in other processes resolve the same interpolations.
+OmegaConf.register_resolver("file_stem", file_stem, replace=True)
 
 
 def register_configs() -> None:

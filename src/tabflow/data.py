@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 
 # A numeric target with more distinct values than this is almost surely continuous.
 MAX_CLASSES = 100
+# Below this many rows, a column of unique values may be chance, not an identifier.
+MIN_ROWS_FOR_IDS = 20
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,7 @@ class Dataset:
     y: pd.Series
     numeric: tuple[str, ...] = field(default=())
     categorical: tuple[str, ...] = field(default=())
+    left_out: tuple[str, ...] = field(default=())  # row identifiers found and left out
 
     @cached_property
     def digest(self) -> str:
@@ -74,6 +77,7 @@ class Dataset:
             "schema": {str(c): str(t) for c, t in self.X.dtypes.items()},
             "numeric": list(self.numeric),
             "categorical": list(self.categorical),
+            "ids_left_out": list(self.left_out),
         }
 
 
@@ -108,7 +112,7 @@ def write_atomic(path: Path, write: Callable[[Path], Any]) -> None:
 
 # ------------------------------------------------------------------------------ checks
 def _check_columns_exist(frame: pd.DataFrame, cfg: DictConfig) -> None:
-    for key in ("numeric", "categorical", "drop", "id_columns"):
+    for key in ("numeric", "categorical", "drop", "id_columns", "keep"):
         unknown = [c for c in cfg[key] if c not in frame.columns]
         if unknown:
             raise DataError(f"dataset.{key} names columns that do not exist: {unknown}; "
@@ -139,7 +143,35 @@ def _clean(frame: pd.DataFrame, cfg: DictConfig) -> pd.DataFrame:
         frame = frame.loc[frame[target].notna()].reset_index(drop=True)
     frame = _apply_types(frame, cfg)
     _check_target(frame[target], Task(cfg.task), cfg)
+    dates = [str(c) for c in frame.columns if c != target
+             and pd.api.types.is_datetime64_any_dtype(frame[c])]
+    if dates:
+        # A model can't use a timestamp as it is, and skops would refuse to save the
+        # pipeline at the very end of the sweep: say so before any trial.
+        quoted = ",".join(f'"{c}"' for c in dates)
+        raise DataError(f"columns {dates} hold dates, which the models can't use as they are; "
+                        f"leave them out with 'dataset.drop=[{quoted}]', or derive numbers "
+                        f"from them in your file (year, month, day of week, days since ...)")
+    ids = id_like_columns(frame.drop(columns=[target]), [*cfg.keep, *cfg.numeric,
+                                                         *cfg.categorical])
+    if ids:
+        quoted = ",".join(f'"{c}"' for c in ids)
+        log.warning("left out %s: every value is unique, so they identify rows rather than "
+                    "describe them; to use them as features anyway: 'dataset.keep=[%s]'",
+                    ids, quoted)
+        frame = frame.drop(columns=ids)
+        frame.attrs["left_out"] = ids
     return frame
+
+
+def id_like_columns(X: pd.DataFrame, keep: list[str]) -> list[str]:
+    """Return the columns that look like row identifiers: text or integers, all unique."""
+    if len(X) < MIN_ROWS_FOR_IDS:
+        return []
+    return [str(c) for c in X.columns if c not in keep
+            and (pd.api.types.is_integer_dtype(X[c]) or pd.api.types.is_object_dtype(X[c])
+                 or pd.api.types.is_string_dtype(X[c]))
+            and X[c].notna().all() and X[c].nunique() == len(X)]
 
 
 def _apply_types(frame: pd.DataFrame, cfg: DictConfig) -> pd.DataFrame:
@@ -191,11 +223,12 @@ def infer_columns(X: pd.DataFrame, categorical: list[str] | tuple[str, ...] = ()
     return numeric, tuple(c for c in X.columns if c not in numeric)
 
 
-def _features(frame: pd.DataFrame, cfg: DictConfig, source: str) -> Dataset:
+def _features(frame: pd.DataFrame, cfg: DictConfig, source: str,
+              left_out: list[str] | tuple[str, ...] = ()) -> Dataset:
     X = frame.drop(columns=[cfg.target])
     numeric, categorical = infer_columns(X, list(cfg.categorical))
     return Dataset(name=cfg.name, source=source, task=Task(cfg.task), X=X, y=frame[cfg.target],
-                   numeric=numeric, categorical=categorical)
+                   numeric=numeric, categorical=categorical, left_out=tuple(left_out))
 
 
 def load_dataset(cfg: DictConfig, data_dir: str | Path | None = None) -> Dataset:
@@ -218,7 +251,8 @@ def load_dataset(cfg: DictConfig, data_dir: str | Path | None = None) -> Dataset
     data_dir = Path(data_dir) if data_dir is not None else None
     source = Source(cfg.source)
     cleaning = {k: OmegaConf.to_container(cfg[k]) for k in
-                ("numeric", "categorical", "drop", "id_columns")}
+                ("numeric", "categorical", "drop", "id_columns", "keep")}
+    cleaning.update({k: cfg.get(k) for k in ("sep", "decimal", "encoding")})
     cached: Path | None = None
     if data_dir is not None:
         key = short_hash(source_identity(cfg, data_dir), cfg.target, cfg.task, cleaning)
@@ -226,7 +260,7 @@ def load_dataset(cfg: DictConfig, data_dir: str | Path | None = None) -> Dataset
         # The JSON is written last, so its presence means the parquet file is complete.
         if cached.with_suffix(".json").exists():
             meta = json.loads(cached.with_suffix(".json").read_text())
-            ds = _features(pd.read_parquet(cached), cfg, meta["source"])
+            ds = _features(pd.read_parquet(cached), cfg, meta["source"], meta.get("left_out", ()))
             ds.__dict__["digest"] = meta["digest"]  # fills the cached_property: no rehash
             return ds
     if source is Source.file:
@@ -235,10 +269,11 @@ def load_dataset(cfg: DictConfig, data_dir: str | Path | None = None) -> Dataset
         frame, origin = READERS[source](cfg)
     frame = _clean(frame, cfg)
     if cached is None:
-        return _features(frame, cfg, origin)
+        return _features(frame, cfg, origin, frame.attrs.get("left_out", ()))
     write_atomic(cached, lambda p: frame.to_parquet(p, index=False))
     # Read back what later runs will read, so every run sees the same dtypes and digest.
-    ds = _features(pd.read_parquet(cached), cfg, origin)
-    meta = {"source": origin, "digest": ds.digest}
+    left_out = frame.attrs.get("left_out", [])
+    ds = _features(pd.read_parquet(cached), cfg, origin, left_out)
+    meta = {"source": origin, "digest": ds.digest, "left_out": list(left_out)}
     write_atomic(cached.with_suffix(".json"), lambda p: p.write_text(json.dumps(meta)))
     return ds

@@ -66,6 +66,25 @@ def threads_per_job(threads: int | None, parallel_jobs: int | None) -> int | Non
     return max(1, (os.cpu_count() or 1) // effective_n_jobs(parallel_jobs))
 
 
+def cv_folds(cv: DictConfig, task: Task, val_rows: int) -> int:
+    """How many folds score a trial: 0 for the validation split (see ``CVConfig``)."""
+    if cv.folds is not None:
+        return int(cv.folds)
+    if Task(task) is Task.classification and val_rows < cv.min_val_rows:
+        return int(cv.auto_folds)
+    return 0
+
+
+def describe_scoring(folds: int, cv: DictConfig, val_rows: int) -> str:
+    """One line saying how trials are scored, and why when it was chosen automatically."""
+    if not folds:
+        return f"trials are scored on the validation split ({val_rows} rows)"
+    why = (f" (the validation split has {val_rows} rows < cv.min_val_rows={cv.min_val_rows}: "
+           f"too few to tell trials apart; cv.folds=0 scores on it anyway)"
+           if cv.folds is None else "")
+    return f"trials are scored by {folds}-fold CV on train + validation{why}"
+
+
 def run_job(cfg: DictConfig, output_dir: str | Path, save_model: bool = False,
             threads: int | None = None) -> dict[str, float]:
     """Fit one configuration on the training split and score it on train and validation.
@@ -84,12 +103,13 @@ def run_job(cfg: DictConfig, output_dir: str | Path, save_model: bool = False,
     ds, splits, pipeline = prepare(cfg)
     write_json(out / DATASET_FILE, ds.describe())
     OmegaConf.save(loggable_config(cfg), out / CONFIG_FILE)
+    folds = cv_folds(cfg.cv, ds.task, len(splits.y_val))
     with threadpool_limits(limits=threads):
-        if cfg.cv.folds >= 2:
+        if folds >= 2:
             # k-fold CV on train + validation; test stays held out for the final model.
             X = pd.concat([splits.X_train, splits.X_val])
             y = pd.concat([splits.y_train, splits.y_val])
-            metrics = cross_validate_metrics(pipeline, X, y, ds.task, cfg.cv.folds,
+            metrics = cross_validate_metrics(pipeline, X, y, ds.task, folds,
                                              cfg.cv.shuffle, cfg.seed)
             if save_model:
                 _fit(pipeline, splits.X_train, splits.y_train)
@@ -101,11 +121,12 @@ def run_job(cfg: DictConfig, output_dir: str | Path, save_model: bool = False,
                 **predict_time_and_size(pipeline, splits.X_val),
                 "fit_time_s": fit_time,
             }
+    metrics["cv_folds"] = float(folds)  # how this trial was scored (0: the validation split)
     write_json(out / METRICS_FILE, metrics)
     if cfg.evaluation.trial_figures:
         from tabflow.plots import model_figures, save_figures
 
-        if cfg.cv.folds >= 2:  # CV leaves no fitted model; fit one for the figures
+        if folds >= 2:  # CV leaves no fitted model; fit one for the figures
             _fit(pipeline, splits.X_train, splits.y_train)
         save_figures(model_figures(pipeline, splits.X_val, splits.y_val, ds.task, "validation",
                                    cfg.seed), out / FIGURES_DIR)
@@ -113,9 +134,14 @@ def run_job(cfg: DictConfig, output_dir: str | Path, save_model: bool = False,
         joblib.dump(pipeline, out / MODEL_FILE)
     # A single run reports its metrics; in a sweep the progress line does (hydra.verbose=true
     # shows every trial's metrics too).
-    log.log(logging.INFO if save_model else logging.DEBUG, "%s",
-            "  ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items())))
+    log.log(logging.INFO if save_model else logging.DEBUG, "%s", format_metrics(metrics))
     return metrics
+
+
+def format_metrics(metrics: dict[str, float]) -> str:
+    """``name=value`` pairs for the console: counts and sizes whole, scores to 4 places."""
+    return "  ".join(f"{k}={v:.0f}" if k.endswith(("_bytes", "_folds")) else f"{k}={v:.4f}"
+                     for k, v in sorted(metrics.items()))
 
 
 def objective_value(metrics: dict[str, float], metric: Any) -> float | list[float]:

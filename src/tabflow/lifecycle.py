@@ -22,9 +22,9 @@ from tabflow.tracking.registry import (
     mirror_stage,
     model_version,
     registry_lock,
+    resolve_version,
     set_alias,
     tag_version,
-    version_by_alias,
 )
 from tabflow.tracking.store import Store, download_artifact
 
@@ -109,11 +109,11 @@ def promote(store: Store, name: str, metric: str | None = None, margin: float = 
 
 def _promote(store: Store, name: str, metric: str | None, margin: float,
              force: bool) -> Comparison:
-    candidate = version_by_alias(store, name, STAGING)
+    candidate = resolve_version(store, name, STAGING)
     if candidate is None:
         raise RegistryError(f"{name} has no @{STAGING} version; run a sweep first "
                             f"(python src/train.py -m ...)")
-    champion = version_by_alias(store, name, PRODUCTION)
+    champion = resolve_version(store, name, PRODUCTION)
     metric = metric or candidate.tags.get("objective.metric", "val_accuracy").replace(
         "val_", "test_", 1)
     X, y, task, digest = _test_split(store, candidate)
@@ -169,9 +169,10 @@ def rollback(store: Store, name: str) -> tuple[str, str]:
 
 
 def _rollback(store: Store, name: str) -> tuple[str, str]:
-    current = version_by_alias(store, name, PRODUCTION)
+    current = resolve_version(store, name, PRODUCTION)
     if current is None:
-        raise RegistryError(f"{name} has no @{PRODUCTION} version to roll back")
+        raise RegistryError(f"{name} has no @{PRODUCTION} version to roll back; nothing is in "
+                            f"production yet (tabflow promote {name} puts @staging there)")
     previous = current.tags.get("previous_production")
     if not previous:
         raise RegistryError(f"{name} version {current.version} replaced no earlier "

@@ -64,52 +64,96 @@ _URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://|file:)")
 
 
 def resolve_path(cfg: DictConfig, data_dir: Path | None) -> Path:
-    """Return the file a ``source=file`` dataset names; relative paths are under data/raw/."""
+    """Return the file a ``source=file`` dataset names.
+
+    A relative path is read as every command-line tool reads it, from the current
+    directory; failing that, from ``data/raw/`` (so a bare file name there works too).
+    """
     if not cfg.path:
         raise DataError("dataset=csv needs a file: add dataset.path=<file.csv|file.parquet> "
-                        "(relative to data/raw/) and dataset.target=<column>")
+                        "(relative to the current directory or data/raw/) and "
+                        "dataset.target=<column>")
     if _URL.match(str(cfg.path)):
         # pandas would fetch a URL (http, s3, file://...): data must be a local, known file.
         raise DataError(f"dataset.path={cfg.path!r} is a URL; tabflow reads local files only, "
                         f"so that a run's data is what its digest says. Download the file "
                         f"into data/raw/ and give its name (dataset.path=<file.csv>)")
-    path = Path(cfg.path).expanduser()
-    if not path.is_absolute():
-        path = (data_dir / "raw" / path) if data_dir is not None else path
-    if not path.is_file():
-        raise DataError(f"dataset.path={cfg.path!r}: no such file ({path}); put the file in "
-                        f"data/raw/ or give an absolute path")
+    given = Path(cfg.path).expanduser()
+    places = [given.resolve()] if given.is_absolute() else [Path.cwd() / given]
+    if not given.is_absolute() and data_dir is not None:
+        places.append(Path(data_dir) / "raw" / given)
+    path = next((p for p in places if p.is_file()), None)
+    if path is None:
+        raise DataError(f"dataset.path={cfg.path!r}: no such file (looked in "
+                        f"{' and '.join(str(p) for p in places)}); give a path from the current "
+                        f"directory, or put the file in data/raw/")
     if path.suffix.lower() not in FILE_SUFFIXES:
         raise DataError(f"dataset.path={cfg.path!r}: unsupported file type {path.suffix!r}; "
                         f"use one of {list(FILE_SUFFIXES)}")
     return path
 
 
-def _csv_header(path: Path) -> list[str]:
+# A number written with a decimal comma (and optional thousands dots): 1,5 or 1.234,56.
+_DECIMAL_COMMA = re.compile(r"^\s*-?\d{1,3}(\.\d{3})*,\d+\s*$|^\s*-?\d+,\d+\s*$")
+
+
+def _csv_header(path: Path, cfg: DictConfig) -> list[str]:
     # pandas renames duplicate headers (a, a.1); read the raw header to catch them.
-    with path.open(newline="", encoding="utf-8-sig") as f:
-        return next(csv.reader(f), [])
+    with path.open(newline="", encoding=cfg.encoding) as f:
+        return next(csv.reader(f, delimiter=cfg.sep), [])
+
+
+def _read_csv(path: Path, cfg: DictConfig) -> pd.DataFrame:
+    try:
+        header = _csv_header(path, cfg)
+    except UnicodeDecodeError as e:
+        raise DataError(f"dataset.path={cfg.path!r}: {path} is not {cfg.encoding} text ({e}); "
+                        f"name its encoding, e.g. dataset.encoding=latin-1 "
+                        f"(or cp1252, the usual one of files saved by Excel)") from e
+    if len(header) == 1:
+        for sep, name in ((";", "semicolon"), ("\t", "tab"), ("|", "pipe")):
+            if sep in header[0]:
+                shown = "'\\t'" if sep == "\t" else repr(sep)
+                raise DataError(f"dataset.path={cfg.path!r}: the header is one column, "
+                                f"{header[0][:60]!r}: the file looks {name}-separated; read "
+                                f"it with dataset.sep={shown}"
+                                + (" dataset.decimal=','" if sep == ";" else ""))
+    check_unique([h.strip() for h in header])
+    return pd.read_csv(path, sep=cfg.sep, decimal=cfg.decimal, encoding=cfg.encoding,
+                       skipinitialspace=True)
+
+
+def _check_decimal_commas(frame: pd.DataFrame, cfg: DictConfig) -> None:
+    """Refuse numbers written in another locale, which would silently become categories."""
+    if cfg.decimal == ",":
+        return
+    for col in frame.columns:
+        values = frame[col].dropna()
+        text = frame[col].dtype == object or pd.api.types.is_string_dtype(frame[col])
+        if text and len(values) and values.astype(str).str.match(
+                _DECIMAL_COMMA).mean() > 0.9:
+            raise DataError(f"column {col!r} holds numbers written with a decimal comma "
+                            f"(e.g. {values.iloc[0]!r}); read the file with "
+                            f"dataset.decimal=',' (and dataset.sep=';' if it is "
+                            f"semicolon-separated)")
 
 
 def read_file(cfg: DictConfig, data_dir: Path | None) -> tuple[pd.DataFrame, str]:
     """Read a ``source=file`` dataset (CSV or Parquet); return the table and its path."""
     path = resolve_path(cfg, data_dir)
     try:
-        if path.suffix.lower() == ".csv":
-            header = _csv_header(path)
-            check_unique([h.strip() for h in header])
-            frame = pd.read_csv(path, encoding="utf-8-sig", skipinitialspace=True)
-        else:
-            frame = pd.read_parquet(path)
+        frame = _read_csv(path, cfg) if path.suffix.lower() == ".csv" else pd.read_parquet(path)
     except DataError:
         raise
     except Exception as e:
         raise DataError(f"dataset.path={cfg.path!r}: cannot read {path} as "
                         f"{path.suffix.lstrip('.').upper()} ({type(e).__name__}: {e}); "
-                        f"check that the file is a valid, UTF-8 encoded table") from e
+                        f"check that the file is a valid table (dataset.sep, "
+                        f"dataset.decimal and dataset.encoding say how it is written)") from e
     if frame.shape[1] == 0 or frame.shape[0] == 0:
         raise DataError(f"dataset.path={cfg.path!r}: {path} holds no rows or no columns")
     frame.columns = [str(c).strip() for c in frame.columns]
+    _check_decimal_commas(frame, cfg)
     return frame, str(path)
 
 

@@ -192,6 +192,8 @@ def register_best(sweep: SweepRun, best: Best) -> None:
     print(f"Registered {name} version {version} as @{alias} in {seconds:.2f}s: "
           f"models:/{name}@{alias}\n  {test}", flush=True)
     if config.evaluation.figures:
+        print("Writing the sweep report (figures of the final model and the search, "
+              "report.html) ...", flush=True)
         report(sweep, best, final, name, version)
     if config.registry.auto_promote:
         from tabflow.lifecycle import promote, render

@@ -79,6 +79,18 @@ def _data_digest(dataset: str, data_dir: str) -> str:
     return load_dataset(OmegaConf.create(json.loads(dataset)), data_dir).digest
 
 
+def model_label(cfg: DictConfig) -> str:
+    """The model a sweep is about: its model choice, or ``families`` when it searches ``model``.
+
+    A families sweep (``sweep=families``, or ``'model=choice(rf,hgb)'`` on the command line)
+    tries several model families; naming it after the default model would mislead.
+    """
+    params = cfg.hydra.sweeper.get("params") or {}
+    swept = "model" in params or any(o.split("=", 1)[0] == "model"
+                                     for o in sweep_overrides(list(cfg.hydra.overrides.task)))
+    return "families" if swept else str(cfg.hydra.runtime.choices.get("model"))
+
+
 def study_name(cfg: DictConfig) -> str:
     """Return the Optuna study name of a sweep.
 
@@ -93,5 +105,10 @@ def study_name(cfg: DictConfig) -> str:
     blob = json.dumps(identity(cfg, _data_digest(dataset, str(cfg.paths.data))),
                       sort_keys=True, default=str)
     short = hashlib.sha256(blob.encode()).hexdigest()[:10]
-    choices = cfg.hydra.runtime.choices
-    return f"{cfg.dataset.name}-{choices.get('model')}-{choices.get('sweep')}-{short}"
+    return f"{cfg.dataset.name}-{sweep_label(cfg)}-{short}"
+
+
+def sweep_label(cfg: DictConfig) -> str:
+    """``<model>-<sweep>`` (``rf-wide``), or ``families`` for a sweep across model families."""
+    model, sweep = model_label(cfg), str(cfg.hydra.runtime.choices.get("sweep"))
+    return model if model == sweep else f"{model}-{sweep}"

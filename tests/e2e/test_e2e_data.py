@@ -56,7 +56,7 @@ def test_csv_sweep_searches_preprocessing_and_serves_raw_rows(tmp_path):
                      "preprocessing.scaler=choice(standard,minmax,robust)")
     assert_ok(proc)
     assert "dropped 6 of 300 rows whose target 'churned' is missing" in proc.stdout + proc.stderr
-    _, runs = runs_of(tmp_path, "csv")
+    _, runs = runs_of(tmp_path, "customers")  # a file dataset is named after its file
     parent, children = split_runs(runs)
     assert len(children) == 4
     # The scaler is a dimension of the Optuna study, and each trial got what Optuna chose.
@@ -69,10 +69,27 @@ def test_csv_sweep_searches_preprocessing_and_serves_raw_rows(tmp_path):
     assert chosen == {int(c.data.tags["optuna.trial"]): c.data.params["preprocessing.scaler"]
                       for c in children}
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
-    model = mlflow.pyfunc.load_model("models:/csv@staging")
+    model = mlflow.pyfunc.load_model("models:/customers@staging")
     rows = pd.read_csv(CUSTOMERS).drop(columns=["Customer ID", "churned"]).head(4)
     rows.loc[0, "region"] = "a region never seen"
     assert set(model.predict(rows)) <= {"yes", "no"}
+
+
+def test_a_csv_read_as_a_person_means_it(tmp_path):
+    """A path typed from the project root, an ID column nobody declared, a name from the file."""
+    (tmp_path / "data" / "raw").mkdir(parents=True)
+    (tmp_path / "data" / "raw" / "customers.csv").write_bytes(CUSTOMERS.read_bytes())
+    proc = run_train(tmp_path, "dataset=csv", "dataset.path=data/raw/customers.csv",
+                     "dataset.target=churned", "model=logreg")
+    assert_ok(proc)
+    output = proc.stdout + proc.stderr
+    warnings = [line for line in output.splitlines() if "every value is unique" in line]
+    assert len(warnings) == 1 and "['Customer ID']" in warnings[0]
+    assert """'dataset.keep=["Customer ID"]'""" in warnings[0]
+    _, runs = runs_of(tmp_path, "customers")
+    (run,) = runs
+    assert run.data.tags["dataset.ids_left_out"] == "Customer ID"
+    assert run.data.tags["dataset.shape"].endswith("x5")  # age, charges, tenure, contract, region
 
 
 def test_regression_dataset_minimizes_rmse(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
 
 import pytest
@@ -76,3 +77,54 @@ def test_the_full_traceback_on_request(compose_cfg, monkeypatch, capsys):
     with pytest.raises(SystemExit):
         ConfigCheck().on_run_start(compose_cfg("split.test_size=0.9"))
     assert "Traceback" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("sweep_override", "needle"), [
+    ("model.n_estimators=int(interval(500, 10))",
+     "model.n_estimators=int(interval(500, 10)): the range runs backwards (500 > 10)"),
+    ("model.max_depth=interval(8, 3)", "runs backwards (8 > 3)"),
+])
+def test_a_backwards_range_on_the_command_line_is_refused(compose_cfg, sweep_override, needle):
+    cfg = compose_cfg("model=rf", "sweep=wide")
+    with read_write(cfg.hydra), open_dict(cfg.hydra):
+        cfg.hydra.overrides.task.append(sweep_override)  # as `-m` would pass it
+    with pytest.raises(ConfigError, match=re.escape(needle)):
+        check_config(cfg, sweeping=True)
+
+
+@pytest.mark.parametrize("n_trials", [0, -3])
+def test_a_sweep_without_trials_is_refused(compose_cfg, n_trials):
+    cfg = compose_cfg("model=rf", "sweep=narrow", f"hydra.sweeper.n_trials={n_trials}")
+    with pytest.raises(ConfigError, match=rf"n_trials={n_trials}: a sweep needs at least one"):
+        check_config(cfg, sweeping=True)
+
+
+def test_a_backwards_range_in_a_search_space_file_is_refused(compose_cfg):
+    cfg = compose_cfg("model=rf", "sweep=narrow")
+    with read_write(cfg.hydra), open_dict(cfg.hydra):
+        cfg.hydra.sweeper.params["model.max_depth"] = "int(interval(15, 3))"
+    with pytest.raises(ConfigError, match=r"model\.max_depth=int\(interval\(15, 3\)\)"):
+        check_config(cfg, sweeping=True)
+
+
+@pytest.mark.parametrize(("overrides", "needle"), [
+    (["objective.metric=val_accuracy", "objective.direction=minimize"],
+     "contradicts objective.metric=val_accuracy: a higher val_accuracy is better; use "
+     "objective.direction=maximize"),
+    (["objective.metric=val_log_loss", "objective.direction=maximize"],
+     "use objective.direction=minimize"),
+    (["dataset=diabetes", "objective.direction=maximize"], "a lower val_rmse is better"),
+])
+def test_a_direction_that_contradicts_its_metric_is_refused(compose_cfg, overrides, needle):
+    with pytest.raises(ConfigError, match=re.escape(needle)):
+        check_config(compose_cfg(*overrides), sweeping=False)
+
+
+def test_splits_that_leave_almost_nothing_to_train_on_are_named(compose_cfg, caplog):
+    from tabflow.checks import check_data
+
+    check_data(compose_cfg("dataset=iris", "split.test_size=0.5", "split.val_size=0.45"))
+    warnings = [r.getMessage() for r in caplog.records if "too few to fit" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "split leaves 7 training, 68 validation and 75 test rows" in warnings[0]
+    assert "split.test_size=0.5 / split.val_size=0.45" in warnings[0]

@@ -61,7 +61,32 @@ def test_runs_ranks_as_the_sweep_did_unless_told_otherwise(argv, parent, expecte
     assert _ranking(args, parent) == expected
 
 
-def test_serve_uses_this_environment_and_the_alias():
-    cmd = serve_command("churn", "production", 8000)
-    assert "models:/churn@production" in cmd
+def test_serve_uses_this_environment_and_the_resolved_version():
+    cmd = serve_command("churn", "3", 8000)
+    assert "models:/churn/3" in cmd
     assert cmd[cmd.index("--env-manager") + 1] == "local"
+
+
+@pytest.mark.parametrize("argv", [["experiments"], ["runs", "x"], ["report", "x"],
+                                  ["promote", "x"], ["rollback", "x"], ["serve", "x"],
+                                  ["upload", "multirun"]])
+def test_commands_on_an_empty_project_create_no_store(tmp_path, capsys, argv):
+    from tabflow.cli import main
+
+    db = tmp_path / "mlflow.db"
+    with pytest.raises(SystemExit) as info:
+        main(["--tracking-uri", f"sqlite:///{db}", *argv])
+    assert info.value.code == 1
+    assert f"no tracking store at {db}" in capsys.readouterr().err
+    assert not db.exists()
+
+
+def test_serving_with_nothing_in_production_names_promote(tmp_path, capsys):
+    from tabflow.cli import main
+    from tabflow.tracking.store import connect
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    connect(uri).client.create_registered_model("churn")
+    assert main(["--tracking-uri", uri, "serve", "churn"]) == 2
+    err = capsys.readouterr().err
+    assert "churn has no version at @production" in err and "tabflow promote churn" in err

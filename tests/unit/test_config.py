@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 from hydra.errors import ConfigCompositionException
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, open_dict, read_write
 from sklearn.base import is_classifier, is_regressor
 
 from tabflow.checks import check_config
@@ -185,3 +185,23 @@ def test_scale_out_presets_take_addresses_from_the_environment(compose_cfg, monk
     monkeypatch.delenv("MLFLOW_TRACKING_URI")
     assert compose_cfg("tracking=server").tracking.uri == "http://127.0.0.1:5000"
     assert compose_cfg("sweep=narrow").hydra.sweeper.storage.startswith("sqlite:///")
+
+
+def test_a_file_dataset_is_named_after_its_file(compose_cfg):
+    cfg = compose_cfg("dataset=csv", "dataset.path=data/raw/churn.csv", "dataset.target=y")
+    assert (cfg.dataset.name, cfg.tracking.experiment, cfg.registry.model_name) == (
+        "churn", "churn", "churn")
+    named = compose_cfg("dataset=csv", "dataset.path=churn.csv", "dataset.name=customers")
+    assert named.registry.model_name == "customers"
+
+
+def test_a_families_sweep_is_named_as_one(compose_cfg):
+    from tabflow.sweep_identity import model_label, sweep_label
+
+    families = compose_cfg("sweep=families")
+    assert (model_label(families), sweep_label(families)) == ("families", "families")
+    swept = compose_cfg("sweep=narrow")
+    with read_write(swept.hydra), open_dict(swept.hydra):
+        swept.hydra.overrides.task.append("model=choice(rf,hgb)")  # as `-m` would pass it
+    assert model_label(swept) == "families"
+    assert sweep_label(compose_cfg("model=hgb", "sweep=wide")) == "hgb-wide"

@@ -96,6 +96,45 @@ def test_relative_paths_are_under_data_raw(tmp_path):
     assert len(ds.X) > 0
 
 
+def test_a_path_typed_from_the_current_directory_works(tmp_path, monkeypatch):
+    raw = tmp_path / "data" / "raw"
+    raw.mkdir(parents=True)
+    shutil.copy(CUSTOMERS, raw / "churn.csv")
+    monkeypatch.chdir(tmp_path)
+    ds = load_dataset(csv_cfg("data/raw/churn.csv", target="churned"),
+                      data_dir=tmp_path / "data")
+    assert len(ds.X) > 0  # not data/raw/data/raw/churn.csv
+
+
+def test_a_missing_file_error_names_both_places_it_looked(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DataError) as info:
+        load_dataset(csv_cfg("churn.csv", target="y"), data_dir=tmp_path / "data")
+    message = str(info.value)
+    assert str(tmp_path / "churn.csv") in message
+    assert str(tmp_path / "data" / "raw" / "churn.csv") in message
+
+
+def test_a_column_of_row_identifiers_is_left_out_with_one_warning(tmp_path, caplog):
+    caplog.set_level(logging.WARNING, logger="tabflow.data")
+    frame = pd.read_csv(CUSTOMERS)
+    frame["row"] = range(len(frame))  # integers, all unique: another identifier
+    frame["noise"] = np.random.default_rng(0).random(len(frame))  # floats: a feature
+    path = write_csv(tmp_path, frame)
+    ds = load_dataset(csv_cfg(path, target="churned"), data_dir=tmp_path / "data")
+    assert ds.left_out == ("Customer ID", "row")
+    assert "Customer ID" not in ds.X.columns and "noise" in ds.X.columns
+    assert ds.describe()["ids_left_out"] == ["Customer ID", "row"]
+    warnings = [r.getMessage() for r in caplog.records if "left out" in r.getMessage()]
+    assert len(warnings) == 1
+    assert """'dataset.keep=["Customer ID","row"]'""" in warnings[0]
+    cached = load_dataset(csv_cfg(path, target="churned"), data_dir=tmp_path / "data")
+    assert cached.left_out == ("Customer ID", "row")  # the cache remembers; no new warning
+    assert len([r for r in caplog.records if "left out" in r.getMessage()]) == 1
+    kept = load_dataset(csv_cfg(path, target="churned", keep=["Customer ID"]))
+    assert "Customer ID" in kept.categorical and kept.left_out == ("row",)
+
+
 def test_rows_without_target_are_dropped_and_counted(caplog):
     caplog.set_level(logging.WARNING, logger="tabflow.data")
     ds = load_dataset(csv_cfg(CUSTOMERS, target="churned"))
@@ -131,7 +170,7 @@ def write_csv(tmp_path, frame, name="t.csv"):
     (lambda p: (p / "bad.parquet").write_bytes(b"not parquet at all") and p / "bad.parquet",
      {"target": "y"}, "cannot read"),
     (lambda p: (p / "bin.csv").write_bytes(b"a,y\n\xff\xfe,1\n") and p / "bin.csv",
-     {"target": "y"}, "cannot read"),
+     {"target": "y"}, "is not utf-8-sig text"),
     (lambda p: write_csv(p, pd.DataFrame({"a": range(20), "b": 1})), {"target": "y"},
      "dataset.target='y' is not a column; columns are ['a', 'b']"),
     (lambda p: write_csv(p, pd.DataFrame({"a": range(20), "y": np.nan})), {"target": "y"},
@@ -211,3 +250,44 @@ def test_cached_and_fresh_loads_agree(tmp_path):
     cached = load_dataset(cfg, tmp_path)
     assert load_dataset(cfg, tmp_path).digest == cached.digest
     assert cached.describe()["schema"] == load_dataset(cfg, tmp_path).describe()["schema"]
+
+
+def test_a_european_csv_is_read_with_its_separator_and_decimal_mark(tmp_path):
+    path = tmp_path / "eu.csv"
+    rows = "\n".join(f"{i},5;{i % 3};{'ja' if i % 2 else 'nein'}" for i in range(40))
+    path.write_text(f"x1;x2;y\n{rows}\n")
+    with pytest.raises(DataError, match=r"semicolon-separated; read it with dataset.sep=';'"):
+        load_dataset(csv_cfg(path, target="y"))
+    ds = load_dataset(csv_cfg(path, target="y", sep=";", decimal=","))
+    assert ds.X["x1"].dtype.kind == "f" and ds.X["x1"].iloc[3] == 3.5
+    assert "x1" in ds.numeric
+
+
+def test_numbers_with_a_decimal_comma_are_not_taken_for_categories(tmp_path):
+    path = tmp_path / "comma.csv"
+    rows = "\n".join(f'"{i},{i % 10}",{i % 2}' for i in range(40))
+    path.write_text(f"charges,y\n{rows}\n")
+    with pytest.raises(DataError, match=r"'charges' holds numbers written with a decimal "
+                                        r"comma .*dataset.decimal=','"):
+        load_dataset(csv_cfg(path, target="y"))
+    assert load_dataset(csv_cfg(path, target="y", decimal=",")).numeric == ("charges",)
+
+
+def test_a_latin1_file_names_its_encoding_option(tmp_path):
+    path = tmp_path / "latin.csv"
+    path.write_bytes("région,y\n".encode("latin-1") + b"".join(
+        f"{'é' if i % 2 else 'o'},{i % 2}\n".encode("latin-1") for i in range(30)))
+    with pytest.raises(DataError, match=r"not utf-8-sig text .*dataset.encoding=latin-1"):
+        load_dataset(csv_cfg(path, target="y"))
+    assert "région" in load_dataset(csv_cfg(path, target="y", encoding="latin-1")).X.columns
+
+
+def test_a_date_column_is_refused_before_any_trial_naming_it(tmp_path):
+    frame = pd.DataFrame({"signed": pd.date_range("2024-01-01", periods=40, freq="D"),
+                          "x": np.arange(40) % 7, "y": np.arange(40) % 2})
+    path = tmp_path / "dates.parquet"
+    frame.to_parquet(path)
+    with pytest.raises(DataError, match=r"""columns \['signed'\] hold dates.*"""
+                                        r"""'dataset.drop=\["signed"\]'"""):
+        load_dataset(csv_cfg(path, target="y"))
+    assert list(load_dataset(csv_cfg(path, target="y", drop=["signed"])).X.columns) == ["x"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from omegaconf import OmegaConf
 
 from tabflow.job import objective_value, run_job, threads_per_job
 from tests.helpers import group_options
@@ -80,3 +81,24 @@ def test_batched_permutation_importance_agrees_with_scikit_learn(task):
     assert list(np.argsort(mean)) == list(np.argsort(ref.importances_mean)) == [2, 1, 0]
     np.testing.assert_allclose(mean, ref.importances_mean, atol=0.05)
     assert mean[0] > 0.2 and abs(mean[2]) < 0.02 and (std >= 0).all()
+
+
+@pytest.mark.parametrize(("folds", "task", "val_rows", "expected"), [
+    (None, "classification", 57, 3),     # auto: a small validation split ties trials
+    (None, "classification", 500, 0),    # auto: a large one separates them
+    (None, "regression", 45, 0),         # continuous errors don't tie
+    (0, "classification", 57, 0),        # asked for
+    (5, "regression", 45, 5),
+])
+def test_trials_are_scored_by_cv_when_the_validation_split_is_small(folds, task, val_rows,
+                                                                     expected):
+    from tabflow.job import cv_folds
+
+    cv = OmegaConf.create({"folds": folds, "auto_folds": 3, "min_val_rows": 200})
+    assert cv_folds(cv, task, val_rows) == expected
+
+
+def test_the_default_breast_cancer_trial_is_scored_by_three_folds(compose_cfg, tmp_path):
+    metrics = run_job(compose_cfg("model=logreg"), tmp_path)
+    assert metrics["cv_folds"] == 3 and "val_accuracy_std" in metrics
+    assert metrics["val_accuracy"] not in {k / 57 for k in range(58)}  # finer than 57 rows

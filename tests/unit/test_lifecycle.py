@@ -95,3 +95,22 @@ def test_render_reads_as_a_verdict():
     assert "test_accuracy on 114 held-out test rows" in text
     assert "staging     version 3: 0.9500" in text and "production  version 2: 0.9300" in text
     assert text.endswith("-> PROMOTED to production: better by +0.0200 (margin 0.0)")
+
+
+def test_the_guides_stage_call_is_seen_as_production(tmp_path):
+    """The guide moves stages, not aliases: every command must still find production."""
+    import warnings
+
+    from tabflow.tracking.registry import resolve_version
+
+    store = connect(f"sqlite:///{tmp_path}/mlflow.db")
+    experiment = store.client.create_experiment("e", (tmp_path / "mlruns").as_uri())
+    X = pd.DataFrame({"a": [0.0, 1.0, 2.0, 3.0]})
+    run = store.client.create_run(experiment).info.run_id
+    model = LogisticRegression().fit(X, [0, 0, 1, 1])
+    create_version(store, "g", log_model(store, run, model, X.head(2)), run, {})
+    assert resolve_version(store, "g", "production") is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        store.client.transition_model_version_stage("g", "1", "Production")  # the guide's call
+    assert str(resolve_version(store, "g", "production").version) == "1"

@@ -158,3 +158,20 @@ def test_fixed_values_are_not_searched_and_conditional_spaces_follow_the_choice(
         other = "model.max_depth" if family == "logreg" else "model.C"
         assert searched in keys and other not in keys
         assert f"optuna_trial={trial.number}" in overrides and "seed=7" in overrides
+
+
+def test_a_sweep_whose_trials_tie_says_so_once(caplog):
+    impl = _impl(optuna.samplers.RandomSampler(seed=0), {"model.C": "interval(0.1, 1)"})
+    impl.metric_name = "val_accuracy"
+    study = _study_with(*[(TrialState.COMPLETE, 0.9474)] * 9, (TrialState.COMPLETE, 0.9649))
+    impl._warn_if_flat(study)
+    impl._warn_if_flat(study)
+    warnings = [r.getMessage() for r in caplog.records if "tells them apart" in r.getMessage()]
+    assert warnings == [warnings[0]] and "9 of 10 finished trials share val_accuracy=0.9474" \
+        in warnings[0] and "cv.folds=5" in warnings[0]
+
+
+def test_the_study_names_its_objective(tmp_path):
+    study = _study.create_study("s", f"sqlite:///{tmp_path}/o.db", None, ["maximize"],
+                                ["val_accuracy"])
+    assert study.metric_names == ["val_accuracy"]

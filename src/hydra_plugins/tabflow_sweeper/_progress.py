@@ -77,12 +77,10 @@ def write_results(study: optuna.Study, sweep_dir: Path, storage: Any, n_trials: 
         results.update({"best_trial": best.number, "best_value": best.value,
                         "best_params": best.params,
                         "best_mlflow_run_id": best.user_attrs.get(ATTR_RUN_ID)})
-        log.info("Best trial %d: %s=%s %s", best.number, metric_name, best.value, best.params)
     elif complete:
         results["solutions"] = [
             {"trial": t.number, "values": t.values, "params": t.params,
              "mlflow_run_id": t.user_attrs.get(ATTR_RUN_ID)} for t in study.best_trials]
-        log.info("Pareto front: %d trials", len(study.best_trials))
     if failures:
         log.warning("%d trial(s) failed: %s", len(failures), summary)
     sweep_dir.mkdir(parents=True, exist_ok=True)  # a resumed, complete study launched nothing

@@ -11,6 +11,7 @@ import contextlib
 import logging
 import os
 import socket
+import warnings
 from collections.abc import Iterable
 from typing import Any, cast
 
@@ -24,16 +25,23 @@ from tabflow.stores import optuna_storage
 log = logging.getLogger(__name__)
 
 
-def create_study(name: str, storage: Any, sampler: Any, directions: list[str]) -> optuna.Study:
+def create_study(name: str, storage: Any, sampler: Any, directions: list[str],
+                 metric_names: list[str] | None = None) -> optuna.Study:
     """Create or load a study, opening its storage once per process.
 
     ``optuna_storage`` refuses foreign or corrupt SQLite files and serialises a fresh
-    file's schema set-up among processes started together.
+    file's schema set-up among processes started together. The objectives are named
+    after their metrics (the Optuna dashboard shows ``val_accuracy``, not "Objective 0").
     """
-    return optuna.create_study(study_name=name,
-                               storage=optuna_storage(str(storage)) if storage else None,
-                               sampler=sampler, directions=cast(Any, directions),
-                               load_if_exists=True)
+    study = optuna.create_study(study_name=name,
+                                storage=optuna_storage(str(storage)) if storage else None,
+                                sampler=sampler, directions=cast(Any, directions),
+                                load_if_exists=True)
+    if metric_names and len(metric_names) == len(directions) and study.metric_names is None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(metric_names)
+    return study
 
 
 def study_lock(study: optuna.Study, stored: bool) -> Any:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,6 +63,8 @@ log = logging.getLogger(__name__)
 
 # Failure-rate checks wait for this many finished trials, so one early failure can't end a sweep.
 MIN_TRIALS_FOR_RATE = 5
+# Warn once this share of at least this many finished trials tie on one objective value.
+FLAT_SHARE, FLAT_MIN_TRIALS = 0.8, 10
 
 
 class SweepAbortedError(RuntimeError):
@@ -131,6 +134,7 @@ class TabflowOptunaSweeperImpl(OptunaSweeperImpl):
         self.conditional_params = dict(conditional_params or {})
         self.metric_name = "objective"
         self.current_study: str | None = None  # the study being swept, for messages
+        self._warned_flat = False
 
     @property
     def _cfg(self) -> DictConfig:
@@ -215,7 +219,9 @@ class TabflowOptunaSweeperImpl(OptunaSweeperImpl):
         directions = self._get_directions()
         name = self.study_name or derive_study_name(self._cfg)
         self.current_study = name
-        study = _study.create_study(name, self.storage, self.sampler, directions)
+        metrics = [str(m) for m in as_list(OmegaConf.select(self._cfg, "objective.metric",
+                                                            default=None) or [])]
+        study = _study.create_study(name, self.storage, self.sampler, directions, metrics)
         stored = bool(self.storage)
         launched, queued = _study.join_study(study, stored, self.sampler, self._warm_sets(space))
         done = sum(_study.counts_toward_total(t) for t in launched)
@@ -282,7 +288,26 @@ class TabflowOptunaSweeperImpl(OptunaSweeperImpl):
             _study.tell(study, trial, values=values)
             shown = ", ".join(f"{v:.4f}" for v in values)
             log.info("%s", progress.line(study, trial.number, f"{self.metric_name}={shown}"))
+        self._warn_if_flat(study)
         return failures
+
+    def _warn_if_flat(self, study: optuna.Study) -> None:
+        """Say so, once, when most trials tie: the search then learns nothing."""
+        if self._warned_flat or len(study.directions) > 1:
+            return
+        values = [t.value for t in study.get_trials(deepcopy=False,
+                                                    states=(TrialState.COMPLETE,))]
+        if len(values) < FLAT_MIN_TRIALS:
+            return
+        value, count = Counter(values).most_common(1)[0]
+        if count / len(values) >= FLAT_SHARE:
+            self._warned_flat = True
+            log.warning("%d of %d finished trials share %s=%.4f: the objective no longer tells "
+                        "them apart, so the search learns nothing. Score trials by "
+                        "cross-validation (cv.folds=5), enlarge the validation split "
+                        "(split.val_size=0.2), or optimise a finer metric "
+                        "(objective.metric=val_log_loss objective.direction=minimize)",
+                        count, len(values), self.metric_name, value)
 
     def interrupted_launch(self, study: optuna.Study, trials: list[Trial]) -> list[int]:
         """Keep the trials of a lost batch that finished; mark the others to be retried.

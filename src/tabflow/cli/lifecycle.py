@@ -28,7 +28,7 @@ def promote(args: argparse.Namespace) -> int:
     from tabflow import lifecycle
     from tabflow.tracking.store import connect
 
-    store = connect(args.tracking_uri)
+    store = connect(args.tracking_uri, create=False)
     try:
         result = lifecycle.promote(store, args.name, args.metric, args.margin, args.force)
     except lifecycle.RegistryError as e:
@@ -43,7 +43,7 @@ def rollback(args: argparse.Namespace) -> int:
     from tabflow import lifecycle
     from tabflow.tracking.store import connect
 
-    store = connect(args.tracking_uri)
+    store = connect(args.tracking_uri, create=False)
     try:
         old, new = lifecycle.rollback(store, args.name)
     except lifecycle.RegistryError as e:

@@ -20,7 +20,7 @@ def upload(args: argparse.Namespace) -> int:
     from tabflow.tracking.store import connect
     from tabflow.tracking.upload import upload_sweep
 
-    uploaded = upload_sweep(connect(args.tracking_uri), Path(args.sweep_dir))
+    uploaded = upload_sweep(connect(args.tracking_uri, create=False), Path(args.sweep_dir))
     for out, run_id in uploaded:
         print(f"  {out.name}: run {run_id}")
     print(f"Uploaded {len(uploaded)} job(s) of {args.sweep_dir} to {args.tracking_uri}"

@@ -22,6 +22,8 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--host", default="127.0.0.1",
                    help="interface to bind (default: %(default)s; 0.0.0.0 exposes it)")
     p.add_argument("--port", type=int, default=5000)
+    p.add_argument("--workers", type=int, default=default_workers(),
+                   help="server processes (default: %(default)s, from this machine's cores)")
     p.set_defaults(func=ui)
 
     p = sub.add_parser("server", help="a tracking server for several sweep processes or "
@@ -34,6 +36,8 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--host", default="127.0.0.1",
                    help="interface to bind (default: %(default)s; 0.0.0.0 exposes it)")
     p.add_argument("--port", type=int, default=5000)
+    p.add_argument("--workers", type=int, default=default_workers(),
+                   help="server processes (default: %(default)s, from this machine's cores)")
     p.add_argument("--basic-auth", action="store_true",
                    help="require a login (MLflow's basic-auth app); clients pass "
                         "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD")
@@ -55,8 +59,17 @@ def add_commands(sub: Any) -> None:
     p.set_defaults(func=serve)
 
 
+def default_workers() -> int:
+    """Server processes for this machine: one per two cores, at least 1, at most 4.
+
+    MLflow's own default (4) on a 2-core machine makes the UI slow to start and answer.
+    """
+    return max(1, min(4, (os.cpu_count() or 1) // 2))
+
+
 def ui_command(tracking_uri: str, host: str, port: int,
-               artifacts_destination: str | None = None) -> list[str]:
+               artifacts_destination: str | None = None, workers: int | None = None
+               ) -> list[str]:
     """Return the ``mlflow server`` command; beyond localhost, allow that host.
 
     With ``artifacts_destination`` the server also stores and serves the artifacts
@@ -64,6 +77,8 @@ def ui_command(tracking_uri: str, host: str, port: int,
     """
     cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", tracking_uri,
            "--host", host, "--port", str(port)]
+    if workers:
+        cmd += ["--workers", str(workers)]
     if artifacts_destination:
         cmd += ["--serve-artifacts", "--artifacts-destination", artifacts_destination]
     if host not in ("127.0.0.1", "localhost"):
@@ -88,17 +103,21 @@ def ui(args: argparse.Namespace) -> int:
     """Print each experiment's runs page, then become the MLflow UI server."""
     from tabflow.tracking.store import connect, experiments
 
-    cmd = ui_command(args.tracking_uri, args.host, args.port)
+    cmd = ui_command(args.tracking_uri, args.host, args.port, workers=args.workers)
     base = f"http://{args.host}:{args.port}"
+    found = experiments(connect(args.tracking_uri, create=False))
     print(f"MLflow UI on {base} (Ctrl-C stops it); runs of each experiment:")
-    for exp in experiments(connect(args.tracking_uri)):
+    for exp in found:
         print(f"  {exp.name}: {runs_page(base, exp.experiment_id)}", flush=True)
-    os.execve(cmd[0], cmd, server_env(args.tracking_uri))  # become the server
+    # The UI needs no background job runners (they serve MLflow's GenAI features).
+    env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **server_env(args.tracking_uri)}
+    os.execve(cmd[0], cmd, env)  # become the server
 
 
 def server(args: argparse.Namespace) -> int:
     """Become a tracking server (optionally with basic auth)."""
-    cmd = ui_command(args.backend_store_uri, args.host, args.port, args.artifacts_destination)
+    cmd = ui_command(args.backend_store_uri, args.host, args.port, args.artifacts_destination,
+                     args.workers)
     if args.basic_auth:
         if not os.environ.get("MLFLOW_FLASK_SERVER_SECRET_KEY"):
             print("Error: --basic-auth needs MLFLOW_FLASK_SERVER_SECRET_KEY (a long random "
@@ -130,9 +149,9 @@ def dashboard(args: argparse.Namespace) -> int:
     os.execve(cmd[0], cmd, server_env(args.tracking_uri))  # become the server
 
 
-def serve_command(name: str, alias: str, port: int) -> list[str]:
-    """Return the ``mlflow models serve`` command for a registered model's alias."""
-    return [sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/{name}@{alias}",
+def serve_command(name: str, version: str, port: int) -> list[str]:
+    """Return the ``mlflow models serve`` command for a registered model version."""
+    return [sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/{name}/{version}",
             "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)]
 
 
@@ -150,8 +169,17 @@ def server_env(tracking_uri: str) -> dict[str, str]:
 
 def serve(args: argparse.Namespace) -> int:
     """Become ``mlflow models serve`` for a registered model's alias."""
+    from tabflow.tracking.registry import resolve_version
+    from tabflow.tracking.store import connect
+
+    version = resolve_version(connect(args.tracking_uri, create=False), args.name, args.alias)
+    if version is None:
+        print(f"error: {args.name} has no version at @{args.alias} (nor in the matching stage); "
+              f"register one with a sweep and promote it: tabflow promote {args.name}",
+              file=sys.stderr)
+        return 2
     env = server_env(args.tracking_uri)
-    cmd = serve_command(args.name, args.alias, args.port)
-    print(f"Serving models:/{args.name}@{args.alias} on http://127.0.0.1:{args.port}"
-          f"/invocations", flush=True)
+    cmd = serve_command(args.name, str(version.version), args.port)
+    print(f"Serving models:/{args.name}@{args.alias} (version {version.version}) on "
+          f"http://127.0.0.1:{args.port}/invocations", flush=True)
     os.execve(cmd[0], cmd, env)  # become the server: signals reach it directly

@@ -14,6 +14,7 @@ from tabflow.contract import (
     TAG_STUDY,
     TAG_TRIAL,
     lower_is_better,
+    project_root,
 )
 
 
@@ -33,7 +34,8 @@ def add_commands(sub: Any) -> None:
 
     p = sub.add_parser("report", help="the latest sweep's summary and its report.html")
     p.add_argument("experiment", help="experiment name (the dataset name by default)")
-    p.add_argument("--out", help="where to write the report (default: report-<experiment>.html)")
+    p.add_argument("--out", help="where to write the report (default: "
+                                 "outputs/report-<experiment>.html in the project root)")
     p.set_defaults(func=report)
 
 
@@ -42,7 +44,7 @@ def experiments(args: argparse.Namespace) -> int:
     from tabflow.tracking.store import connect
     from tabflow.tracking.store import experiments as all_experiments
 
-    for exp in all_experiments(connect(args.tracking_uri)):
+    for exp in all_experiments(connect(args.tracking_uri, create=False)):
         print(f"{exp.experiment_id:>4}  {exp.name}")
     return 0
 
@@ -75,7 +77,7 @@ def runs(args: argparse.Namespace) -> int:
     from tabflow.tracking.queries import ranked_trials
     from tabflow.tracking.store import connect
 
-    store = connect(args.tracking_uri)
+    store = connect(args.tracking_uri, create=False)
     parent = _latest_sweep(store, args.experiment)
     if parent is None:
         return 1
@@ -97,7 +99,7 @@ def report(args: argparse.Namespace) -> int:
     """Print the latest sweep's summary and write its report.html."""
     from tabflow.tracking.store import connect, download_artifact
 
-    store = connect(args.tracking_uri)
+    store = connect(args.tracking_uri, create=False)
     parent = _latest_sweep(store, args.experiment)
     if parent is None:
         return 1
@@ -107,7 +109,9 @@ def report(args: argparse.Namespace) -> int:
         print(f"sweep {parent.info.run_name} has no report.html (it is written when a sweep "
               f"registers a model with evaluation.figures=true)", file=sys.stderr)
         return 1
-    out = Path(args.out or f"report-{args.experiment}.html").resolve()
+    out = Path(args.out).resolve() if args.out else (
+        project_root() / "outputs" / f"report-{args.experiment}.html")
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(local.read_bytes())
     tags, metrics = parent.data.tags, parent.data.metrics
     print(f"sweep {parent.info.run_name} ({parent.info.run_id}), study "

@@ -179,6 +179,8 @@ def log_job_dir(store: Store, run_id: str, record: JobRecord, status: str,
     if dataset:
         tags.update({TAG_DIGEST: dataset["digest"], "dataset.source": dataset["source"],
                      "dataset.shape": f"{dataset['n_rows']}x{dataset['n_features']}"})
+        if dataset.get("ids_left_out"):  # row identifiers found in the data, not features
+            tags["dataset.ids_left_out"] = ", ".join(dataset["ids_left_out"])
         log_dataset(store, run_id, dataset, "training")
     if error is not None:
         tags[TAG_ERROR] = error

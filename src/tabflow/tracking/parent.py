@@ -34,7 +34,7 @@ from tabflow.contract import (
 )
 from tabflow.locks import LOCK_SUFFIX, pid_alive, storage_lock
 from tabflow.stores import optuna_storage
-from tabflow.sweep_identity import study_name
+from tabflow.sweep_identity import model_label, study_name, sweep_label
 from tabflow.tracking.queries import latest_sweep, pages
 from tabflow.tracking.records import choice_tags, log_run_data, sanitize_key
 from tabflow.tracking.store import Store
@@ -48,6 +48,7 @@ def parent_tags(config: DictConfig, provenance: dict[str, str]) -> dict[str, str
     metric, direction = primary_objective(config.objective.metric, config.objective.direction)
     tags = {
         **provenance, **choice_tags(config.hydra.runtime.choices),
+        "choice.model": model_label(config),  # "families" when the sweep searches the model
         TAG_ROLE: "sweep",
         TAG_OVERRIDES: " ".join(map(redact_override, config.hydra.overrides.task)),
         TAG_PRIMARY_METRIC: metric, TAG_PRIMARY_DIRECTION: direction,
@@ -81,11 +82,9 @@ def _attach_or_create(store: Store, experiment_id: str, config: DictConfig,
         if previous is not None:
             return _reattach(store, experiment_id, previous, tags)
     sweeper = config.hydra.sweeper
-    choices = config.hydra.runtime.choices
     run = store.client.create_run(
         experiment_id, tags=tags,
-        run_name=f"sweep-{choices.get('model')}-{choices.get('sweep')}-"
-                 f"{time.strftime('%Y%m%d-%H%M%S')}",
+        run_name=f"sweep-{sweep_label(config)}-{time.strftime('%Y%m%d-%H%M%S')}",
     )
     parent_run_id = str(run.info.run_id)
     params = {f"search_space.{sanitize_key(str(k))}": str(v)

@@ -60,6 +60,29 @@ def version_by_alias(store: Store, name: str, alias: str) -> Any:
         return None
 
 
+def resolve_version(store: Store, name: str, alias: str) -> Any:
+    """Return the version an alias means, or None.
+
+    The alias wins. Without it, ``staging`` and ``production`` fall back to the newest
+    version in the matching stage: the guide's ``transition_model_version_stage(name, v,
+    "Production")`` sets the stage only, and every tabflow command must see it.
+    """
+    from mlflow.exceptions import MlflowException
+
+    version = version_by_alias(store, name, alias)
+    stage = STAGE_OF_ALIAS.get(alias)
+    if version is not None or stage is None:
+        return version
+    try:
+        staged = [v for v in store.client.search_model_versions(f"name = '{name}'")
+                  if v.current_stage == stage]
+    except MlflowException:
+        return None
+    if not staged:
+        return None
+    return store.client.get_model_version(name, str(max(int(v.version) for v in staged)))
+
+
 def model_version(store: Store, name: str, version: str) -> Any:
     """Return one model version."""
     return store.client.get_model_version(name, version)

@@ -31,12 +31,26 @@ class Store:
     client: MlflowClient
 
 
-def connect(uri: str) -> Store:
+def connect(uri: str, create: bool = True) -> Store:
     """Connect to a tracking store, creating or upgrading it if needed.
 
+    Args:
+        uri: The tracking URI.
+        create: Create a SQLite store that doesn't exist yet; commands that only read
+            (and lifecycle commands, which need something to act on) pass False.
+
     Raises:
-        TrackingError: If the store can't be reached or opened.
+        TrackingError: If the store can't be reached or opened, or doesn't exist and
+            ``create`` is False.
     """
+    if not create and uri.startswith("sqlite:///"):
+        path = Path(uri.removeprefix("sqlite:///"))
+        if not path.is_file():
+            raise TrackingError(f"no tracking store at {path}: nothing has been tracked there "
+                                f"yet. Run a sweep first (python src/train.py -m ...), or "
+                                f"point --tracking-uri at your store")
+    # Downloads (promote, report, serve) print no progress bars between our lines.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     if uri.startswith(("http://", "https://")):
         _check_server(uri)
         # MLflow retries a dead server for minutes per call by default; a sweep whose
