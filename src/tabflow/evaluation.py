@@ -108,8 +108,10 @@ def cross_validate_metrics(model: Any, X: pd.DataFrame, y: pd.Series, task: Task
 
     Returns:
         ``train_<metric>`` and ``val_<metric>`` as means over the folds, ``val_<metric>_std``,
-        and ``fit_time_s``, the total fitting time of the folds. A fold that fails to score
-        gives NaN, which fails the trial rather than ranking it.
+        and ``fit_time_s``, the total fitting time of the folds.
+
+    Raises:
+        Exception: The estimator's own error when a fold can't be fitted or scored.
     """
     from sklearn.model_selection import KFold, StratifiedKFold, cross_validate
 
@@ -117,8 +119,10 @@ def cross_validate_metrics(model: Any, X: pd.DataFrame, y: pd.Series, task: Task
     splitter = splitter_cls(n_splits=folds, shuffle=shuffle,
                             random_state=seed if shuffle else None)
     scorers = _scorers(model, y, task)
+    # A configuration that can't fit fails the trial with its own error (as on the
+    # validation split), not with NaN scores and a warning full of tracebacks.
     result = cross_validate(model, X, y, cv=splitter, scoring=dict(scorers.items()),
-                            return_train_score=True, error_score=np.nan)
+                            return_train_score=True, error_score="raise")
     metrics: dict[str, float] = {}
     for name, scorer in scorers.items():
         sign = -1.0 if scorer.startswith("neg_") else 1.0
