@@ -42,6 +42,14 @@ def run_tabflow(root: Path, *args: str, timeout: float = 300
                           capture_output=True, text=True, timeout=timeout)
 
 
+def holding_process(imports: str, lock: str) -> subprocess.Popen[str]:
+    """Start a real process that enters ``with <lock>:`` and holds it until it is killed."""
+    code = f"import time\n{imports}\nwith {lock}:\n    print('held', flush=True); time.sleep(60)"
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
+    return proc
+
+
 def assert_ok(proc: subprocess.CompletedProcess[str]) -> None:
     """Fail with the command's output tails unless it exited 0."""
     assert proc.returncode == 0, (

@@ -52,16 +52,11 @@ def test_the_stage_mirror_keeps_one_version_per_stage(registry):
 
 
 def test_a_registry_lock_left_by_a_dead_process_is_broken_at_once(registry):
-    import subprocess
-    import sys
+    from tests.helpers import holding_process
 
-    uri = registry.uri
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import time; from tabflow.tracking.store import connect; "
-        "from tabflow.tracking.registry import registry_lock\n"
-        f"with registry_lock(connect({uri!r}), 'm'):\n"
-        "    print('held', flush=True); time.sleep(60)")], stdout=subprocess.PIPE, text=True)
-    assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    holder = holding_process("from tabflow.tracking.store import connect; "
+                             "from tabflow.tracking.registry import registry_lock",
+                             f"registry_lock(connect({registry.uri!r}), 'm')")
     assert registry.client.get_registered_model("m~lock").tags["holder_pid"] == str(holder.pid)
     holder.kill()
     holder.wait()

@@ -12,6 +12,7 @@ import pytest
 
 from tabflow.locks import LockBusyError, pid_alive, running_trials, storage_lock
 from tabflow.stores import optuna_storage
+from tests.helpers import holding_process
 
 
 @pytest.fixture
@@ -30,15 +31,15 @@ def test_a_held_lock_refuses_a_second_holder_until_released(storage):
         pass
 
 
+STORAGE_IMPORTS = ("from tabflow.locks import storage_lock; "
+                   "from tabflow.stores import optuna_storage")
+
+
 def test_a_lock_held_by_another_process_is_seen_there(tmp_path, storage):
     url = f"sqlite:///{tmp_path}/optuna.db"
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import time; from tabflow.locks import storage_lock; "
-        "from tabflow.stores import optuna_storage\n"
-        f"with storage_lock(optuna_storage({url!r}), 'shared~ask'):\n"
-        "    print('held', flush=True); time.sleep(30)")], stdout=subprocess.PIPE, text=True)
+    holder = holding_process(STORAGE_IMPORTS,
+                             f"storage_lock(optuna_storage({url!r}), 'shared~ask')")
     try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
         with pytest.raises(LockBusyError), storage_lock(storage, "shared~ask", wait_s=0.3):
             pass
     finally:
@@ -46,20 +47,12 @@ def test_a_lock_held_by_another_process_is_seen_there(tmp_path, storage):
         holder.wait()
 
 
-def _killed_holder(url: str, name: str) -> None:
-    """A process that takes a lock and is SIGKILLed while holding it."""
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import time; from tabflow.locks import storage_lock; "
-        "from tabflow.stores import optuna_storage\n"
-        f"with storage_lock(optuna_storage({url!r}), {name!r}):\n"
-        "    print('held', flush=True); time.sleep(60)")], stdout=subprocess.PIPE, text=True)
-    assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
-    holder.kill()
-    holder.wait()
-
-
 def test_a_lock_whose_holder_died_here_is_taken_at_once(tmp_path, storage):
-    _killed_holder(f"sqlite:///{tmp_path}/optuna.db", "study~register")
+    url = f"sqlite:///{tmp_path}/optuna.db"
+    holder = holding_process(STORAGE_IMPORTS,
+                             f"storage_lock(optuna_storage({url!r}), 'study~register')")
+    holder.kill()  # SIGKILL: it never releases the lock
+    holder.wait()
     start = time.monotonic()
     with storage_lock(storage, "study~register", wait_s=0):  # no 30-minute wait
         pass
