@@ -62,17 +62,30 @@ def _test_split(store: Store, version: Any) -> tuple[Any, Any, Task, str]:
     if not parent:
         raise RegistryError(f"version {version.version} has no sweep.parent_run_id tag: it "
                             f"was not registered by a tabflow sweep, so its test data is unknown")
-    cfg = OmegaConf.load(download_artifact(store, parent, f"best/{CONFIG_FILE}"))
+    try:
+        cfg = OmegaConf.load(download_artifact(store, parent, f"best/{CONFIG_FILE}"))
+    except Exception as e:  # the store's artifacts were deleted or moved
+        raise _artifacts_gone(version.name, str(version.version), e) from e
     assert isinstance(cfg, DictConfig)
     ds, splits = load_and_split(cfg)
     return splits.X_test, splits.y_test, ds.task, ds.digest
+
+
+def _artifacts_gone(name: str, version: str, error: Exception) -> RegistryError:
+    first = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
+    return RegistryError(f"{name} version {version}: its files can't be read ({first}); were "
+                         f"mlruns/ or the artifact store moved or deleted? Roll production back "
+                         f"(tabflow rollback {name}) or re-run the sweep that registered it")
 
 
 def _score(store: Store, name: str, version: str, X: Any, y: Any, task: Task,
            metric: str) -> float:
     from tabflow.evaluation import compute_metrics
 
-    model = load_model(f"models:/{name}/{version}")
+    try:
+        model = load_model(f"models:/{name}/{version}")
+    except Exception as e:
+        raise _artifacts_gone(name, version, e) from e
     scores = compute_metrics(model, X, y, task, "test")
     if metric not in scores:
         raise RegistryError(f"metric {metric!r} is not computed for this model; choose one of "

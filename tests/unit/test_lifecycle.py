@@ -109,3 +109,18 @@ def test_the_guides_stage_call_is_seen_as_production(tmp_path):
         warnings.simplefilter("ignore", FutureWarning)
         store.client.transition_model_version_stage("g", "1", "Production")  # the guide's call
     assert str(resolve_version(store, "g", "production").version) == "1"
+
+
+def test_serving_a_version_whose_files_are_gone_says_so_in_one_line(registry, tmp_path, capsys):
+    import shutil
+
+    from tabflow.cli import main
+    from tabflow.lifecycle import _score
+
+    shutil.rmtree(tmp_path / "mlruns")  # someone cleaned up the artifact store
+    assert main(["--tracking-uri", registry.uri, "serve", "m"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: m version 2: its model files can't be read")
+    assert "tabflow rollback m" in err and len(err.strip().splitlines()) == 1
+    with pytest.raises(RegistryError, match="m version 2: its files can't be read"):
+        _score(registry, "m", "2", None, None, None, "test_accuracy")

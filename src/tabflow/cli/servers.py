@@ -169,13 +169,21 @@ def server_env(tracking_uri: str) -> dict[str, str]:
 
 def serve(args: argparse.Namespace) -> int:
     """Become ``mlflow models serve`` for a registered model's alias."""
+    from tabflow.tracking.models import model_files_exist
     from tabflow.tracking.registry import resolve_version
     from tabflow.tracking.store import connect
 
-    version = resolve_version(connect(args.tracking_uri, create=False), args.name, args.alias)
+    store = connect(args.tracking_uri, create=False)
+    version = resolve_version(store, args.name, args.alias)
     if version is None:
         print(f"error: {args.name} has no version at @{args.alias} (nor in the matching stage); "
               f"register one with a sweep and promote it: tabflow promote {args.name}",
+              file=sys.stderr)
+        return 2
+    if not model_files_exist(store, args.name, str(version.version)):
+        print(f"error: {args.name} version {version.version}: its model files can't be read "
+              f"(were mlruns/ or the artifact store moved or deleted?); roll production back "
+              f"(tabflow rollback {args.name}) or re-run the sweep that registered it",
               file=sys.stderr)
         return 2
     env = server_env(args.tracking_uri)

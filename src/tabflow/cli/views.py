@@ -119,7 +119,13 @@ def report(args: argparse.Namespace) -> int:
           + ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items())
                       if k.startswith(("best_", "test_"))))
     if "registry.version" in tags:
-        print(f"registered: models:/{tags['registry.model']}/{tags['registry.version']} "
+        from tabflow.tracking.registry import resolve_version
+
+        name = tags["registry.model"]
+        print(f"registered: models:/{name}/{tags['registry.version']} "
               f"(@{tags.get('registry.alias', '?')})")
+        production = resolve_version(store, name, "production")
+        print(f"in production: version {production.version}" if production is not None else
+              f"in production: nothing yet (tabflow promote {name})")
     print(f"report: {out}")
     return 0

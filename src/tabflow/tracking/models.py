@@ -117,6 +117,21 @@ def fail_logged_model(store: Store, model_id: str) -> None:
     store.client.finalize_logged_model(model_id, LoggedModelStatus.FAILED)
 
 
+def model_files_exist(store: Store, name: str, version: str) -> bool:
+    """Whether a registered version's model files can still be read (its MLmodel file)."""
+    import tempfile
+
+    import mlflow
+
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}/MLmodel",
+                                                dst_path=tmp, tracking_uri=store.uri)
+    except Exception:
+        return False
+    return True
+
+
 def load_model(uri: str) -> Any:
     """Load a registered scikit-learn pipeline (``models:/<name>/<version>``)."""
     import mlflow
