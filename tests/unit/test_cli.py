@@ -90,3 +90,23 @@ def test_serving_with_nothing_in_production_names_promote(tmp_path, capsys):
     assert main(["--tracking-uri", uri, "serve", "churn"]) == 2
     err = capsys.readouterr().err
     assert "churn has no version at @production" in err and "tabflow promote churn" in err
+
+
+def test_the_ui_starts_few_workers_on_a_small_machine(monkeypatch):
+    from tabflow.cli import servers
+
+    monkeypatch.setattr(servers.os, "cpu_count", lambda: 2)
+    assert servers.default_workers() == 1
+    cmd = servers.ui_command("sqlite:///x.db", "127.0.0.1", 5000, workers=1)
+    assert cmd[cmd.index("--workers") + 1] == "1"
+    assert parser().parse_args(["ui", "--workers", "3"]).workers == 3
+
+
+def test_downloads_print_no_progress_bars(tmp_path, monkeypatch):
+    from tabflow.tracking.store import connect
+
+    monkeypatch.delenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", raising=False)
+    connect(f"sqlite:///{tmp_path}/mlflow.db")
+    import os
+
+    assert os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] == "false"

@@ -102,3 +102,10 @@ def test_the_default_breast_cancer_trial_is_scored_by_three_folds(compose_cfg, t
     metrics = run_job(compose_cfg("model=logreg"), tmp_path)
     assert metrics["cv_folds"] == 3 and "val_accuracy_std" in metrics
     assert metrics["val_accuracy"] not in {k / 57 for k in range(58)}  # finer than 57 rows
+
+
+def test_console_metrics_show_sizes_and_counts_whole():
+    from tabflow.job import format_metrics
+
+    line = format_metrics({"model_size_bytes": 1742360.0, "cv_folds": 3.0, "val_f1": 0.912345})
+    assert line == "cv_folds=3  model_size_bytes=1742360  val_f1=0.9123"
