@@ -165,11 +165,12 @@ class MlflowCallback(Callback):
             return
         self.last_run_id = run_id
         record = JobRecord.live(config)
-        failed = job_return.status != JobStatus.COMPLETED
-        error = job_return._return_value if failed else None
+        error = None
+        if job_return.status != JobStatus.COMPLETED:  # Hydra keeps the job's exception
+            value = job_return._return_value
+            error = value if isinstance(value, BaseException) else RuntimeError(str(value))
         try:
-            status, summary = write_outcome(
-                record.out, error if isinstance(error, BaseException) else None)
+            status, summary = write_outcome(record.out, error)
             log_job_dir(self._connect(config), run_id, record, status, summary,
                         log_model=config.tracking.log_model)
         except Exception as e:
