@@ -16,7 +16,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from tabflow.config import COST_METRICS, Direction, metric_names
-from tabflow.contract import as_list, exit_cleanly, is_optuna_sweep, lower_is_better
+from tabflow.contract import as_list, exit_cleanly, is_optuna_sweep, natural_direction
 
 log = logging.getLogger(__name__)
 
@@ -48,13 +48,13 @@ def check_objective(cfg: DictConfig) -> None:
             f"objective.direction=[maximize,minimize]"
         )
     for metric, direction in zip(metrics, directions, strict=True):
-        known = Direction.minimize if lower_is_better(metric) else Direction.maximize
-        if str(direction) != known.value:
+        known = natural_direction(metric)
+        if str(direction) != known:
             # The worst model would win and replace a better one at @staging.
             raise ConfigError(
                 f"objective.direction={direction} contradicts objective.metric={metric}: "
-                f"a {'lower' if known is Direction.minimize else 'higher'} {metric} is "
-                f"better; use objective.direction={known.value}")
+                f"a {'lower' if known == Direction.minimize else 'higher'} {metric} is "
+                f"better; use objective.direction={known}")
 
 
 def check_split(cfg: DictConfig) -> None:

@@ -107,6 +107,11 @@ def lower_is_better(metric: str) -> bool:
     return metric.removeprefix("test_").removeprefix("val_") in LOWER_IS_BETTER
 
 
+def natural_direction(metric: str) -> str:
+    """``minimize`` for errors, losses and costs, ``maximize`` for every other metric."""
+    return "minimize" if lower_is_better(metric) else "maximize"
+
+
 def is_optuna_sweep(config: Any) -> bool:
     """Whether a composed config's sweeper is an Optuna sweeper (it has a study)."""
     return "study_name" in config.hydra.sweeper
@@ -172,10 +177,17 @@ def exit_cleanly(message: str, error: BaseException | None = None, code: int = 1
     raise (Interrupted if interrupted else CleanExit)(code, message) from error
 
 
+class SignalInterrupt(KeyboardInterrupt):
+    """A signal other than Ctrl-C (SIGTERM) interrupting like Ctrl-C; it knows which."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"signal {signal.Signals(signum).name}")
+        self.signum = signum
+
+
 def interrupt_code(error: BaseException) -> int:
     """The exit status of a command a signal interrupted: 128 + the signal (130: Ctrl-C)."""
-    text = str(error)
-    return 143 if "SIGTERM" in text else 130
+    return 128 + getattr(error, "signum", signal.SIGINT)
 
 
 def raise_on_sigterm() -> None:
@@ -185,4 +197,4 @@ def raise_on_sigterm() -> None:
 
 
 def _raise_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+    raise SignalInterrupt(signum)

@@ -128,7 +128,7 @@ def _check_decimal_commas(frame: pd.DataFrame, cfg: DictConfig) -> None:
     if cfg.decimal == ",":
         return
     for col in frame.columns:
-        values = frame[col].dropna()
+        values = frame[col].dropna().head(1000)  # a sample tells the locale; files can be big
         text = frame[col].dtype == object or pd.api.types.is_string_dtype(frame[col])
         if text and len(values) and values.astype(str).str.match(
                 _DECIMAL_COMMA).mean() > 0.9:

@@ -154,19 +154,20 @@ def register_best(sweep: SweepRun, best: Best) -> None:
     Resumable: what an interrupted run of the same sweep left (a logged model, a version
     without its alias) is adopted rather than made again.
     """
-    from tabflow.job import refit_final  # scikit-learn, only when registering
+    from tabflow.job import format_metrics, refit_final  # scikit-learn, only when registering
 
     store, config, parent = sweep.store, sweep.config, sweep.parent_run_id
     name, alias = config.registry.model_name, config.registry.alias
-    _fail_pending_models(sweep)
-    final = refit_final(_best_config(best))
+    left_model = _models_left_behind(sweep, best)
+    best_cfg = _best_config(best)
+    final = refit_final(best_cfg)
     log_run_data(store, parent, metrics=final.metrics,
                  tags={TAG_DIGEST: final.dataset["digest"]})
     log_dataset(store, parent, final.dataset, "training")
     store.client.log_artifact(parent, str(Path(best.output_dir) / CONFIG_FILE), "best")
     _step("refit")
     start = time.perf_counter()
-    info = _adopted_model(sweep, best) or log_model(
+    info = left_model or log_model(
         store, parent, final.pipeline, final.input_example, tags={TAG_BEST_RUN: best.run_id})
     _step("model_logged")
     tags = {
@@ -188,34 +189,32 @@ def register_best(sweep: SweepRun, best: Best) -> None:
     log_run_data(store, parent, metrics={"registration_time_s": seconds},
                  tags={"registry.model": name, "registry.version": version,
                        "registry.alias": alias})
-    test = "  ".join(f"{k}={v:.4f}" for k, v in sorted(final.metrics.items()))
     print(f"Registered {name} version {version} as @{alias} in {seconds:.2f}s: "
-          f"models:/{name}@{alias}\n  {test}", flush=True)
+          f"models:/{name}@{alias}\n  {format_metrics(final.metrics)}", flush=True)
     if config.evaluation.figures:
         print("Writing the sweep report (figures of the final model and the search, "
               "report.html) ...", flush=True)
-        report(sweep, best, final, name, version)
+        report(sweep, best, best_cfg, final, name, version)
     if config.registry.auto_promote:
         from tabflow.lifecycle import promote, render
 
         print(render(promote(store, name, margin=config.registry.promote_margin)))
 
 
-def _fail_pending_models(sweep: SweepRun) -> None:
-    """Mark models an interrupted registration left PENDING (never finished) as FAILED."""
-    pending = [m.model_id for m in logged_models_of(sweep.store, sweep.experiment_id,
-                                                    sweep.parent_run_id)
-               if str(m.status) == "PENDING"]
+def _models_left_behind(sweep: SweepRun, best: Best) -> Any:
+    """Deal with the models an interrupted registration of this sweep logged.
+
+    Models left PENDING (never finished) are marked FAILED; a finished model of this best
+    trial is returned, to be registered instead of logging another.
+    """
+    models = logged_models_of(sweep.store, sweep.experiment_id, sweep.parent_run_id)
+    pending = [m.model_id for m in models if str(m.status) == "PENDING"]
     for model_id in pending:
         fail_logged_model(sweep.store, model_id)
     if pending:
         print(f"Marked {len(pending)} logged model(s) left unfinished by an interrupted "
               f"registration as FAILED: {', '.join(pending)}", flush=True)
-
-
-def _adopted_model(sweep: SweepRun, best: Best) -> Any:
-    """The model an interrupted registration logged for this best trial, if any."""
-    ready = [m for m in logged_models_of(sweep.store, sweep.experiment_id, sweep.parent_run_id)
+    ready = [m for m in models
              if str(m.status) == "READY" and m.tags.get(TAG_BEST_RUN) == best.run_id]
     if not ready:
         return None
@@ -250,7 +249,8 @@ def _archive_left_behind(sweep: SweepRun, name: str, keep: str) -> None:
               f"alias (replaced by version {keep})", flush=True)
 
 
-def report(sweep: SweepRun, best: Best, final: Any, name: str, version: str) -> None:
+def report(sweep: SweepRun, best: Best, best_cfg: DictConfig, final: Any, name: str,
+           version: str) -> None:
     """Attach the final model's and the sweep's figures and report.html to the parent."""
     from tabflow import plots
 
@@ -275,7 +275,7 @@ def report(sweep: SweepRun, best: Best, final: Any, name: str, version: str) -> 
             "dataset": f"{final.dataset['name']} ({final.dataset['digest'][:12]}, "
                        f"{final.dataset['n_rows']} rows)",
         }
-        params = {k: v for k, v in flatten(OmegaConf.to_container(_best_config(best))).items()
+        params = {k: v for k, v in flatten(OmegaConf.to_container(best_cfg)).items()
                   if k.startswith(("model.", "preprocessing."))}
         page = plots.write_report(Path(tmp) / "report.html",
                                   f"Sweep report: {config.tracking.experiment}", summary,

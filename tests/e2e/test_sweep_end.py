@@ -19,7 +19,15 @@ from pathlib import Path
 import pytest
 
 from tabflow.sweep_end import KILL_POINTS
-from tests.helpers import TRAIN, assert_ok, client_for, run_tabflow, run_train, runs_of
+from tests.helpers import (
+    TRAIN,
+    assert_ok,
+    client_for,
+    project_env,
+    run_tabflow,
+    run_train,
+    runs_of,
+)
 
 pytestmark = pytest.mark.slow
 MODEL = "breast_cancer"
@@ -105,12 +113,9 @@ def registry_invariants(root: Path) -> dict[str, str]:
 
 
 def start_tabflow(root: Path, *args: str) -> subprocess.Popen[str]:
-    import os
-
-    env = {**os.environ, "TABFLOW_ROOT": str(root), "PYTHONWARNINGS": "ignore"}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    return subprocess.Popen([sys.executable, "-m", "tabflow", *args], cwd=root, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen([sys.executable, "-m", "tabflow", *args], cwd=root,
+                            env=project_env(root), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
 
 
 def claimed_production(command: list[str], output: str) -> str | None:
@@ -166,12 +171,9 @@ def test_sigterm_at_any_moment_ends_with_one_clean_line(tmp_path):
     for case in range(4):
         root = tmp_path / f"case{case}"
         root.mkdir()
-        import os
-
-        env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-        env.update({"TABFLOW_ROOT": str(root), "PYTHONWARNINGS": "ignore"})
-        proc = subprocess.Popen([sys.executable, str(TRAIN), *base], cwd=root, env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen([sys.executable, str(TRAIN), *base], cwd=root,
+                                env=project_env(root), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
         time.sleep(rng.uniform(0.3, duration))
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=120)

@@ -23,23 +23,26 @@ def group_options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
 
 
+def project_env(root: Path, **extra: str) -> dict[str, str]:
+    """This environment for a command on the project root ``root`` (its own stores)."""
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    return {**env, "TABFLOW_ROOT": str(root), "PYTHONWARNINGS": "ignore", **extra}
+
+
 def run_train(root: Path, *args: str, env: dict[str, str] | None = None,
               timeout: float = 600) -> subprocess.CompletedProcess[str]:
     """Run ``python src/train.py ARGS`` as a user would, with stores under ``root``."""
-    full_env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    full_env.update({"TABFLOW_ROOT": str(root), "PYTHONWARNINGS": "ignore"})
-    full_env.update(env or {})
-    return subprocess.run([sys.executable, str(TRAIN), *args], cwd=root, env=full_env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([sys.executable, str(TRAIN), *args], cwd=root,
+                          env=project_env(root, **(env or {})), capture_output=True,
+                          text=True, timeout=timeout)
 
 
 def run_tabflow(root: Path, *args: str, timeout: float = 300
                 ) -> subprocess.CompletedProcess[str]:
     """Run ``python -m tabflow ARGS`` as a user would, on the stores under ``root``."""
-    env = {**os.environ, "TABFLOW_ROOT": str(root), "PYTHONWARNINGS": "ignore"}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    return subprocess.run([sys.executable, "-m", "tabflow", *args], cwd=root, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([sys.executable, "-m", "tabflow", *args], cwd=root,
+                          env=project_env(root), capture_output=True, text=True,
+                          timeout=timeout)
 
 
 def holding_process(imports: str, lock: str) -> subprocess.Popen[str]:

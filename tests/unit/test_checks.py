@@ -31,11 +31,18 @@ def test_sweep_without_search_space_is_refused(compose_cfg):
         check_config(cfg, sweeping=True)
 
 
-def test_search_space_key_missing_from_model_is_refused(compose_cfg):
-    cfg = compose_cfg("model=hgb", "sweep=narrow")
+@pytest.mark.parametrize(("model", "key", "space", "needle"), [
+    # a key the model doesn't have
+    ("hgb", "model.n_estimators", "int(interval(50, 300))", r"model\.n_estimators"),
+    # a range written backwards
+    ("rf", "model.max_depth", "int(interval(15, 3))",
+     r"model\.max_depth=int\(interval\(15, 3\)\)"),
+])
+def test_a_bad_search_space_file_is_refused(compose_cfg, model, key, space, needle):
+    cfg = compose_cfg(f"model={model}", "sweep=narrow")
     with read_write(cfg.hydra), open_dict(cfg.hydra):
-        cfg.hydra.sweeper.params["model.n_estimators"] = "int(interval(50, 300))"
-    with pytest.raises(ConfigError, match=r"model\.n_estimators"):
+        cfg.hydra.sweeper.params[key] = space
+    with pytest.raises(ConfigError, match=needle):
         check_config(cfg, sweeping=True)
 
 
@@ -96,14 +103,6 @@ def test_a_backwards_range_on_the_command_line_is_refused(compose_cfg, sweep_ove
 def test_a_sweep_without_trials_is_refused(compose_cfg, n_trials):
     cfg = compose_cfg("model=rf", "sweep=narrow", f"hydra.sweeper.n_trials={n_trials}")
     with pytest.raises(ConfigError, match=rf"n_trials={n_trials}: a sweep needs at least one"):
-        check_config(cfg, sweeping=True)
-
-
-def test_a_backwards_range_in_a_search_space_file_is_refused(compose_cfg):
-    cfg = compose_cfg("model=rf", "sweep=narrow")
-    with read_write(cfg.hydra), open_dict(cfg.hydra):
-        cfg.hydra.sweeper.params["model.max_depth"] = "int(interval(15, 3))"
-    with pytest.raises(ConfigError, match=r"model\.max_depth=int\(interval\(15, 3\)\)"):
         check_config(cfg, sweeping=True)
 
 

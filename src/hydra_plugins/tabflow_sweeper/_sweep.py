@@ -133,6 +133,7 @@ class TabflowOptunaSweeperImpl(OptunaSweeperImpl):
         self.conditional_on = conditional_on
         self.conditional_params = dict(conditional_params or {})
         self.metric_name = "objective"
+        self.metric_names: list[str] = []  # the objective's metrics, as the job names them
         self.current_study: str | None = None  # the study being swept, for messages
         self._warned_flat = False
 
@@ -151,8 +152,9 @@ class TabflowOptunaSweeperImpl(OptunaSweeperImpl):
         self.n_jobs = batch_size(self.requested_n_jobs, self._cfg.hydra.get("launcher"))
         if not self._cfg.hydra.get("verbose"):  # the progress lines say what Optuna would
             optuna.logging.set_verbosity(optuna.logging.WARNING)
-        metric = OmegaConf.select(self._cfg, "objective.metric", default="objective")
-        self.metric_name = str(metric)
+        metric = OmegaConf.select(self._cfg, "objective.metric", default=None)
+        self.metric_names = [str(m) for m in as_list(metric)] if metric is not None else []
+        self.metric_name = "objective" if metric is None else str(metric)
 
     # ---------------------------------------------------------------- what to search
     def search_space(self, arguments: list[str]) -> tuple[SearchSpace, Any, int]:
@@ -219,9 +221,8 @@ class TabflowOptunaSweeperImpl(OptunaSweeperImpl):
         directions = self._get_directions()
         name = self.study_name or derive_study_name(self._cfg)
         self.current_study = name
-        metrics = [str(m) for m in as_list(OmegaConf.select(self._cfg, "objective.metric",
-                                                            default=None) or [])]
-        study = _study.create_study(name, self.storage, self.sampler, directions, metrics)
+        study = _study.create_study(name, self.storage, self.sampler, directions,
+                                    self.metric_names)
         stored = bool(self.storage)
         launched, queued = _study.join_study(study, stored, self.sampler, self._warm_sets(space))
         done = sum(_study.counts_toward_total(t) for t in launched)
@@ -316,10 +317,9 @@ class TabflowOptunaSweeperImpl(OptunaSweeperImpl):
             The numbers of the trials marked for a retry.
         """
         lost = []
-        metric_names = [str(n) for n in as_list(self._cfg.objective.metric)]
         for trial in trials:
             out = Path(self._cfg.hydra.sweep.dir) / str(trial.number)
-            values = finished_values(trial, out, metric_names, len(study.directions))
+            values = finished_values(trial, out, self.metric_names, len(study.directions))
             if values is not None:  # its job finished before the others were lost
                 _study.tell(study, trial, values=values)
                 continue

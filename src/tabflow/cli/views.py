@@ -13,7 +13,7 @@ from tabflow.contract import (
     TAG_PRIMARY_METRIC,
     TAG_STUDY,
     TAG_TRIAL,
-    lower_is_better,
+    natural_direction,
     project_root,
 )
 
@@ -69,7 +69,7 @@ def _ranking(args: argparse.Namespace, parent: Any) -> tuple[str, str]:
         return metric, "minimize"
     if not args.metric and TAG_PRIMARY_DIRECTION in tags:
         return metric, tags[TAG_PRIMARY_DIRECTION]
-    return metric, "minimize" if lower_is_better(metric) else "maximize"
+    return metric, natural_direction(metric)
 
 
 def runs(args: argparse.Namespace) -> int:
