@@ -99,9 +99,21 @@ def redact_override(line: str) -> str:
     return f"{key}={REDACTED}" if sep and SECRET_KEY.search(key) else line
 
 
-def loggable_config(cfg: DictConfig) -> DictConfig:
-    """The resolved job config as it may be logged and tracked: secrets redacted."""
-    return OmegaConf.create(redact(OmegaConf.to_container(job_config(cfg))))
+def loggable_config(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved job config as it may be logged and tracked: plain, secrets redacted."""
+    if "hydra" not in cfg:  # a job's own config (Hydra hands the task one without its node)
+        return redact(OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True,
+                                             enum_to_str=True))
+    return redact(OmegaConf.to_container(job_config(cfg), enum_to_str=True))
+
+
+def config_yaml(container: dict[str, Any]) -> str:
+    """A plain config as YAML, exactly as ``OmegaConf.to_yaml`` writes it (without its copy)."""
+    import yaml
+    from omegaconf._utils import get_omega_conf_dumper
+
+    return yaml.dump(container, Dumper=get_omega_conf_dumper(), default_flow_style=False,
+                     allow_unicode=True, sort_keys=False)
 
 
 def job_config(cfg: DictConfig) -> DictConfig:

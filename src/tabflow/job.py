@@ -12,11 +12,11 @@ from typing import Any
 
 import joblib
 import pandas as pd
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig
 from sklearn.pipeline import Pipeline
 from threadpoolctl import threadpool_limits
 
-from tabflow.config import Task, loggable_config
+from tabflow.config import Task, config_yaml, loggable_config
 from tabflow.contract import (
     CONFIG_FILE,
     DATASET_FILE,
@@ -102,7 +102,7 @@ def run_job(cfg: DictConfig, output_dir: str | Path, save_model: bool = False,
     out = Path(output_dir)
     ds, splits, pipeline = prepare(cfg)
     write_json(out / DATASET_FILE, ds.describe())
-    OmegaConf.save(loggable_config(cfg), out / CONFIG_FILE)
+    (out / CONFIG_FILE).write_text(config_yaml(loggable_config(cfg)))
     folds = cv_folds(cfg.cv, ds.task, len(splits.y_val))
     with threadpool_limits(limits=threads):
         if folds >= 2:

@@ -109,3 +109,26 @@ def test_console_metrics_show_sizes_and_counts_whole():
 
     line = format_metrics({"model_size_bytes": 1742360.0, "cv_folds": 3.0, "val_f1": 0.912345})
     assert line == "cv_folds=3  model_size_bytes=1742360  val_f1=0.9123"
+
+
+@pytest.mark.parametrize("n_classes", [2, 3, 5])
+def test_label_scores_equal_scikit_learns(n_classes):
+    """The one-confusion-matrix metrics agree with scikit-learn's, zero divisions included."""
+    import numpy as np
+    from sklearn import metrics as skm
+
+    from tabflow.evaluation import label_scores
+
+    rng = np.random.default_rng(n_classes)
+    for _ in range(20):
+        y = rng.integers(0, n_classes, 40)
+        pred = np.where(rng.random(40) < 0.6, y, rng.integers(0, n_classes + 1, 40))
+        pred[pred == 1] = 0  # a class never predicted: precision divides by zero
+        got = label_scores(y.astype(str), pred.astype(str))
+        want = {"accuracy": skm.accuracy_score(y, pred),
+                "balanced_accuracy": skm.balanced_accuracy_score(y, pred)}
+        for average, suffix in (("weighted", ""), ("macro", "_macro")):
+            for name, fn in (("precision", skm.precision_score), ("recall", skm.recall_score),
+                             ("f1", skm.f1_score)):
+                want[f"{name}{suffix}"] = fn(y, pred, average=average, zero_division=0)
+        assert got == pytest.approx(want, abs=1e-12)

@@ -9,6 +9,7 @@ from typing import Any, cast
 from hydra.core.utils import JobReturn, JobStatus
 from optuna.trial import Trial
 
+from hydra_plugins.tabflow_sweeper._study import set_user_attrs
 from tabflow.contract import (
     ATTR_RUN_ID,
     ERROR_FILE,
@@ -22,12 +23,12 @@ from tabflow.contract import (
 def record_dir(trial: Trial, out: Path) -> dict[str, Any]:
     """Copy a job dir's finite metrics and MLflow run id onto its trial; return the metrics."""
     metrics = read_json(out / METRICS_FILE)
-    for name, value in metrics.items():
-        if isinstance(value, (int, float)) and math.isfinite(value):
-            trial.set_user_attr(name, value)
+    attrs: dict[str, Any] = {name: value for name, value in metrics.items()
+             if isinstance(value, (int, float)) and math.isfinite(value)}
     run_file = out / MLFLOW_RUN_FILE
     if run_file.exists():
-        trial.set_user_attr(ATTR_RUN_ID, run_file.read_text().strip())
+        attrs[ATTR_RUN_ID] = run_file.read_text().strip()
+    set_user_attrs(trial, attrs)
     return metrics
 
 

@@ -133,12 +133,37 @@ def ask_batch(study: optuna.Study, stored: bool, n_trials: int, batch: int
                          "processes; this one is done", running, study.study_name)
             return [], counted
         trials = [study.ask() for _ in range(min(remaining, batch))]
+        owner = {HOST: socket.gethostname(), PID: os.getpid()}
         for trial in trials:
             # Owned before the lock is released: another process reclaiming stale
             # RUNNING trials must see that this one's owner is alive.
-            trial.set_user_attr(HOST, socket.gethostname())
-            trial.set_user_attr(PID, os.getpid())
+            set_user_attrs(trial, owner)
         return trials, counted
+
+
+def set_user_attrs(trial: Trial, attrs: dict[str, Any]) -> None:
+    """Set a running trial's user attributes, in one transaction on a database storage.
+
+    Optuna writes each attribute in its own transaction; a trial's ~20 metrics then
+    cost ~0.1 s on SQLite, more than a fast model's fit. The batch uses the storage's
+    own per-attribute upsert inside one session; other storages get one call per key.
+    """
+    if not attrs:
+        return
+    storage = trial.storage
+    backend = getattr(storage, "_backend", storage)
+    upsert = getattr(backend, "_set_trial_attr_without_commit", None)
+    if not isinstance(backend, optuna.storages.RDBStorage) or upsert is None:
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
+        return
+    from optuna.storages._rdb import models
+    from optuna.storages._rdb.storage import _create_scoped_session
+
+    with _create_scoped_session(backend.scoped_session, True) as session:
+        for key, value in attrs.items():
+            upsert(session, models.TrialUserAttributeModel, trial._trial_id, key, value)
+    trial._cached_frozen_trial.user_attrs.update(attrs)
 
 
 def tell(study: optuna.Study, trial: Trial, **kwargs: Any) -> None:

@@ -200,8 +200,7 @@ class TabflowOptunaSweeperImpl(OptunaSweeperImpl):
             choice = trial.params.get(self.conditional_on)
             for name, distribution in space.conditional.get(str(choice), {}).items():
                 trial._suggest(f"{choice}:{name}", distribution)
-            for name, value in space.fixed_params.items():
-                trial.set_user_attr(name, value)
+            _study.set_user_attrs(trial, dict(space.fixed_params))
             if self.custom_search_space_extender:
                 self.custom_search_space_extender(self._cfg, trial)
             # Conditional names carry their choice as a prefix; the override doesn't.
@@ -323,8 +322,7 @@ class TabflowOptunaSweeperImpl(OptunaSweeperImpl):
             if values is not None:  # its job finished before the others were lost
                 _study.tell(study, trial, values=values)
                 continue
-            trial.set_user_attr(ATTR_INTERRUPTED, True)
-            trial.set_user_attr(ATTR_ERROR, "interrupted")
+            _study.set_user_attrs(trial, {ATTR_INTERRUPTED: True, ATTR_ERROR: "interrupted"})
             study.tell(trial, state=TrialState.FAIL)
             lost.append(trial.number)
         return lost

@@ -78,6 +78,14 @@ class JobRecord:
         assert isinstance(job, DictConfig) and isinstance(hydra, DictConfig)
         return cls(out, job, hydra)
 
+    def params(self) -> dict[str, Any]:
+        """The run's params: the job's ``config.yaml`` as written, else its config."""
+        if (self.out / CONFIG_FILE).exists():  # the job wrote it: resolved and redacted
+            import yaml
+
+            return dict(yaml.safe_load((self.out / CONFIG_FILE).read_text()) or {})
+        return loggable_config(self.job)
+
     @property
     def trial(self) -> Any:
         """The Optuna trial number, or None outside an Optuna sweep."""
@@ -184,8 +192,8 @@ def log_job_dir(store: Store, run_id: str, record: JobRecord, status: str,
         log_dataset(store, run_id, dataset, "training")
     if error is not None:
         tags[TAG_ERROR] = error
-    log_run_data(store, run_id, params=flatten(OmegaConf.to_container(
-        loggable_config(record.job))), metrics=read_json(out / METRICS_FILE), tags=tags)
+    log_run_data(store, run_id, params=flatten(record.params()),
+                 metrics=read_json(out / METRICS_FILE), tags=tags)
     for name in (CONFIG_FILE, DATASET_FILE, ERROR_FILE):
         if (out / name).exists():
             store.client.log_artifact(run_id, str(out / name))
