@@ -16,7 +16,9 @@ from pathlib import Path
 # Only these packages' modules may import mlflow.
 MLFLOW_ALLOWED = ("tabflow.tracking",)
 # The packages whose modules are checked (the rest of src/ is third-party namespaces).
-CHECKED = ("tabflow", "hydra_plugins.tabflow_sweeper")
+CHECKED = ("tabflow", "hydra_plugins.tabflow_sweeper", "hydra_plugins.tabflow_launcher")
+# Plugins that work in any Hydra app: they may not import tabflow.
+STANDALONE = ("hydra_plugins.tabflow_launcher",)
 
 
 def module_name(src: Path, path: Path) -> str:
@@ -108,6 +110,9 @@ def check(src: Path) -> list[str]:
              for v, ws in edges.items()}
     problems = [f"import cycle: {' <-> '.join(c)}" for c in cycles(edges)]
     for name, imported in sorted(raw.items()):
+        own = sorted(i for i in imported if i == "tabflow" or i.startswith("tabflow."))
+        if name.startswith(STANDALONE) and own:
+            problems.append(f"{name} imports {own[0]}: a standalone plugin uses Hydra only")
         if name.startswith(MLFLOW_ALLOWED):
             continue
         banned = sorted(i for i in imported if i == "mlflow" or i.startswith("mlflow."))
