@@ -198,16 +198,23 @@ READERS: dict[Source, Callable[..., tuple[pd.DataFrame, str]]] = {
 }
 
 
+_FILE_HASHES: dict[tuple[str, int, int], str] = {}
+
+
 def source_identity(cfg: DictConfig, data_dir: Path | None) -> dict[str, Any]:
     """Return what identifies the raw data, cheaply: a file's bytes, or a generator's code."""
     source = Source(cfg.source)
     if source is Source.file:
         path = resolve_path(cfg, data_dir)
-        h = hashlib.sha256()
-        with path.open("rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        return {"file": h.hexdigest()}
+        stat = path.stat()
+        seen = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+        if seen not in _FILE_HASHES:  # hashed once per process while the file is unchanged
+            h = hashlib.sha256()
+            with path.open("rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    h.update(block)
+            _FILE_HASHES[seen] = h.hexdigest()
+        return {"file": _FILE_HASHES[seen]}
     package = {"sklearn": "scikit-learn", "synthetic": "scikit-learn",
                "penguins": "palmerpenguins"}[source.value]
     return {"package": package, "version": metadata.version(package),

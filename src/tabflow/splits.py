@@ -7,16 +7,17 @@ same rows.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from tabflow.config import Task
 from tabflow.data import Dataset, load_dataset, short_hash, write_atomic
-from tabflow.sources import DataError
+from tabflow.sources import DataError, source_identity
 
 # Each class needs a row in each of train, validation and test for a stratified split.
 MIN_ROWS_PER_CLASS = 3
@@ -103,7 +104,28 @@ def split_dataset(ds: Dataset, cfg: DictConfig, seed: int,
     return Splits(X_train, y_train, X_val, y_val, X_test, y_test)
 
 
+# The last few datasets and splits this process loaded: a sweep's trials share one, so
+# loading, checking, hashing and splitting happen once per sweep (and worker), not per trial.
+_RECENT: OrderedDict[str, tuple[Dataset, Splits]] = OrderedDict()
+_RECENT_MAX = 4
+
+
 def load_and_split(cfg: DictConfig) -> tuple[Dataset, Splits]:
-    """Load a job config's dataset and split it as the config says (both cached in data/)."""
+    """Load a job config's dataset and split it as the config says.
+
+    Both are cached on disk in ``data/`` across processes, and in memory within one: the
+    key holds the raw data's identity (a file's bytes, by size and mtime; a loader's
+    version), so a file edited mid-sweep is read again. Callers must not modify them.
+    """
+    key = short_hash(source_identity(cfg.dataset, Path(cfg.paths.data)),
+                     OmegaConf.to_container(cfg.dataset, resolve=True),
+                     OmegaConf.to_container(cfg.split, resolve=True), cfg.seed,
+                     str(cfg.paths.data))
+    if key in _RECENT:
+        _RECENT.move_to_end(key)
+        return _RECENT[key]
     ds = load_dataset(cfg.dataset, cfg.paths.data)
-    return ds, split_dataset(ds, cfg.split, cfg.seed, cfg.paths.data)
+    _RECENT[key] = ds, split_dataset(ds, cfg.split, cfg.seed, cfg.paths.data)
+    while len(_RECENT) > _RECENT_MAX:
+        _RECENT.popitem(last=False)
+    return _RECENT[key]

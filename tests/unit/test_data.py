@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 from tabflow.config import DatasetConfig, SplitConfig, Task
 from tabflow.data import DataError, load_dataset
 from tabflow.splits import split_dataset
-from tests.helpers import CUSTOMERS, group_options
+from tests.helpers import CUSTOMERS, group_options, load_dataset_frame
 
 
 def dataset_cfg(**kw):
@@ -291,3 +291,22 @@ def test_a_date_column_is_refused_before_any_trial_naming_it(tmp_path):
                                         r"""'dataset.drop=\["signed"\]'"""):
         load_dataset(csv_cfg(path, target="y"))
     assert list(load_dataset(csv_cfg(path, target="y", drop=["signed"])).X.columns) == ["x"]
+
+
+def test_trials_share_one_load_and_an_edited_file_is_read_again(compose_cfg, tmp_path):
+    """A sweep loads, checks and splits its data once per process, not once per trial."""
+    import pandas as pd
+
+    from tabflow.splits import load_and_split
+
+    frame = load_dataset_frame().assign(label=[i % 2 for i in range(569)])
+    path = tmp_path / "table.csv"
+    frame.to_csv(path, index=False)
+    overrides = ("dataset=csv", f"dataset.path={path}", "dataset.target=label",
+                 f"paths.data={tmp_path / 'data'}")
+    ds, splits = load_and_split(compose_cfg(*overrides, "model.n_estimators=5"))
+    again, same_splits = load_and_split(compose_cfg(*overrides, "model.n_estimators=9"))
+    assert again is ds and same_splits is splits  # another trial: nothing reloaded
+    pd.concat([frame, frame.head(50)]).to_csv(path, index=False)  # the file changes
+    edited, _ = load_and_split(compose_cfg(*overrides))
+    assert edited is not ds and len(edited.y) == 619 and edited.digest != ds.digest
