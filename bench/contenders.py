@@ -8,6 +8,8 @@ estimator, search space, objective and sampler seed are identical), then:
 
 * ``raw``: a plain Optuna ask/tell loop in this process, in-memory storage, no tracking;
   the practical limit for the framework.
+* ``raw-mlflow``: the same loop as a user of the guide writes it: a parent MLflow run,
+  and a nested run per trial with its params and validation metrics (SQLite store).
 * ``search``: scikit-learn's ``RandomizedSearchCV`` with the same number of candidates and a
   ``PredefinedSplit`` (train rows fit, validation rows score), so it makes as many fits.
 
@@ -89,6 +91,52 @@ def run_raw(cfg: Any, prepared: Any) -> dict[str, Any]:
             **final_test(pipeline, splits, score)}
 
 
+def guide_metrics(y: Any, pred: Any) -> dict[str, float]:
+    """The validation metrics the guide logs per trial, computed as it computes them."""
+    from sklearn import metrics
+
+    return {"val_accuracy": metrics.accuracy_score(y, pred),
+            "val_precision": metrics.precision_score(y, pred, average="weighted",
+                                                     zero_division=0),
+            "val_recall": metrics.recall_score(y, pred, average="weighted", zero_division=0),
+            "val_f1": metrics.f1_score(y, pred, average="weighted", zero_division=0)}
+
+
+def run_raw_mlflow(cfg: Any, prepared: Any) -> dict[str, Any]:
+    """The ask/tell loop with one nested MLflow run per trial, as the guide logs them."""
+    import mlflow
+    import optuna
+
+    ds, splits, pipeline = prepared
+    score = scorer(cfg.objective.metric, ds.task.value)
+    dists = distributions(cfg)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    mlflow.set_tracking_uri(f"sqlite:///{Path.cwd() / 'mlflow.db'}")
+    mlflow.set_experiment("bench")
+    study = optuna.create_study(direction=cfg.objective.direction,
+                                sampler=optuna.samplers.TPESampler(seed=cfg.seed))
+    fit_s = 0.0
+    with mlflow.start_run(run_name="sweep"):
+        for _ in range(int(cfg.hydra.sweeper.n_trials)):
+            trial = study.ask(dists)
+            pipeline.set_params(**{k.replace(".", "__"): v for k, v in trial.params.items()})
+            t0 = time.perf_counter()
+            pipeline.fit(splits.X_train, splits.y_train)
+            fit = time.perf_counter() - t0
+            fit_s += fit
+            pred = pipeline.predict(splits.X_val)
+            value = float(score(splits.y_val, pred))
+            with mlflow.start_run(run_name=f"trial-{trial.number}", nested=True):
+                mlflow.log_params(trial.params)
+                extra = guide_metrics(splits.y_val, pred) if ds.task.value == "classification" \
+                    else {}
+                mlflow.log_metrics({**extra, cfg.objective.metric: value, "fit_time_s": fit})
+            study.tell(trial, value)
+    pipeline.set_params(**{k.replace(".", "__"): v for k, v in study.best_params.items()})
+    return {"best_val": study.best_value, "fit_s": fit_s, "trials": len(study.trials),
+            **final_test(pipeline, splits, score)}
+
+
 def run_search(cfg: Any, prepared: Any) -> dict[str, Any]:
     """RandomizedSearchCV over the same space with one predefined train/validation split."""
     import numpy as np
@@ -137,11 +185,14 @@ def final_test(pipeline: Any, splits: Any, score: Any) -> dict[str, float]:
             "refit_s": refit}
 
 
+CONTENDERS = {"raw": run_raw, "raw-mlflow": run_raw_mlflow, "search": run_search}
+
+
 def main() -> None:
     """Run one contender and write its summary."""
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("contender", choices=["raw", "search"])
+    parser.add_argument("contender", choices=list(CONTENDERS))
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_intermixed_args()
@@ -151,7 +202,7 @@ def main() -> None:
 
     cfg = compose(args.overrides)
     prepared = prepare(cfg)
-    result = (run_raw if args.contender == "raw" else run_search)(cfg, prepared)
+    result = CONTENDERS[args.contender](cfg, prepared)
     result["wall_in_process_s"] = time.perf_counter() - START
     args.out.write_text(json.dumps(result))
 

@@ -8,7 +8,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tabflow.stores import ForeignDatabaseError, check_sqlite_store, sqlite_init_lock
+from tabflow.stores import (
+    ForeignDatabaseError,
+    check_sqlite_store,
+    sqlite_init_lock,
+    tune_sqlite,
+)
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -62,6 +67,7 @@ def connect(uri: str, create: bool = True) -> Store:
     import mlflow
     from mlflow import MlflowClient
 
+    tune_sqlite()
     try:
         check_sqlite_store(uri, "experiments", "MLflow tracking store")
     except ForeignDatabaseError as e:
