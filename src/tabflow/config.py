@@ -316,6 +316,8 @@ class TrackingConfig:
     uri: str = MISSING
     experiment: str = MISSING
     log_model: bool = True  # single runs: log the fitted pipeline as the run's model
+    # Sequential sweeps: log a finished trial in the background while the next one runs.
+    async_logging: bool = True
 
 
 @dataclass

@@ -126,6 +126,27 @@ def test_joblib_launcher_runs_trials_in_parallel_under_one_parent(tmp_path):
     assert len(rates) == 4
 
 
+def test_warm_workers_give_each_free_worker_its_next_trial(tmp_path):
+    """hydra.launcher.n_jobs=2 on tabflow's launcher: two warm worker processes, and no
+    batches: while a slow trial runs in one worker, the other works through the rest."""
+    proc = run_train(tmp_path, "-m", "dataset=synthetic", "dataset.synthetic.n_rows=20000",
+                     "model=rf", "sweep=narrow", "hydra.sweeper.n_trials=5",
+                     "model.n_estimators=int(interval(5, 10))", "model.max_depth=4",
+                     "hydra.sweeper.enqueue=[{model.n_estimators: 600}]",
+                     "hydra.launcher.n_jobs=2", "registry.enabled=false")
+    assert_ok(proc)
+    _, runs = runs_of(tmp_path, "synthetic")
+    children = {int(r.data.tags["optuna.trial"]): r for r in runs
+                if r.data.tags.get("tabflow.role") == "trial"}
+    assert sorted(children) == [0, 1, 2, 3, 4]
+    assert {c.info.status for c in children.values()} == {"FINISHED"}
+    pids = {c.data.tags["tabflow.pid"] for c in children.values()}
+    assert len(pids) == 2  # two worker processes, kept for the whole sweep
+    slow = children[0]  # 600 trees: the others (5-10 trees) start and end meanwhile
+    assert children[2].info.start_time < slow.info.end_time
+    assert children[4].info.start_time < slow.info.end_time
+
+
 def test_unopenable_tracking_store_stops_before_any_job(tmp_path):
     (tmp_path / "a_file").write_text("")  # a store path under a file can't be created
     proc = run_train(tmp_path, "-m", "sweep=narrow", "hydra.sweeper.n_trials=2",

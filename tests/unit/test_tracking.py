@@ -98,3 +98,44 @@ def test_best_trial_run_pages_through_the_sweep_and_never_ranks_nan(tmp_path, mo
     assert (best.run_id, best.trial, best.value) == (ids[5], "5", 0.9)  # tie: earliest
     worst, _ = queries.best_trial_run(store, experiment, parent, "val_accuracy", "minimize")
     assert worst.trial == "0"  # NaN is not the minimum either
+
+
+def test_a_killed_sweeps_runs_are_finished_from_their_job_dirs_or_failed(tmp_path):
+    """What a SIGKILL leaves while the background writer logs: runs still RUNNING. A trial
+    the study counts as complete is logged from its job dir; an unfinished one fails."""
+    import optuna
+    from optuna.trial import TrialState
+
+    from tabflow import contract
+    from tabflow.tracking.parent import reconcile_stale
+    from tabflow.tracking.store import ensure_experiment
+
+    store = connect(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = ensure_experiment(store, "killed", tmp_path)
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = optuna.create_study(study_name="s", storage=storage)
+    runs = []
+    for number, state in enumerate((TrialState.COMPLETE, TrialState.RUNNING)):
+        trial = study.ask()
+        if state is TrialState.COMPLETE:
+            study.tell(trial, 0.9)
+        out = tmp_path / "multirun" / str(number)
+        (out / ".hydra").mkdir(parents=True)
+        (out / contract.CONFIG_FILE).write_text("model:\n  name: rf\n")
+        (out / ".hydra" / "hydra.yaml").write_text(
+            "hydra:\n  runtime: {choices: {model: rf}}\n  overrides: {task: []}\n"
+            f"  job: {{num: {number}}}\n")
+        if state is TrialState.COMPLETE:  # its job finished; the kill came before logging
+            contract.write_json(out / contract.METRICS_FILE, {"val_accuracy": 0.9})
+            contract.write_json(out / contract.PROCESS_FILE, {"status": "FINISHED"})
+        runs.append(store.client.create_run(experiment, tags={
+            contract.TAG_TRIAL: str(number), contract.TAG_OUTPUT_DIR: str(out)}))
+
+    finished = reconcile_stale(store, runs, {contract.TAG_STUDY: "s",
+                                             contract.TAG_STORAGE: storage})
+    assert finished == 1
+    done, interrupted = (store.client.get_run(r.info.run_id) for r in runs)
+    assert done.info.status == "FINISHED" and done.data.metrics["val_accuracy"] == 0.9
+    assert done.data.params["model.name"] == "rf"
+    assert interrupted.info.status == "FAILED"
+    assert "interrupted" in interrupted.data.tags["error"]

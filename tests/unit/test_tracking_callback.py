@@ -49,6 +49,7 @@ def test_a_trial_that_cannot_be_logged_fails_the_sweep_loudly(sweep):
     client = MlflowClient(cfg.tracking.uri)
     client.delete_run(run_id)  # a real fault: someone deletes the run mid-trial
     callback.on_job_end(cfg, JobReturn(status=JobStatus.COMPLETED, _return_value=0.9))
+    callback.flush()  # the background writer logs the trial; the sweep's end waits for it
 
     error_file = out / contract.TRACKING_ERROR_FILE
     assert "logging the job to MLflow failed" in error_file.read_text()
@@ -64,6 +65,7 @@ def test_a_failed_job_is_tracked_as_failed_with_its_error(sweep):
     run_id = start_job(sweep)
     callback.on_job_end(cfg, JobReturn(status=JobStatus.FAILED,
                                        _return_value=ValueError("boom: bad column")))
+    callback.flush()
     run = MlflowClient(cfg.tracking.uri).get_run(run_id)
     assert run.info.status == "FAILED"
     assert run.data.tags["error"] == "ValueError: boom: bad column"
@@ -89,6 +91,7 @@ def test_a_run_left_active_by_an_earlier_job_is_closed_not_reused(sweep):
     assert mlflow.active_run() is None
     assert run_id != leaked
     callback.on_job_end(cfg, JobReturn(status=JobStatus.COMPLETED, _return_value=0.9))
+    callback.flush()
     client = MlflowClient(cfg.tracking.uri)
     stale = client.get_run(leaked)
     assert stale.info.status == "FAILED"
@@ -106,3 +109,26 @@ def test_starting_a_sweep_starts_no_background_imports(compose_cfg, project_root
     started = [t for t in set(threading.enumerate()) - before if t.is_alive()]
     assert not [t for t in started if "warm" in repr(getattr(t, "_target", ""))], started
     assert all(t.daemon for t in started)  # nothing of ours: MLflow's own helpers at most
+
+
+def test_trials_are_logged_in_the_background_and_flushed_before_the_sweeps_end(sweep):
+    """The launching process hands a trial's logging to a writer; the end waits for it."""
+    cfg, callback = sweep
+    run_id = start_job(sweep)
+    out = Path(cfg.hydra.runtime.output_dir)
+    contract.write_json(out / contract.METRICS_FILE, {"val_accuracy": 0.9})
+    callback.on_job_end(cfg, JobReturn(status=JobStatus.COMPLETED, _return_value=0.9))
+    assert callback._writer is not None  # handed over, not logged on the trial's path
+    with pytest.raises(SystemExit):  # this sweep has no study: its end fails, after the flush
+        callback.on_multirun_end(cfg)
+    run = MlflowClient(cfg.tracking.uri).get_run(run_id)
+    assert run.info.status == "FINISHED" and run.data.metrics["val_accuracy"] == 0.9
+
+
+def test_a_worker_process_logs_its_trial_before_the_job_returns(sweep):
+    cfg, callback = sweep
+    callback.launcher_pid = -1  # as in a joblib or remote worker: not the launching process
+    run_id = start_job(sweep)
+    callback.on_job_end(cfg, JobReturn(status=JobStatus.COMPLETED, _return_value=0.9))
+    assert callback._writer is None
+    assert MlflowClient(cfg.tracking.uri).get_run(run_id).info.status == "FINISHED"

@@ -115,9 +115,16 @@ def join_study(study: optuna.Study, stored: bool, sampler: Any,
     return launched, queued
 
 
-def ask_batch(study: optuna.Study, stored: bool, n_trials: int, batch: int
+def ask_batch(study: optuna.Study, stored: bool, n_trials: int, batch: int, mine: int = 0
               ) -> tuple[list[Trial], int]:
     """Start the next batch of trials; none when the study has all it needs.
+
+    Args:
+        study: The study.
+        stored: Whether it lives in a storage other processes may share (a lock is taken).
+        n_trials: The study's total.
+        batch: How many trials to start at most.
+        mine: Trials this process is running already (they are not another process's).
 
     Returns:
         The trials started, and how many trials count toward the total so far.
@@ -128,9 +135,9 @@ def ask_batch(study: optuna.Study, stored: bool, n_trials: int, batch: int
         running = sum(t.state is TrialState.RUNNING for t in existing)
         remaining = n_trials - counted - running
         if remaining <= 0:
-            if running:
+            if running > mine:
                 log.info("The other %d trial(s) of study %s are running in other sweep "
-                         "processes; this one is done", running, study.study_name)
+                         "processes; this one is done", running - mine, study.study_name)
             return [], counted
         trials = [study.ask() for _ in range(min(remaining, batch))]
         owner = {HOST: socket.gethostname(), PID: os.getpid()}

@@ -28,11 +28,13 @@ import math
 import time
 from collections import Counter
 from collections.abc import Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import optuna
+from hydra.core.utils import JobReturn
 from hydra_plugins.hydra_optuna_sweeper._impl import (
     OptunaSweeperImpl,
     create_params_from_overrides,
@@ -233,63 +235,132 @@ class TabflowOptunaSweeperImpl(OptunaSweeperImpl):
                      type(self.sampler).__name__, directions)
         self.job_idx = len(launched)  # job numbers continue across resumes
         progress = Progress(total=self.n_trials, done=done)
-        failures: list[tuple[int, str]] = []
-        stopped_by_timeout = False
-        while True:
-            if self.timeout is not None and time.monotonic() - progress.started >= self.timeout:
-                stopped_by_timeout = True
-                log.warning("Timeout of %ss reached: stopping after %d of %d trials",
-                            self.timeout, progress.done, self.n_trials)
-                break
-            trials, progress.done = _study.ask_batch(study, stored, self.n_trials, self.n_jobs)
-            if not trials:
-                break
-            failures += self.run_batch(study, trials, space, progress)
-            finished = progress.finished_here
-            if (finished >= min(MIN_TRIALS_FOR_RATE, self.n_trials)
-                    and len(failures) / finished > self.max_failure_rate):
-                summary = self._write_results(study, failures, stopped_by_timeout)
-                raise SweepAbortedError(
-                    f"{len(failures)} of {finished} trials failed, more than "
-                    f"max_failure_rate={self.max_failure_rate}; {summary}")
+        # Workers that take one job at a time get their next trial as soon as they are free.
+        run = self.run_pipelined if self.n_jobs > 1 and hasattr(self.launcher, "submit") \
+            else self.run_batches
+        failures, stopped_by_timeout = run(study, stored, space, progress)
+        if stopped_by_timeout:
+            log.warning("Timeout of %ss reached: stopping after %d of %d trials",
+                        self.timeout, progress.done, self.n_trials)
         summary = self._write_results(study, failures, stopped_by_timeout)
         if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
             raise SweepAbortedError(f"no trial of study {name} completed; {summary}")
+
+    def _timed_out(self, progress: Progress) -> bool:
+        return self.timeout is not None and time.monotonic() - progress.started >= self.timeout
+
+    def run_batches(self, study: optuna.Study, stored: bool, space: SearchSpace,
+                    progress: Progress) -> tuple[list[tuple[int, str]], bool]:
+        """Ask for ``n_jobs`` trials, launch them together, tell; until done or timed out.
+
+        Returns:
+            The failures, and whether the timeout stopped the sweep.
+        """
+        failures: list[tuple[int, str]] = []
+        while not self._timed_out(progress):
+            trials, progress.done = _study.ask_batch(study, stored, self.n_trials, self.n_jobs)
+            if not trials:
+                return failures, False
+            failures += self.run_batch(study, trials, space, progress)
+            self._check_failure_rate(study, failures, progress, False)
+        return failures, True
 
     def run_batch(self, study: optuna.Study, trials: list[Trial], space: SearchSpace,
                   progress: Progress) -> list[tuple[int, str]]:
         """Launch a batch of trials, tell the study each outcome; return the failures."""
         assert self.launcher is not None
         overrides = self.trial_overrides(trials, space)
-        n_directions = len(study.directions)
         try:
             returns = self.launcher.launch(overrides, initial_job_idx=self.job_idx)
         except BaseException as e:  # Ctrl-C, SIGTERM, a crashed launcher or worker
-            lost = self.interrupted_launch(study, trials)
-            first_line = str(e).splitlines()[0][:300] if str(e) else ""
-            raise SweepInterruptedError(
-                f"Sweep interrupted ({type(e).__name__}: {first_line}) while trial(s) {lost} "
-                f"ran; they are marked interrupted and will be retried. Re-run the same "
-                f"command to resume study {study.study_name}",
-                interrupt_code(e) if isinstance(e, KeyboardInterrupt) else 1) from e
+            self._interrupted(study, trials, e)
         self.job_idx += len(returns)
         failures = []
         for trial, ret in zip(trials, returns, strict=True):
-            record_outputs(trial, ret)
-            try:
-                values = returned_values(ret, n_directions)
-            except Exception as e:
-                message = f"{type(e).__name__}: {e}"
-                trial.set_user_attr(ATTR_ERROR, message[:2000])
-                _study.tell(study, trial, state=TrialState.FAIL)
-                failures.append((trial.number, message))
-                log.warning("%s", progress.line(study, trial.number, f"FAILED ({message})"))
-                continue
-            _study.tell(study, trial, values=values)
-            shown = ", ".join(f"{v:.4f}" for v in values)
-            log.info("%s", progress.line(study, trial.number, f"{self.metric_name}={shown}"))
+            failure = self.tell_outcome(study, trial, ret, progress)
+            if failure is not None:
+                failures.append(failure)
         self._warn_if_flat(study)
         return failures
+
+    def tell_outcome(self, study: optuna.Study, trial: Trial, ret: JobReturn,
+                     progress: Progress) -> tuple[int, str] | None:
+        """Record a finished job on its trial and tell the study; return it if it failed."""
+        record_outputs(trial, ret)
+        try:
+            values = returned_values(ret, len(study.directions))
+        except Exception as e:
+            message = f"{type(e).__name__}: {e}"
+            _study.set_user_attrs(trial, {ATTR_ERROR: message[:2000]})
+            _study.tell(study, trial, state=TrialState.FAIL)
+            log.warning("%s", progress.line(study, trial.number, f"FAILED ({message})"))
+            return trial.number, message
+        _study.tell(study, trial, values=values)
+        shown = ", ".join(f"{v:.4f}" for v in values)
+        log.info("%s", progress.line(study, trial.number, f"{self.metric_name}={shown}"))
+        return None
+
+    def run_pipelined(self, study: optuna.Study, stored: bool, space: SearchSpace,
+                      progress: Progress) -> tuple[list[tuple[int, str]], bool]:
+        """Keep every worker busy: each finished trial is told and the next one started.
+
+        For launchers that start jobs one at a time (``submit``): unlike batches, no
+        worker waits for the slowest trial of a batch. Returns the failures and whether
+        the timeout stopped the sweep.
+        """
+        assert self.launcher is not None
+        submit = self.launcher.submit  # type: ignore[attr-defined]
+        running: dict[Future[JobReturn], Trial] = {}
+        failures: list[tuple[int, str]] = []
+        timed_out = False
+        try:
+            while True:
+                while len(running) < self.n_jobs and not timed_out:
+                    if self._timed_out(progress):
+                        timed_out = True
+                        break
+                    trials, progress.done = _study.ask_batch(study, stored, self.n_trials, 1,
+                                                             mine=len(running))
+                    if not trials:
+                        break
+                    (overrides,) = self.trial_overrides(trials, space)
+                    running[submit(overrides, self.job_idx)] = trials[0]
+                    self.job_idx += 1
+                if not running:
+                    return failures, timed_out
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    trial = running.pop(future)
+                    failure = self.tell_outcome(study, trial, future.result(), progress)
+                    if failure is not None:
+                        failures.append(failure)
+                self._warn_if_flat(study)
+                self._check_failure_rate(study, failures, progress, timed_out)
+        except BaseException as e:  # Ctrl-C, SIGTERM, a lost worker
+            if isinstance(e, SweepAbortedError):
+                raise
+            self.launcher.stop_workers()  # type: ignore[attr-defined]
+            self._interrupted(study, list(running.values()), e)
+
+    def _interrupted(self, study: optuna.Study, trials: list[Trial], e: BaseException
+                     ) -> NoReturn:
+        lost = self.interrupted_launch(study, trials)
+        first_line = str(e).splitlines()[0][:300] if str(e) else ""
+        raise SweepInterruptedError(
+            f"Sweep interrupted ({type(e).__name__}: {first_line}) while trial(s) {lost} "
+            f"ran; they are marked interrupted and will be retried. Re-run the same "
+            f"command to resume study {study.study_name}",
+            interrupt_code(e) if isinstance(e, KeyboardInterrupt) else 1) from e
+
+    def _check_failure_rate(self, study: optuna.Study, failures: list[tuple[int, str]],
+                            progress: Progress, timed_out: bool) -> None:
+        finished = progress.finished_here
+        if (finished >= min(MIN_TRIALS_FOR_RATE, self.n_trials)
+                and len(failures) / finished > self.max_failure_rate):
+            summary = self._write_results(study, failures, timed_out)
+            raise SweepAbortedError(
+                f"{len(failures)} of {finished} trials failed, more than "
+                f"max_failure_rate={self.max_failure_rate}; {summary}")
 
     def _warn_if_flat(self, study: optuna.Study) -> None:
         """Say so, once, when most trials tie: the search then learns nothing."""

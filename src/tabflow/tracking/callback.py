@@ -41,6 +41,7 @@ from tabflow.tracking.jobs import JobRecord, log_job_dir, note_process, open_job
 from tabflow.tracking.parent import close_parent, open_parent
 from tabflow.tracking.provenance import provenance_tags
 from tabflow.tracking.store import Store, connect, ensure_experiment
+from tabflow.tracking.writer import BackgroundWriter
 
 
 @dataclass
@@ -58,14 +59,31 @@ class MlflowCallback(Callback):
     parent_run_id: str | None = None
     run_tags: dict[str, str] = field(default_factory=dict)
     last_run_id: str | None = None
+    # The process that launched the sweep: its in-process jobs log in the background.
+    launcher_pid: int | None = None
     _job_run_id: str | None = field(default=None, repr=False)
     _store: Store | None = field(default=None, repr=False)
+    _writer: BackgroundWriter | None = field(default=None, repr=False)
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["_store"] = None  # a client is per process
         state["_job_run_id"] = None
+        state["_writer"] = None  # a thread is per process
         return state
+
+    def _background(self, config: DictConfig) -> BackgroundWriter | None:
+        """The writer for this job's records; None: log them now (a worker process)."""
+        if os.getpid() != self.launcher_pid or not config.tracking.get("async_logging", True):
+            return None
+        if self._writer is None:
+            self._writer = BackgroundWriter()
+        return self._writer
+
+    def flush(self) -> None:
+        """Wait for the background writer (before anything reads the trials' runs)."""
+        if self._writer is not None:
+            self._writer.flush()
 
     def _connect(self, config: DictConfig) -> Store:
         if not config.hydra.get("verbose"):
@@ -112,6 +130,7 @@ class MlflowCallback(Callback):
         loud(lambda: self._open_parent(config), "could not start tracking the sweep")
 
     def _open_parent(self, config: DictConfig) -> None:
+        self.launcher_pid = os.getpid()
         store = self._start(config)
         assert self.experiment_id is not None
         self.parent_run_id = open_parent(store, self.experiment_id, config, self.run_tags)
@@ -123,6 +142,7 @@ class MlflowCallback(Callback):
         assert self.experiment_id is not None
         # This hook runs in a `finally`: an exception in flight means the sweep failed.
         error = sys.exc_info()[1]
+        self.flush()
         store = self._connect(config)
         if error is not None:
             close_parent(store, self.parent_run_id, error)
@@ -171,12 +191,26 @@ class MlflowCallback(Callback):
             error = value if isinstance(value, BaseException) else RuntimeError(str(value))
         try:
             status, summary = write_outcome(record.out, error)
-            log_job_dir(self._connect(config), run_id, record, status, summary,
-                        log_model=config.tracking.log_model)
+            store = self._connect(config)
         except Exception as e:
             record_job_error(record.out, "logging the job to MLflow", e)
-            # Half-logged: `tabflow upload` tracks the job again, in a complete run.
-            (record.out / MLFLOW_RUN_FILE).unlink(missing_ok=True)
-            with contextlib.suppress(Exception):  # the error file already says what happened
-                self._connect(config).client.set_terminated(run_id, "FAILED")
+            return
+        log_model = config.tracking.log_model
+
+        def log_it() -> None:
+            try:
+                log_job_dir(store, run_id, record, status, summary, log_model=log_model)
+            except Exception as e:
+                record_job_error(record.out, "logging the job to MLflow", e)
+                # Half-logged: `tabflow upload` tracks the job again, in a complete run.
+                (record.out / MLFLOW_RUN_FILE).unlink(missing_ok=True)
+                with contextlib.suppress(Exception):  # the error file says what happened
+                    store.client.set_terminated(run_id, "FAILED")
+
+        writer = self._background(config)
+        if writer is None:
+            log_it()
+        else:
+            # The job's config is not touched again once it ended: the writer may read it.
+            writer.submit(log_it)
 

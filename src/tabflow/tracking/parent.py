@@ -21,6 +21,7 @@ from tabflow.contract import (
     HOST,
     PID,
     TAG_ERROR,
+    TAG_OUTPUT_DIR,
     TAG_OVERRIDES,
     TAG_PARENT,
     TAG_PRIMARY_DIRECTION,
@@ -28,6 +29,7 @@ from tabflow.contract import (
     TAG_ROLE,
     TAG_STORAGE,
     TAG_STUDY,
+    TAG_TRIAL,
     Interrupted,
     is_optuna_sweep,
     primary_objective,
@@ -112,13 +114,44 @@ def _reattach(store: Store, experiment_id: str, parent: Any, tags: dict[str, str
     # Runs of live processes belong to other sweep processes sharing the study; those
     # of dead ones died with their sweep (e.g. SIGKILL). Another host's can't be told.
     stale = [r for r in running if _process_gone(r.data.tags)]
+    finished = reconcile_stale(store, stale, tags)
+    log.info("Resuming MLflow parent run %s (resume %d%s%s)", parent_run_id, resumes,
+             f"; {len(stale) - finished} interrupted trial run(s) closed as FAILED"
+             if len(stale) > finished else "",
+             f"; {finished} finished trial run(s) logged from their job dirs"
+             if finished else "")
+    return parent_run_id
+
+
+def reconcile_stale(store: Store, stale: list[Any], tags: dict[str, str]) -> int:
+    """Close the trial runs a killed sweep left RUNNING; return how many finished.
+
+    A trial the study counts as COMPLETE finished its job: its run, cut short while the
+    background writer logged it, is logged again from its job dir and closed FINISHED.
+    The others were interrupted: FAILED, and the sweep retries their trials.
+    """
+    from tabflow.tracking.jobs import FINISHED, JobRecord, log_job_dir, read_outcome
+
+    complete: set[str] = set()
+    if stale and TAG_STUDY in tags and tags.get(TAG_STORAGE) not in (None, "None", ""):
+        import optuna
+
+        study = optuna.load_study(study_name=tags[TAG_STUDY],
+                                  storage=optuna_storage(tags[TAG_STORAGE]))
+        complete = {str(t.number) for t in study.get_trials(
+            deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))}
+    finished = 0
     for run in stale:
+        out = Path(run.data.tags.get(TAG_OUTPUT_DIR, ""))
+        if run.data.tags.get(TAG_TRIAL) in complete and out.is_dir() \
+                and read_outcome(out)[0] == FINISHED:
+            log_job_dir(store, run.info.run_id, JobRecord.read(out), FINISHED, None)
+            finished += 1
+            continue
         log_run_data(store, run.info.run_id,
                      tags={TAG_ERROR: "interrupted: the sweep was killed; the trial is retried"})
         store.client.set_terminated(run.info.run_id, "FAILED")
-    log.info("Resuming MLflow parent run %s (resume %d%s)", parent_run_id, resumes,
-             f"; {len(stale)} interrupted trial run(s) closed as FAILED" if stale else "")
-    return parent_run_id
+    return finished
 
 
 def _process_gone(tags: dict[str, str]) -> bool:

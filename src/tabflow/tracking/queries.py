@@ -83,11 +83,25 @@ def ranked_trials(store: Store, experiment_id: str, parent_run_id: str, metric: 
     infinite never rank: such a trial failed, whatever the store made of its value.
     """
     order = "DESC" if direction == "maximize" else "ASC"
+    tied: list[Any] = []  # runs sharing one value, yielded in trial order
     for run in pages(store, experiment_id,
                      f"{_trials_of(parent_run_id)} and attributes.status = 'FINISHED'",
                      [f"metrics.`{metric}` {order}", "attributes.start_time ASC"]):
-        if math.isfinite(run.data.metrics.get(metric, math.nan)):
-            yield run
+        value = run.data.metrics.get(metric, math.nan)
+        if not math.isfinite(value):
+            continue
+        if tied and tied[0].data.metrics[metric] != value:
+            yield from sorted(tied, key=_trial_order)
+            tied = []
+        tied.append(run)
+    yield from sorted(tied, key=_trial_order)
+
+
+def _trial_order(run: Any) -> tuple[float, int]:
+    """A run's trial number, then its start: parallel trials may start out of order."""
+    trial = run.data.tags.get(TAG_TRIAL)
+    return (int(trial) if trial is not None and trial.isdigit() else math.inf,
+            run.info.start_time or 0)
 
 
 def best_trial_run(store: Store, experiment_id: str, parent_run_id: str, metric: str,
