@@ -316,8 +316,9 @@ class TrackingConfig:
     uri: str = MISSING
     experiment: str = MISSING
     log_model: bool = True  # single runs: log the fitted pipeline as the run's model
-    # Sequential sweeps: log a finished trial in the background while the next one runs.
-    async_logging: bool = True
+    # Sequential sweeps: log a finished trial in the background while the next one runs
+    # (off by default: on 2 cores the writer slows the fits as much as it saves).
+    async_logging: bool = False
 
 
 @dataclass

@@ -16,14 +16,15 @@ def test_overhead_harness_runs_every_contender(tmp_path):
     out = tmp_path / "overhead.json"
     proc = subprocess.run(
         [sys.executable, str(REPO / "bench" / "overhead.py"), "--trials", "2", "--repeats", "1",
-         "--growth", "0", "--store-runs", "60", "--out", str(out)],
+         "--workloads", "logreg", "--startup-repeats", "1", "--growth", "0",
+         "--store-runs", "60", "--out", str(out)],
         capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     result = json.loads(out.read_text())
-    assert set(result["workloads"]) == {"rf", "logreg"}
+    assert set(result["workloads"]) == {"logreg"}
     for contenders in result["workloads"].values():
         assert set(contenders) == {"raw", "raw-mlflow", "search", "hydra-optuna", "tabflow",
-                                   "tabflow-joblib"}
+                                   "tabflow-parallel"}
         for name, r in contenders.items():
             assert r["trials"] == 2, name
             if name != "hydra-optuna":  # stock Hydra keeps no scores we read
@@ -37,6 +38,6 @@ def test_overhead_harness_runs_every_contender(tmp_path):
     assert any("--help" in t for t in targets) and any("first trial" in t for t in targets)
     assert result["store"]["runs"] == 60 and result["store"]["lookup_s"] > 0
     table = out.with_suffix(".txt").read_text()
-    assert "tabflow-joblib" in table and "verdict" in table
+    assert "tabflow-parallel" in table and "verdict" in table
     assert all(line.rstrip().endswith(("met", "MISSED", "-"))
                for line in table.split("verdict", 1)[1].strip().splitlines())

@@ -25,10 +25,11 @@ def with_output_dir(cfg: DictConfig, sweep_dir: Path, job: int) -> DictConfig:
     return cfg
 
 
-@pytest.fixture
-def sweep(compose_cfg, project_root) -> tuple[DictConfig, MlflowCallback]:
+@pytest.fixture(params=[False, True], ids=["logged-at-once", "logged-in-background"])
+def sweep(request, compose_cfg, project_root) -> tuple[DictConfig, MlflowCallback]:
     """A sweep's parent run opened by the callback, and the config of its job 0."""
-    cfg = with_output_dir(compose_cfg("sweep=narrow"), project_root / "multirun", 0)
+    cfg = with_output_dir(compose_cfg("sweep=narrow", f"tracking.async_logging={request.param}"),
+                          project_root / "multirun", 0)
     callback = MlflowCallback()
     callback.on_multirun_start(cfg)
     return cfg, callback
@@ -118,7 +119,8 @@ def test_trials_are_logged_in_the_background_and_flushed_before_the_sweeps_end(s
     out = Path(cfg.hydra.runtime.output_dir)
     contract.write_json(out / contract.METRICS_FILE, {"val_accuracy": 0.9})
     callback.on_job_end(cfg, JobReturn(status=JobStatus.COMPLETED, _return_value=0.9))
-    assert callback._writer is not None  # handed over, not logged on the trial's path
+    # Handed to the writer (tracking.async_logging=true), not logged on the trial's path.
+    assert (callback._writer is not None) == cfg.tracking.async_logging
     with pytest.raises(SystemExit):  # this sweep has no study: its end fails, after the flush
         callback.on_multirun_end(cfg)
     run = MlflowClient(cfg.tracking.uri).get_run(run_id)

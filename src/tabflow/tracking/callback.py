@@ -74,7 +74,7 @@ class MlflowCallback(Callback):
 
     def _background(self, config: DictConfig) -> BackgroundWriter | None:
         """The writer for this job's records; None: log them now (a worker process)."""
-        if os.getpid() != self.launcher_pid or not config.tracking.get("async_logging", True):
+        if os.getpid() != self.launcher_pid or not config.tracking.get("async_logging"):
             return None
         if self._writer is None:
             self._writer = BackgroundWriter()
