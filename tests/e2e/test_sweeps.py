@@ -128,10 +128,11 @@ SLOW_SWEEP = ("-m", "dataset=synthetic", "dataset.synthetic.n_rows=40000", "mode
               "sweep=narrow", "hydra.sweeper.n_trials=6")
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT, signal.SIGTERM],
-                         ids=lambda s: signal.Signals(s).name)
-def test_killed_sweep_resumes_to_the_configured_total(tmp_path, sig):
-    proc = launch(tmp_path, *SLOW_SWEEP)
+@pytest.mark.parametrize(("sig", "workers"), [
+    (signal.SIGKILL, 1), (signal.SIGINT, 1), (signal.SIGTERM, 1), (signal.SIGINT, 2)],
+    ids=["SIGKILL", "SIGINT", "SIGTERM", "SIGINT-2-workers"])
+def test_killed_sweep_resumes_to_the_configured_total(tmp_path, sig, workers):
+    proc = launch(tmp_path, *SLOW_SWEEP, f"hydra.launcher.n_jobs={workers}")
     try:
         wait_for_complete_trials(tmp_path, 2, proc)
         proc.send_signal(sig)
@@ -141,7 +142,7 @@ def test_killed_sweep_resumes_to_the_configured_total(tmp_path, sig):
             proc.kill()
     assert proc.returncode != 0
 
-    resumed = run_train(tmp_path, *SLOW_SWEEP)
+    resumed = run_train(tmp_path, *SLOW_SWEEP, f"hydra.launcher.n_jobs={workers}")
     assert_ok(resumed)
     assert "Resuming study" in resumed.stdout + resumed.stderr
 

@@ -53,5 +53,9 @@ class Workers:
         return self.executor.submit(_run, config)
 
     def shutdown(self) -> None:
-        """Stop the workers (after an interrupt: at once, killing running jobs)."""
-        self.executor.shutdown(wait=False, kill_workers=True)
+        """Stop the workers at once, killing running jobs, and wait until they are gone.
+
+        Waiting matters: a worker left to die in the background could finish its job
+        after the sweeper looked at the job's dir and marked its trial for a retry.
+        """
+        self.executor.shutdown(wait=True, kill_workers=True)

@@ -327,6 +327,7 @@ class TabflowOptunaSweeperImpl(OptunaSweeperImpl):
                     running[submit(overrides, self.job_idx)] = trials[0]
                     self.job_idx += 1
                 if not running:
+                    self.launcher.stop_workers()  # type: ignore[attr-defined]  # free them
                     return failures, timed_out
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
                 for future in done:
@@ -336,9 +337,11 @@ class TabflowOptunaSweeperImpl(OptunaSweeperImpl):
                         failures.append(failure)
                 self._warn_if_flat(study)
                 self._check_failure_rate(study, failures, progress, timed_out)
+        except SweepAbortedError:  # trials still running are cut short, and retried later
+            self.launcher.stop_workers()  # type: ignore[attr-defined]
+            self.interrupted_launch(study, list(running.values()))
+            raise
         except BaseException as e:  # Ctrl-C, SIGTERM, a lost worker
-            if isinstance(e, SweepAbortedError):
-                raise
             self.launcher.stop_workers()  # type: ignore[attr-defined]
             self._interrupted(study, list(running.values()), e)
 

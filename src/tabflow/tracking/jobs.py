@@ -83,7 +83,8 @@ class JobRecord:
         if (self.out / CONFIG_FILE).exists():  # the job wrote it: resolved and redacted
             import yaml
 
-            return dict(yaml.safe_load((self.out / CONFIG_FILE).read_text()) or {})
+            loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: ~10x faster
+            return dict(yaml.load((self.out / CONFIG_FILE).read_text(), Loader=loader) or {})
         return loggable_config(self.job)
 
     @property
