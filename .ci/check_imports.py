@@ -1,4 +1,4 @@
-"""Check the import graph of src/: no cycles between modules, mlflow only in tabflow.tracking.
+"""Check the import graph of src/: no cycles, mlflow only in tabflow.tracking, standalone plugins.
 
     python .ci/check_imports.py            # the project's own src/
     python .ci/check_imports.py SRC_DIR    # another tree (the tests use a small one)
