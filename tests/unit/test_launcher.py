@@ -78,3 +78,29 @@ def test_bad_values_fail_as_hydras_do(sweep_of):
         with pytest.raises(ConfigCompositionException) as our_error:
             composer.compose(bad)
         assert str(our_error.value) == str(hydra_error.value)
+
+
+@pytest.mark.parametrize("compose_once", [True, False])
+def test_the_launcher_composes_once_unless_told_not_to(sweep_of, compose_once):
+    from hydra._internal.callbacks import Callbacks
+    from hydra.types import HydraContext
+
+    from hydra_plugins.tabflow_launcher.tabflow_launcher import TabflowLauncher
+
+    master, loader = sweep_of("model=rf", "sweep=narrow")
+    launcher = TabflowLauncher(compose_once=compose_once)
+    launcher.setup(hydra_context=HydraContext(config_loader=loader, callbacks=Callbacks()),
+                   task_function=lambda cfg: 0.0, config=master)
+    (overrides,) = trial_overrides(master, 1)
+    got = launcher.job_config(overrides)
+    assert OmegaConf.to_yaml(got) == OmegaConf.to_yaml(loader.load_sweep_config(master,
+                                                                                overrides))
+    # hydra.launcher.compose_once=false: Hydra composes every job, as its basic launcher does.
+    assert (launcher._composer is not None) == compose_once
+
+
+def test_workers_must_be_at_least_one():
+    from hydra_plugins.tabflow_launcher.tabflow_launcher import TabflowLauncher
+
+    with pytest.raises(ValueError, match="hydra.launcher.n_jobs must be >= 1, got 0"):
+        TabflowLauncher(n_jobs=0)
