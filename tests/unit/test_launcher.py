@@ -102,5 +102,5 @@ def test_the_launcher_composes_once_unless_told_not_to(sweep_of, compose_once):
 def test_workers_must_be_at_least_one():
     from hydra_plugins.tabflow_launcher.tabflow_launcher import TabflowLauncher
 
-    with pytest.raises(ValueError, match="hydra.launcher.n_jobs must be >= 1, got 0"):
+    with pytest.raises(ValueError, match=r"hydra\.launcher\.n_jobs must be >= 1, got 0"):
         TabflowLauncher(n_jobs=0)
