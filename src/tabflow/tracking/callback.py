@@ -189,23 +189,27 @@ class MlflowCallback(Callback):
         if job_return.status != JobStatus.COMPLETED:  # Hydra keeps the job's exception
             value = job_return._return_value
             error = value if isinstance(value, BaseException) else RuntimeError(str(value))
+        log_model = config.tracking.log_model
+
+        def abandon(e: Exception) -> None:
+            record_job_error(record.out, "logging the job to MLflow", e)
+            # Half-logged: `tabflow upload` tracks the job again, in a complete run.
+            (record.out / MLFLOW_RUN_FILE).unlink(missing_ok=True)
+            with contextlib.suppress(Exception):  # the error file says what happened
+                self._connect(config).client.set_terminated(run_id, "FAILED")
+
         try:
             status, summary = write_outcome(record.out, error)
             store = self._connect(config)
         except Exception as e:
-            record_job_error(record.out, "logging the job to MLflow", e)
+            abandon(e)
             return
-        log_model = config.tracking.log_model
 
         def log_it() -> None:
             try:
                 log_job_dir(store, run_id, record, status, summary, log_model=log_model)
             except Exception as e:
-                record_job_error(record.out, "logging the job to MLflow", e)
-                # Half-logged: `tabflow upload` tracks the job again, in a complete run.
-                (record.out / MLFLOW_RUN_FILE).unlink(missing_ok=True)
-                with contextlib.suppress(Exception):  # the error file says what happened
-                    store.client.set_terminated(run_id, "FAILED")
+                abandon(e)
 
         writer = self._background(config)
         if writer is None:
