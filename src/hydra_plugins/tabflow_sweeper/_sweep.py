@@ -331,8 +331,8 @@ class TabflowOptunaSweeperImpl(OptunaSweeperImpl):
                     return failures, timed_out
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
                 for future in done:
-                    trial = running.pop(future)
-                    failure = self.tell_outcome(study, trial, future.result(), progress)
+                    ret = future.result()  # a lost worker raises: its trial stays `running`
+                    failure = self.tell_outcome(study, running.pop(future), ret, progress)
                     if failure is not None:
                         failures.append(failure)
                 self._warn_if_flat(study)
