@@ -265,16 +265,18 @@ def _children(pid: int) -> list[int]:
     return kids
 
 
-def test_killed_joblib_worker_is_reported_and_reconciled(project_root):
-    """SIGKILL a joblib worker mid-trial (as the OOM killer would): the sweep names the
-    trials it lost, and a re-run closes their runs and completes the study."""
+@pytest.mark.parametrize("launcher", [("hydra/launcher=joblib",), ()],
+                         ids=["joblib", "tabflow-warm-workers"])
+def test_killed_joblib_worker_is_reported_and_reconciled(project_root, launcher):
+    """SIGKILL a worker mid-trial (as the OOM killer would): the sweep names the trials
+    it lost, and a re-run closes their runs and completes the study."""
     import signal
     import time
 
     # Trials of several seconds (20,000 rows), so that the kill lands mid-trial.
     cmd = [sys.executable, str(TRAIN), "-m", "dataset=synthetic",
            "dataset.synthetic.n_rows=20000", "model=rf", "sweep=narrow",
-           "hydra.sweeper.n_trials=8", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
+           "hydra.sweeper.n_trials=8", *launcher, "hydra.launcher.n_jobs=2"]
     env = {**os.environ, "TABFLOW_ROOT": str(project_root), "PYTHONWARNINGS": "ignore"}
     env.pop("MLFLOW_TRACKING_URI", None)
     proc = subprocess.Popen(cmd, cwd=project_root, env=env, stdout=subprocess.PIPE,
