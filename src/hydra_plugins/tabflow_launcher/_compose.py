@@ -41,8 +41,9 @@ class Composer:
     def __init__(self, loader: Any, master: DictConfig) -> None:
         self.loader = loader
         self.master = master
-        self.master_hydra = [str(o) for o in master.hydra.overrides.hydra]
         self.parser = OverridesParser.create()
+        self.master_hydra = self.parser.parse_overrides(
+            [str(o) for o in master.hydra.overrides.hydra])
         self.bases: dict[tuple[str, ...], DictConfig] = {}
         self.repo = loader.repository
 
@@ -81,7 +82,7 @@ class Composer:
         else:
             ConfigLoaderImpl._apply_overrides_to_config(values, cfg)
         # What Hydra derives from the whole list: the master's hydra overrides, then these.
-        every = self.parser.parse_overrides(self.master_hydra) + parsed
+        every = self.master_hydra + parsed
         with read_write(cfg.hydra.overrides):
             cfg.hydra.overrides.hydra = [o.input_line for o in every if o.is_hydra_override()]
             cfg.hydra.overrides.task = [o.input_line for o in every
