@@ -14,6 +14,7 @@ Anything that is not plainly a value override (a group choice, a package, a dele
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 from typing import Any
@@ -46,6 +47,12 @@ class Composer:
             [str(o) for o in master.hydra.overrides.hydra])
         self.bases: dict[tuple[str, ...], DictConfig] = {}
         self.repo = loader.repository
+        with contextlib.suppress(Exception):  # Hydra's private API: the search path in full
+            # The repository Hydra composes from, with the primary config's hydra.searchpath:
+            # a group found only there is a group, not a key.
+            _, self.repo = loader._parse_overrides_and_create_caching_repo(
+                str(master.hydra.job.config_name), [o.input_line for o in self.master_hydra],
+                self.master_hydra)
 
     def is_value(self, override: Override) -> bool:
         """Whether Hydra applies an override to the composed config (not to its defaults)."""
