@@ -112,13 +112,13 @@ def check_sqlite_store(url: str, marker_table: str, kind: str) -> None:
 def optuna_storage(url: str, attempts: int = 5) -> Any:
     """Return an Optuna storage for a URL, one per process.
 
-    Processes started together on a fresh SQLite file race on its schema set-up; the
-    loser retries a moment later, when the schema is there.
+    Processes started together on a fresh database (SQLite or PostgreSQL) race on its
+    schema set-up; the loser retries a moment later, when the schema is there.
     """
     import time
 
     import optuna
-    from sqlalchemy.exc import IntegrityError, OperationalError
+    from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
     check_sqlite_store(url, "studies", "Optuna study storage")
     tune_sqlite()
@@ -126,8 +126,11 @@ def optuna_storage(url: str, attempts: int = 5) -> Any:
         try:
             with sqlite_init_lock(url):
                 return optuna.storages.get_storage(url)
-        except (IntegrityError, OperationalError):
-            if attempt == attempts - 1:
+        except (IntegrityError, OperationalError, ProgrammingError) as e:
+            # On PostgreSQL the loser of the race sees the winner's tables appear
+            # mid-creation (DuplicateTable); other programming errors are real.
+            if attempt == attempts - 1 or (isinstance(e, ProgrammingError)
+                                           and "already exists" not in str(e)):
                 raise
             time.sleep(0.5 * (attempt + 1))
     raise AssertionError("unreachable")

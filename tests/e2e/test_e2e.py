@@ -129,7 +129,7 @@ def test_joblib_launcher_runs_trials_in_parallel_under_one_parent(tmp_path):
 def test_warm_workers_give_each_free_worker_its_next_trial(tmp_path):
     """hydra.launcher.n_jobs=2 on tabflow's launcher: two warm worker processes, and no
     batches: while a slow trial runs in one worker, the other works through the rest."""
-    proc = run_train(tmp_path, "-m", "dataset=synthetic", "dataset.synthetic.n_rows=20000",
+    proc = run_train(tmp_path, "-m", "dataset=synthetic", "dataset.synthetic.n_rows=12000",
                      "model=rf", "sweep=narrow", "hydra.sweeper.n_trials=5",
                      "model.n_estimators=int(interval(5, 10))", "model.max_depth=4",
                      "hydra.sweeper.enqueue=[{model.n_estimators: 600}]",

@@ -94,6 +94,30 @@ def test_three_workers_share_one_study_one_parent_and_register_once(tmp_path):
         assert not any((tmp_path / f"worker{i}" / "mlruns").exists() for i in range(3))
 
 
+OPEN_STORAGE = """
+import sys, time
+from tabflow.stores import optuna_storage
+time.sleep(max(0.0, float(sys.argv[2]) - time.time()))  # all start at the same instant
+optuna_storage(sys.argv[1])
+"""
+
+
+@needs_postgres
+def test_processes_opening_a_fresh_postgres_study_storage_together_all_succeed():
+    """The losers of the schema race see the winner's tables appear (DuplicateTable)."""
+    import time
+
+    for _ in range(3):
+        with postgres_database() as db:
+            start = time.time() + 4.0  # after every process has imported
+            procs = [subprocess.Popen([sys.executable, "-c", OPEN_STORAGE, postgres_url(db),
+                                       str(start)], stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT, text=True) for _ in range(6)]
+            for proc in procs:
+                out = proc.communicate(timeout=120)[0]
+                assert proc.returncode == 0, out[-3000:]
+
+
 def test_compose_file_binds_localhost_and_holds_no_password():
     """deploy/compose.yaml can't run here (no Docker in CI); check what can be checked."""
     import yaml
