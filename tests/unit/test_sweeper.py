@@ -161,11 +161,12 @@ def test_fixed_values_are_not_searched_and_conditional_spaces_follow_the_choice(
 
 
 def test_a_sweep_whose_trials_tie_says_so_once(caplog):
-    impl = _impl(optuna.samplers.RandomSampler(seed=0), {"model.C": "interval(0.1, 1)"})
-    impl.metric_name = "val_accuracy"
+    from hydra_plugins.tabflow_sweeper._progress import Progress
+
+    progress = Progress(total=10, done=10)
     study = _study_with(*[(TrialState.COMPLETE, 0.9474)] * 9, (TrialState.COMPLETE, 0.9649))
-    impl._warn_if_flat(study)
-    impl._warn_if_flat(study)
+    progress.warn_if_flat(study, "val_accuracy")
+    progress.warn_if_flat(study, "val_accuracy")
     warnings = [r.getMessage() for r in caplog.records if "tells them apart" in r.getMessage()]
     assert warnings == [warnings[0]] and "9 of 10 finished trials share val_accuracy=0.9474" \
         in warnings[0] and "cv.folds=5" in warnings[0]

@@ -17,6 +17,9 @@ from tabflow.contract import ATTR_RUN_ID, RESULTS_FILE
 
 log = logging.getLogger(__name__)
 
+# Warn once this share of at least this many finished trials tie on one objective value.
+FLAT_SHARE, FLAT_MIN_TRIALS = 0.8, 10
+
 
 def format_duration(seconds: float) -> str:
     """``m:ss``, or ``h:mm:ss`` past an hour."""
@@ -33,6 +36,25 @@ class Progress:
     done: int
     started: float = field(default_factory=time.monotonic)
     finished_here: int = 0
+    warned_flat: bool = False
+
+    def warn_if_flat(self, study: optuna.Study, metric_name: str) -> None:
+        """Say so, once, when most trials tie: the search then learns nothing."""
+        if self.warned_flat or len(study.directions) > 1:
+            return
+        values = [t.value for t in study.get_trials(deepcopy=False,
+                                                    states=(TrialState.COMPLETE,))]
+        if len(values) < FLAT_MIN_TRIALS:
+            return
+        value, count = Counter(values).most_common(1)[0]
+        if count / len(values) >= FLAT_SHARE:
+            self.warned_flat = True
+            log.warning("%d of %d finished trials share %s=%.4f: the objective no longer tells "
+                        "them apart, so the search learns nothing. Score trials by "
+                        "cross-validation (cv.folds=5), enlarge the validation split "
+                        "(split.val_size=0.2), or optimise a finer metric "
+                        "(objective.metric=val_log_loss objective.direction=minimize)",
+                        count, len(values), metric_name, value)
 
     def line(self, study: optuna.Study, trial_number: int, outcome: str) -> str:
         """Count a finished trial and return its progress line."""

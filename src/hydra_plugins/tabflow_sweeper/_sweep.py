@@ -26,7 +26,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
@@ -65,8 +64,6 @@ log = logging.getLogger(__name__)
 
 # Failure-rate checks wait for this many finished trials, so one early failure can't end a sweep.
 MIN_TRIALS_FOR_RATE = 5
-# Warn once this share of at least this many finished trials tie on one objective value.
-FLAT_SHARE, FLAT_MIN_TRIALS = 0.8, 10
 
 
 class SweepAbortedError(RuntimeError):
@@ -137,7 +134,6 @@ class TabflowOptunaSweeperImpl(OptunaSweeperImpl):
         self.metric_name = "objective"
         self.metric_names: list[str] = []  # the objective's metrics, as the job names them
         self.current_study: str | None = None  # the study being swept, for messages
-        self._warned_flat = False
 
     @property
     def _cfg(self) -> DictConfig:
@@ -280,7 +276,7 @@ class TabflowOptunaSweeperImpl(OptunaSweeperImpl):
             failure = self.tell_outcome(study, trial, ret, progress)
             if failure is not None:
                 failures.append(failure)
-        self._warn_if_flat(study)
+        progress.warn_if_flat(study, self.metric_name)
         return failures
 
     def tell_outcome(self, study: optuna.Study, trial: Trial, ret: JobReturn,
@@ -335,7 +331,7 @@ class TabflowOptunaSweeperImpl(OptunaSweeperImpl):
                     failure = self.tell_outcome(study, running.pop(future), ret, progress)
                     if failure is not None:
                         failures.append(failure)
-                self._warn_if_flat(study)
+                progress.warn_if_flat(study, self.metric_name)
                 self._check_failure_rate(study, failures, progress, timed_out)
         except SweepAbortedError:  # trials still running are cut short, and retried later
             self.launcher.stop_workers()  # type: ignore[attr-defined]
@@ -364,24 +360,6 @@ class TabflowOptunaSweeperImpl(OptunaSweeperImpl):
             raise SweepAbortedError(
                 f"{len(failures)} of {finished} trials failed, more than "
                 f"max_failure_rate={self.max_failure_rate}; {summary}")
-
-    def _warn_if_flat(self, study: optuna.Study) -> None:
-        """Say so, once, when most trials tie: the search then learns nothing."""
-        if self._warned_flat or len(study.directions) > 1:
-            return
-        values = [t.value for t in study.get_trials(deepcopy=False,
-                                                    states=(TrialState.COMPLETE,))]
-        if len(values) < FLAT_MIN_TRIALS:
-            return
-        value, count = Counter(values).most_common(1)[0]
-        if count / len(values) >= FLAT_SHARE:
-            self._warned_flat = True
-            log.warning("%d of %d finished trials share %s=%.4f: the objective no longer tells "
-                        "them apart, so the search learns nothing. Score trials by "
-                        "cross-validation (cv.folds=5), enlarge the validation split "
-                        "(split.val_size=0.2), or optimise a finer metric "
-                        "(objective.metric=val_log_loss objective.direction=minimize)",
-                        count, len(values), self.metric_name, value)
 
     def interrupted_launch(self, study: optuna.Study, trials: list[Trial]) -> list[int]:
         """Keep the trials of a lost batch that finished; mark the others to be retried.
