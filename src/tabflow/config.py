@@ -18,6 +18,8 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from tabflow.monitoring.settings import MonitoringConfig
+
 
 class Task(StrEnum):
     """What the dataset asks a model to predict."""
@@ -357,6 +359,7 @@ class TrainConfig:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     registry: RegistryConfig = field(default_factory=RegistryConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
+    monitoring: MonitoringConfig = field(default_factory=MonitoringConfig)
     seed: int = 42
     # Set by the tabflow Optuna sweeper on every trial; null outside a sweep.
     optuna_trial: int | None = None
