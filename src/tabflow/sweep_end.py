@@ -42,6 +42,7 @@ from tabflow.stores import optuna_storage
 from tabflow.sweep_identity import study_name
 from tabflow.tracking.failures import fail
 from tabflow.tracking.models import fail_logged_model, log_model, logged_models_of
+from tabflow.tracking.monitoring import log_profile
 from tabflow.tracking.parent import close_parent
 from tabflow.tracking.queries import Best, best_trial_run
 from tabflow.tracking.records import flatten, log_dataset, log_run_data
@@ -185,8 +186,10 @@ def register_best(sweep: SweepRun, best: Best) -> None:
         set_alias(store, name, alias, version)
         _step("alias_set")
         _archive_left_behind(sweep, name, keep=version)
+    profile_s = _log_profile(sweep, best_cfg, name, version)
     seconds = time.perf_counter() - start
-    log_run_data(store, parent, metrics={"registration_time_s": seconds},
+    log_run_data(store, parent, metrics={"registration_time_s": seconds,
+                                         "profile_time_s": profile_s},
                  tags={"registry.model": name, "registry.version": version,
                        "registry.alias": alias})
     print(f"Registered {name} version {version} as @{alias} in {seconds:.2f}s: "
@@ -199,6 +202,21 @@ def register_best(sweep: SweepRun, best: Best) -> None:
         from tabflow.lifecycle import promote, render
 
         print(render(promote(store, name, margin=config.registry.promote_margin)))
+
+
+def _log_profile(sweep: SweepRun, best_cfg: DictConfig, name: str, version: str) -> float:
+    """Log the version's training profile (what ``tabflow monitor`` compares new data with).
+
+    Returns:
+        The seconds it took.
+    """
+    from tabflow.monitoring.profile import profile_of
+
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = profile_of(best_cfg).save(Path(tmp) / "profile")
+        log_profile(sweep.store, sweep.parent_run_id, folder, name, version)
+    return time.perf_counter() - start
 
 
 def _models_left_behind(sweep: SweepRun, best: Best) -> Any:

@@ -15,7 +15,8 @@ from tabflow.cli.views import _ranking
 def test_every_command_group_is_reachable():
     sub = next(a for a in parser()._actions if isinstance(a, argparse._SubParsersAction))
     assert set(sub.choices) == {"experiments", "runs", "report", "promote", "rollback",
-                                "upload", "ui", "server", "dashboard", "serve"}
+                                "monitor", "profile", "upload", "ui", "server", "dashboard",
+                                "serve"}
 
 
 def test_help_is_plain_text(capsys):

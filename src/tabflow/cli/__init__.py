@@ -4,6 +4,7 @@ One module per command group; each adds its subcommands to the parser:
 
 * :mod:`.views`: ``experiments``, ``runs``, ``report``: read the tracking store.
 * :mod:`.lifecycle`: ``promote``, ``rollback``: move the registry's aliases.
+* :mod:`.monitoring`: ``monitor``, ``profile``: check a registered model against new data.
 * :mod:`.servers`: ``ui``, ``server``, ``dashboard``, ``serve``: become a server.
 * :mod:`.recovery`: ``upload``: track what a tracking outage left on disk.
 """
@@ -15,7 +16,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from tabflow.cli import lifecycle, recovery, servers, views
+from tabflow.cli import lifecycle, monitoring, recovery, servers, views
 from tabflow.contract import exit_cleanly, project_root
 
 DESCRIPTION = """\
@@ -26,6 +27,7 @@ tabflow: what to do after training, from the command line.
   tabflow report breast_cancer                the latest sweep's summary and report.html
   tabflow promote breast_cancer               staging -> production if it beats it
   tabflow rollback breast_cancer              production -> the version it replaced
+  tabflow monitor breast_cancer new.csv       drift and performance of @production on new data
   tabflow upload multirun/<date>/<time>       track what a tracking outage left on disk
   tabflow ui                                  the MLflow UI on 127.0.0.1:5000
   tabflow server                              a tracking server for several processes
@@ -49,7 +51,7 @@ def parser() -> argparse.ArgumentParser:
     main.add_argument("--tracking-uri", default=default_tracking_uri(),
                       help="MLflow tracking URI (default: %(default)s)")
     sub = main.add_subparsers(dest="command", required=True)
-    for group in (views, lifecycle, recovery, servers):
+    for group in (views, lifecycle, monitoring, recovery, servers):
         group.add_commands(sub)
     return main
 
