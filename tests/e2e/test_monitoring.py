@@ -8,14 +8,18 @@ from the real table, and read what MLflow recorded.
 from __future__ import annotations
 
 import json
+import os
 import re
+import urllib.request
 from pathlib import Path
 
 import palmerpenguins
 import pytest
 
+from tests.e2e.test_ui import ARTIFACTS, CHROMIUM, browse, page_with
 from tests.helpers import assert_ok, client_for, run_train
 from tests.helpers import run_tabflow as tabflow
+from tests.helpers.services import free_port, start_server, stop_server, wait_http
 
 pytestmark = pytest.mark.slow
 MODEL = "penguins"
@@ -34,11 +38,14 @@ def registry(tmp_path_factory):
 
 def batch(root: Path, name: str, change=None, rows: int = 150, seed: int = 0) -> Path:
     """Rows drawn from the real table (the training distribution), then changed."""
+    path = root / name
+    if change == "empty":
+        path.write_text("")
+        return path
     frame = palmerpenguins.load_penguins().sample(rows, replace=True, random_state=seed)
     frame = frame.reset_index(drop=True)
     if change is not None:
         frame = change(frame)
-    path = root / name
     frame.to_csv(path, index=False)
     return path
 
@@ -136,26 +143,28 @@ def test_drift_and_degradation_together_exit_5(registry):
      "column 'body_mass_g' was numeric in training, but holds 'heavy'"),
     ((MODEL,), lambda f: f.assign(species="Emperor"),
      "holds classes the model never saw: ['Emperor']"),
+    ((MODEL,), "empty", "holds no rows; nothing to monitor"),
     (("pinguins",), None, "no registered model named 'pinguins'"),
     ((MODEL, "--alias", "canary"), None, "penguins has no @canary version; its aliases: "
                                          "@production -> 1, @staging -> 1"),
     ((MODEL, "monitoring.drift.pvalue=0.1"), None, "Could not override "
                                                    "'monitoring.drift.pvalue'"),
 ])
-def test_bad_input_is_one_line_and_records_nothing(registry, args, change, message):
+def test_bad_input_is_one_line_and_records_nothing(registry, args, change, message, capsys,
+                                                  monkeypatch):
+    from tabflow.cli import main
+
     before = len(monitoring_runs(registry))
     path = batch(registry, "bad.csv", change)
     name, *rest = args
-    out = tabflow(registry, "monitor", name, str(path), *rest)
-    assert out.returncode == 2, out.stdout + out.stderr
-    assert message in out.stderr and len(out.stderr.strip().splitlines()) == 1
-    assert out.stdout == "" and len(monitoring_runs(registry)) == before
-
-
-def test_an_empty_file_is_refused(registry):
-    (registry / "empty.csv").write_text("")
-    out = tabflow(registry, "monitor", MODEL, str(registry / "empty.csv"))
-    assert out.returncode == 2 and "holds no rows; nothing to monitor" in out.stderr
+    # In this process (the command's own entry point): one import of MLflow for all cases.
+    monkeypatch.setenv("TABFLOW_ROOT", str(registry))
+    code = main(["--tracking-uri", f"sqlite:///{registry}/mlflow.db", "monitor", name,
+                 str(path), *rest])
+    out = capsys.readouterr()
+    assert code == 2, out.out + out.err
+    assert message in out.err and len(out.err.strip().splitlines()) == 1
+    assert out.out == "" and len(monitoring_runs(registry)) == before
 
 
 def test_a_version_without_a_profile_says_how_to_add_one(registry):
@@ -207,3 +216,39 @@ def test_retrain_registers_a_warm_started_version_at_staging(registry):
     run = monitoring_runs(registry)[0]
     assert run.data.tags["monitoring.retrain.version"] == "2"
     assert run.data.tags["monitoring.retrain.data"] == "combined"
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed "
+                    "(apt-get install chromium); .ci/run installs it")
+def test_the_report_opens_from_the_ui_in_a_browser(registry, tmp_path):
+    """The UI serves the check's report.html; Chromium renders its table and plots."""
+    run = next(r for r in monitoring_runs(registry)
+               if r.data.tags["monitoring.verdict"] != "ok")
+    port = free_port()
+    env = {**os.environ, "TABFLOW_ROOT": str(registry)}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    server = start_server(["ui", "--port", str(port)], registry, env, tmp_path / "ui.log")
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_http(f"{base}/health", server)
+        exp = run.info.experiment_id
+        view = (f"{base}/#/experiments/{exp}/runs/{run.info.run_id}/artifacts/report.html"
+                f"?workflowType=machine_learning")
+        page = page_with(view, tmp_path / "profile", "mlflow-html-iframe")
+        assert "drift.json" in page  # the run's artifacts, listed...
+        assert 'class="mlflow-html-iframe"' in page  # ...and report.html shown as a page
+        ARTIFACTS.mkdir(exist_ok=True)
+        shot = ARTIFACTS / "ui-monitoring-report.png"
+        browse(view, tmp_path / "profile", "--window-size=1400,1000", f"--screenshot={shot}")
+        assert shot.stat().st_size > 10_000
+        # What the frame holds, served by the UI and rendered by the browser on its own.
+        with urllib.request.urlopen(f"{base}/get-artifact?path=report.html&run_uuid="
+                                    f"{run.info.run_id}") as response:
+            served = tmp_path / "report.html"
+            served.write_bytes(response.read())
+        dom = browse(served.as_uri(), tmp_path / "profile", "--dump-dom")
+        assert dom.count("<svg") == 7 and "Data drift per feature" in dom
+        assert "Performance against the baseline" in dom
+        assert f"version 1: {run.data.tags['monitoring.verdict']}" in dom
+    finally:
+        stop_server(server)

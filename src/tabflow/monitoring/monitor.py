@@ -197,8 +197,11 @@ def _record(store: Store, check: Check, profile: Profile, cfg: DictConfig) -> st
                         + (f" (@{check.alias})" if check.alias else ""),
                "batch": f"{check.batch.path} ({check.batch.rows} rows)",
                "verdict": check.verdict,
-               "drifted features": f"{len(drift.drifted)} of {len(drift.features)} "
-                                   f"(dataset drift at {drift.threshold:.0%})",
+               "drifted features": f"{len(drift.drifted)} of {len(drift.features)}; the "
+                                   f"dataset drifts at {drift.threshold:.0%}, or with one "
+                                   f"severe feature ("
+                                   + (", ".join(f.feature for f in drift.severe) or "none")
+                                   + ")",
                "training rows": drift.rows_train}
     import json
 

@@ -100,11 +100,11 @@ def feature_svg(f: FeatureDrift, profile: Profile, new: pd.Series) -> str:
             f'y1="{H - PAD}" x2="{W - PAD}" y2="{H - PAD}" stroke="#555"/>{ticks}{legend}</svg>')
 
 
-def _table(header: list[str], rows: list[list[Any]]) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+def _table(header: list[str] | None, rows: list[list[Any]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header or [])
     body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>"
                    for row in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
+    return f"<table>{f'<tr>{head}</tr>' if head else ''}{body}</table>"
 
 
 def write_html(title: str, summary: dict[str, Any], result: DriftResult,
@@ -123,7 +123,7 @@ def write_html(title: str, summary: dict[str, Any], result: DriftResult,
 table{{border-collapse:collapse;margin-bottom:1.5em}}th,td{{border:1px solid #ccc;
 padding:3px 8px;text-align:left;font-size:13px}}figure{{display:inline-block;margin:0}}
 </style></head><body><h1>{html.escape(title)}</h1>
-{_table(["", ""], [[k, v] for k, v in summary.items()])}
+{_table(None, [[k, v] for k, v in summary.items()])}
 <h2>Performance against the baseline</h2>{perf}
 <h2>Data drift per feature</h2>
 {_table(["feature", "kind", "test", "statistic", "psi", "missing", "drifted", "why"],
