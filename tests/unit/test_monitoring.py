@@ -254,3 +254,79 @@ def test_console_table_and_report_name_the_drifted_features(profile):
     page = write_html("Monitoring", {"model": "m"}, result, [], profile, batch)
     assert page.count("<svg") == 5 and "age (drifted)" in page
     assert "No labels given" in page
+
+
+# ---------------------------------------------------------------------------- retrain
+def test_the_retraining_command_parses_and_warm_starts_conditional_parameters(profile,
+                                                                              tmp_path):
+    import optuna
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+    from tabflow.monitoring.retrain import command
+
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    study = optuna.create_study(study_name="s", storage=storage, direction="maximize")
+    best = {"model": "logreg", "logreg:model.C": 0.5, "logreg:preprocessing.scaler": "robust"}
+    study.add_trial(optuna.trial.create_trial(params=best, value=0.9, distributions={
+        "model": CategoricalDistribution(["rf", "logreg"]),
+        "logreg:model.C": FloatDistribution(0.01, 10, log=True),
+        "logreg:preprocessing.scaler": CategoricalDistribution(["standard", "robust"])}))
+    tags = {"hydra.overrides": "experiment=penguins_families dataset=penguins "
+                               "dataset.categorical=[year] registry.alias=x seed=3",
+            "optuna.study": "s", "optuna.storage": storage, "best.trial": "0"}
+    check = type("C", (), {"name": "my model", "version": "1"})()
+    cfg = OmegaConf.create({"dataset": {"name": "customers"}})
+    overrides = command(check, profile, tags, "/data/it's new.parquet", cfg, ["age"],
+                        ["hydra.sweeper.n_trials=2"])
+    parsed = {o.key_or_group: o.value() for o in
+              OverridesParser.create().parse_overrides(overrides)}
+    assert parsed["hydra.sweeper.enqueue"] == [best]  # the best trial runs first
+    assert parsed["experiment"] == "penguins_families" and parsed["seed"] == 3
+    assert parsed["dataset"] == "csv" and parsed["dataset.path"] == "/data/it's new.parquet"
+    assert "dataset.categorical" not in parsed  # the original dataset's settings are replaced
+    assert parsed["registry.model_name"] == "my model" and parsed["registry.alias"] == "staging"
+    assert parsed["dataset.keep"] == ["age"] and parsed["hydra.sweeper.n_trials"] == 2
+
+
+def test_secret_overrides_stop_the_retraining_with_the_fix(profile):
+    from tabflow.monitoring.retrain import command
+
+    check = type("C", (), {"name": "m", "version": "2"})()
+    with pytest.raises(MonitorError, match="had secret overrides"):
+        command(check, profile, {"hydra.overrides": "model=rf db.password=***REDACTED***"},
+                "x.parquet", OmegaConf.create({"dataset": {"name": "m"}}), [], [])
+
+
+@pytest.mark.parametrize(("verdict", "rows", "setting", "expected"), [
+    ("drift", 100, "auto", "combined"),
+    ("degraded", 800, "auto", "new"),
+    ("drift+degraded", 800, "auto", "new"),
+    ("degraded", 100, "auto", "combined"),
+    ("drift", 100, "new", "new"),
+])
+def test_what_retraining_trains_on(verdict, rows, setting, expected):
+    from tabflow.monitoring.retrain import choose_data
+
+    check = type("C", (), {"verdict": verdict,
+                           "batch": type("B", (), {"rows": rows})()})()
+    choice, why = choose_data(check, setting, 500)  # type: ignore[arg-type]
+    assert choice.value == expected and why
+
+
+# ------------------------------------------------------------------------ performance
+@pytest.mark.parametrize(("metric", "baseline", "new", "degraded"), [
+    ("test_accuracy", 0.95, 0.91, False),  # scores: 0.05 absolute
+    ("test_accuracy", 0.95, 0.89, True),
+    ("test_r2", 0.47, 0.40, True),
+    ("test_rmse", 53.0, 55.0, False),  # errors: 5% of the test score (2.65)
+    ("test_rmse", 53.0, 56.0, True),
+    ("test_log_loss", 0.10, 0.104, False),
+])
+def test_degradation_is_absolute_for_scores_and_relative_for_errors(metric, baseline, new,
+                                                                     degraded):
+    from tabflow.monitoring.monitor import Performance
+
+    perf = Performance(metric, {metric: baseline}, {metric: new}, 0.05)
+    assert perf.degraded is degraded
+    assert (perf.margin(400) is None) == (not metric.endswith("accuracy"))

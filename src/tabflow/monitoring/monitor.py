@@ -35,6 +35,8 @@ from tabflow.tracking.registry import model_version, resolve_version
 from tabflow.tracking.store import Store
 
 OK, DRIFT, DEGRADED, BOTH = "ok", "drift", "degraded", "drift+degraded"
+# Metrics that are shares of rows, whose noise on n rows is about sqrt(p (1 - p) / n).
+PROPORTIONS = ("accuracy", "precision", "recall", "f1")
 # The exit status of `tabflow monitor` (1: an unexpected error; 2: bad input or usage).
 EXIT_CODES = {OK: 0, DRIFT: 3, DEGRADED: 4, BOTH: 5}
 
@@ -54,10 +56,31 @@ class Performance:
         return self.new[self.metric] - self.baseline[self.metric]
 
     @property
+    def relative(self) -> bool:
+        """Errors (rmse, mae, log loss) have the data's scale: their tolerance is relative."""
+        return lower_is_better(self.metric)
+
+    @property
+    def allowed(self) -> float:
+        """How much worse the gated metric may get: absolute for scores, relative for errors."""
+        base = abs(self.baseline[self.metric])
+        return self.tolerance * base if self.relative else self.tolerance
+
+    @property
     def degraded(self) -> bool:
-        """Whether the gated metric got worse by more than the tolerance."""
+        """Whether the gated metric got worse by more than the tolerance allows."""
         worse = self.change if lower_is_better(self.metric) else -self.change
-        return worse > self.tolerance
+        return worse > self.allowed
+
+    def margin(self, rows: int) -> float | None:
+        """A rough 95% margin of the new score on ``rows`` rows (proportion metrics only).
+
+        Small batches give noisy scores: a drop within this margin may be chance.
+        """
+        value = self.new[self.metric]
+        if not self.metric.endswith(PROPORTIONS) or not 0 <= value <= 1 or rows == 0:
+            return None
+        return 1.96 * (value * (1 - value) / rows) ** 0.5
 
     def rows(self) -> list[list[Any]]:
         """Metric, baseline, new, change: one row per metric both have."""
@@ -330,8 +353,13 @@ def render(check: Check) -> str:
         lines.append(f"  {'metric (test)':<24}{'baseline':>10}{'new':>10}{'change':>10}")
         lines += [f"  {m.removeprefix('test_'):<24}{b:>10}{n:>10}{c:>10}"
                   for m, b, n, c in perf.rows()]
+        margin = perf.margin(check.batch.rows)
+        noise = (f"; the new score's 95% margin on {check.batch.rows} rows: ±{margin:.3f}"
+                 if margin is not None else "")
         lines.append(f"  {perf.metric}: {perf.change:+.4f} against the baseline "
-                     f"(tolerance {perf.tolerance}): "
+                     f"(tolerance {perf.tolerance:g}"
+                     + (f" of the baseline: {perf.allowed:.4g}" if perf.relative else "")
+                     + f"{noise}): "
                      + ("DEGRADED" if perf.degraded else "within tolerance"))
     else:
         lines.append("  no labels in the batch: performance not scored (--labels COLUMN)")

@@ -19,6 +19,7 @@ separate, gated step (``tabflow promote``).
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -71,6 +72,11 @@ def choose_data(check: Check, setting: str, min_new_rows: int) -> tuple[RetrainD
 def _quote(text: str) -> str:
     """A Hydra override value quoted (column names may hold spaces, commas, brackets)."""
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _key(name: str) -> str:
+    """A dict key in a Hydra override: conditional parameters hold colons (``rf:model.x``)."""
+    return re.sub(r"([\\:=,\s\[\]{}()])", r"\\\1", name)
 
 
 def _value(value: Any) -> str:
@@ -131,12 +137,12 @@ def command(check: Check, profile: Profile, tags: dict[str, str], path: str,
         *kept, "dataset=csv", f"dataset.path={_quote(path)}",
         f"dataset.target={_quote(profile.target['name'])}",
         f"dataset.task={profile.target['task']}", f"dataset.name={_quote(best_cfg.dataset.name)}",
-        f"dataset.keep=[{','.join(_quote(c) for c in keep)}]",
+        *([f"dataset.keep=[{','.join(_quote(c) for c in keep)}]"] if keep else []),
         f"registry.model_name={_quote(check.name)}",
         "registry.alias=staging", "registry.auto_promote=false",
     ]
     if params:
-        queued = ",".join(f"{k}:{_value(v)}" for k, v in params.items())
+        queued = ",".join(f"{_key(k)}:{_value(v)}" for k, v in params.items())
         overrides.append(f"hydra.sweeper.enqueue=[{{{queued}}}]")
     return [*overrides, *extra]
 

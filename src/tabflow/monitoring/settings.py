@@ -43,7 +43,9 @@ class PerformanceConfig:
     """When the version's score on labelled new data counts as degraded."""
 
     metric: str | None = None  # default: the version's objective on test, e.g. test_accuracy
-    tolerance: float = 0.05  # how much worse than its test score (absolute) is tolerated
+    # How much worse than its test score: absolute for scores (accuracy, f1, roc_auc, r2),
+    # a fraction of the test score for errors (rmse, mae, log_loss: they have the data's scale).
+    tolerance: float = 0.05
 
 
 @dataclass
