@@ -9,6 +9,7 @@ entry only runs the job and returns the objective to the sweeper.
 
 import os
 import sys
+from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -30,12 +31,14 @@ def main(cfg: DictConfig) -> float | list[float]:
     """Run one job and return the objective the Optuna sweeper optimises."""
     # scikit-learn loads only when a job runs, so --help and config errors stay fast.
     from tabflow.job import objective_value, run_job, threads_per_job
+    from tabflow.pruning import reporter
 
     hydra_cfg = HydraConfig.get()
     parallel = hydra_cfg.launcher.get("n_jobs") or hydra_cfg.sweeper.get("n_jobs")
     threads = threads_per_job(cfg.threads, parallel)
-    metrics = run_job(cfg, hydra_cfg.runtime.output_dir, threads=threads,
-                      save_model=hydra_cfg.mode == RunMode.RUN)
+    out = hydra_cfg.runtime.output_dir
+    metrics = run_job(cfg, out, threads=threads, save_model=hydra_cfg.mode == RunMode.RUN,
+                      report=reporter(cfg, hydra_cfg, Path(out)))
     return objective_value(metrics, cfg.objective.metric)
 
 

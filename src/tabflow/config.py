@@ -308,6 +308,7 @@ class EvaluationConfig:
 
     figures: bool = True  # final model and sweep figures, and the report, on the parent run
     trial_figures: bool = False  # figures of every trial's model too (slower sweeps)
+    stage_size: int = 50  # with a pruner: iterations between a forest's / booster's scores
 
 
 @dataclass

@@ -38,6 +38,7 @@ FIGURES_DIR = "figures"  # trial figures, when evaluation.trial_figures is on
 HYDRA_DIR = ".hydra"  # Hydra's own copy of the job's config, overrides and choices
 RESULTS_FILE = "optimization_results.yaml"  # in the sweep dir: the study's outcome
 OVERRIDES_ARTIFACT = "overrides.yaml"  # a run's command-line overrides, secrets redacted
+INTERMEDIATE_FILE = "intermediate.json"  # scores reported to the trial's pruner, by step
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
@@ -68,6 +69,8 @@ TAG_DIGEST = "dataset.digest"
 TAG_ERROR = "error"
 TAG_PARENT = "mlflow.parentRunId"
 TAG_UPLOADED = "tabflow.uploaded"  # the run was logged by `tabflow upload`, not live
+TAG_PRUNED_AT = "optuna.pruned_at_step"  # on a pruned trial's run: where its pruner stopped it
+PRUNED = "PRUNED"  # a pruned trial's state, as the sweep's counts and views show it
 TAG_PRIMARY_METRIC = "objective.primary_metric"  # on the parent: what ranks its trials
 TAG_PRIMARY_DIRECTION = "objective.primary_direction"
 # The process that ran a trial: an MLflow tag and an Optuna trial attribute alike.

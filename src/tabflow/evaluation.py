@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -118,8 +119,13 @@ def compute_metrics(model: Any, X: pd.DataFrame, y: pd.Series, task: Task,
 
 
 def cross_validate_metrics(model: Any, X: pd.DataFrame, y: pd.Series, task: Task, folds: int,
-                           shuffle: bool, seed: int) -> dict[str, float]:
+                           shuffle: bool, seed: int,
+                           on_fold: Callable[[int, list[dict[str, float]]], None] | None = None
+                           ) -> dict[str, float]:
     """Score a model by k-fold cross-validation (stratified for classification).
+
+    ``on_fold(k, scores)`` is called after fold k (from 1) with every fold's scores so
+    far; it may raise to stop (a pruned trial).
 
     Returns:
         ``train_<metric>`` and ``val_<metric>`` as means over the folds, ``val_<metric>_std``,
@@ -147,6 +153,8 @@ def cross_validate_metrics(model: Any, X: pd.DataFrame, y: pd.Series, task: Task
         folds_metrics.append({
             **compute_metrics(fold_model, X_train, y_train, task, "train"),
             **compute_metrics(fold_model, X.iloc[val_rows], y.iloc[val_rows], task, "val")})
+        if on_fold is not None:
+            on_fold(len(folds_metrics), folds_metrics)
     # A metric some fold could not compute (a fold with one class) is left out.
     names = set.intersection(*(set(m) for m in folds_metrics))
     metrics: dict[str, float] = {}

@@ -6,6 +6,7 @@ import logging
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from tabflow.data import Dataset
 from tabflow.evaluation import compute_metrics, cross_validate_metrics, predict_time_and_size
 from tabflow.pipeline import build_pipeline
 from tabflow.splits import Splits, load_and_split
+from tabflow.stages import can_stage, fit_in_stages
 
 log = logging.getLogger(__name__)
 
@@ -85,8 +87,20 @@ def describe_scoring(folds: int, cv: DictConfig, val_rows: int) -> str:
     return f"trials are scored by {folds}-fold CV on train + validation{why}"
 
 
+Report = Callable[[int, float, float], None]  # (step, running score, step's score)
+
+
+def _fold_reporter(report: Report, metric: str) -> Callable[[int, list[dict[str, float]]], None]:
+    """Report the running mean of the objective after each CV fold."""
+    def on_fold(k: int, scores: list[dict[str, float]]) -> None:
+        values = [s[metric] for s in scores if metric in s]
+        if values:
+            report(k, float(sum(values) / len(values)), values[-1])
+    return on_fold
+
+
 def run_job(cfg: DictConfig, output_dir: str | Path, save_model: bool = False,
-            threads: int | None = None) -> dict[str, float]:
+            threads: int | None = None, report: Report | None = None) -> dict[str, float]:
     """Fit one configuration on the training split and score it on train and validation.
 
     Args:
@@ -95,6 +109,9 @@ def run_job(cfg: DictConfig, output_dir: str | Path, save_model: bool = False,
             (see :mod:`tabflow.contract`).
         save_model: Also write the fitted pipeline (single runs log it as their model).
         threads: Threads the fit may use (see :func:`threads_per_job`); None: no limit.
+        report: A pruned sweep's reporter (:mod:`tabflow.pruning`): called with the
+            objective after each CV fold, or each stage of an iterative model scored on
+            the validation split; it raises ``optuna.TrialPruned`` to stop the job.
 
     Returns:
         ``train_*`` and ``val_*`` metrics plus ``fit_time_s``.
@@ -109,12 +126,18 @@ def run_job(cfg: DictConfig, output_dir: str | Path, save_model: bool = False,
             # k-fold CV on train + validation; test stays held out for the final model.
             X = pd.concat([splits.X_train, splits.X_val])
             y = pd.concat([splits.y_train, splits.y_val])
+            on_fold = _fold_reporter(report, str(cfg.objective.metric)) if report else None
             metrics = cross_validate_metrics(pipeline, X, y, ds.task, folds,
-                                             cfg.cv.shuffle, cfg.seed)
+                                             cfg.cv.shuffle, cfg.seed, on_fold)
             if save_model:
                 _fit(pipeline, splits.X_train, splits.y_train)
         else:
-            fit_time = _fit(pipeline, splits.X_train, splits.y_train)
+            if report is not None and can_stage(pipeline, cfg.evaluation.stage_size):
+                fit_time = fit_in_stages(pipeline, splits.X_train, splits.y_train, splits.X_val,
+                                         splits.y_val, ds.task, cfg.evaluation.stage_size,
+                                         str(cfg.objective.metric), report)
+            else:
+                fit_time = _fit(pipeline, splits.X_train, splits.y_train)
             metrics = {
                 **compute_metrics(pipeline, splits.X_train, splits.y_train, ds.task, "train"),
                 **compute_metrics(pipeline, splits.X_val, splits.y_val, ds.task, "val"),

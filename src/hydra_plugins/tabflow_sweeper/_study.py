@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 
 def create_study(name: str, storage: Any, sampler: Any, directions: list[str],
-                 metric_names: list[str] | None = None) -> optuna.Study:
+                 metric_names: list[str] | None = None, pruner: Any = None) -> optuna.Study:
     """Create or load a study, opening its storage once per process.
 
     ``optuna_storage`` refuses foreign or corrupt SQLite files and serialises a fresh
@@ -35,8 +35,8 @@ def create_study(name: str, storage: Any, sampler: Any, directions: list[str],
     """
     study = optuna.create_study(study_name=name,
                                 storage=optuna_storage(str(storage)) if storage else None,
-                                sampler=sampler, directions=cast(Any, directions),
-                                load_if_exists=True)
+                                sampler=sampler, pruner=pruner,
+                                directions=cast(Any, directions), load_if_exists=True)
     if metric_names and len(metric_names) == len(directions) and study.metric_names is None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)

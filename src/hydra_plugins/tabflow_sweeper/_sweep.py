@@ -49,6 +49,7 @@ from hydra_plugins.tabflow_sweeper._outcomes import (
     returned_values,
 )
 from hydra_plugins.tabflow_sweeper._progress import Progress, write_results
+from hydra_plugins.tabflow_sweeper._pruning import check_pruning, pruned_error, study_override
 from tabflow.contract import (
     ATTR_ERROR,
     ATTR_INTERRUPTED,
@@ -122,7 +123,8 @@ class TabflowOptunaSweeperImpl(OptunaSweeperImpl):
                  max_failure_rate: float, custom_search_space: str | None, params: Any,
                  timeout: float | None, enqueue_defaults: bool,
                  enqueue: Sequence[dict[str, Any]], conditional_on: str,
-                 conditional_params: dict[str, dict[str, str]] | None) -> None:
+                 conditional_params: dict[str, dict[str, str]] | None,
+                 pruner: Any = None) -> None:
         super().__init__(sampler, direction, storage, study_name, n_trials, 1,
                          max_failure_rate, custom_search_space, params)
         self.requested_n_jobs = n_jobs
@@ -131,6 +133,7 @@ class TabflowOptunaSweeperImpl(OptunaSweeperImpl):
         self.enqueue = [dict(p) for p in enqueue]
         self.conditional_on = conditional_on
         self.conditional_params = dict(conditional_params or {})
+        self.pruner = pruner
         self.metric_name = "objective"
         self.metric_names: list[str] = []  # the objective's metrics, as the job names them
         self.current_study: str | None = None  # the study being swept, for messages
@@ -206,9 +209,10 @@ class TabflowOptunaSweeperImpl(OptunaSweeperImpl):
             values.update(space.fixed_params)
             # Each trial's output dir is named by its trial number: unique even when several
             # sweep processes share one study and start in the same second.
+            pruning = [study_override(trial.study.study_name)] if self.pruner else []
             overrides.append((*(f"{k}={v}" for k, v in values.items()), *space.fixed_overrides,
                               f"{TRIAL_KEY}={trial.number}",
-                              f"hydra.sweep.subdir={trial.number}"))
+                              f"hydra.sweep.subdir={trial.number}", *pruning))
         return overrides
 
     # ------------------------------------------------------------------------ loop
@@ -216,10 +220,14 @@ class TabflowOptunaSweeperImpl(OptunaSweeperImpl):
         """Run or resume the study until ``n_trials`` trials are done or time runs out."""
         space, self.sampler, self.n_trials = self.search_space(arguments)
         directions = self._get_directions()
+        try:
+            check_pruning(self.pruner, directions, self.storage)
+        except ValueError as e:
+            raise SweepAbortedError(str(e)) from e
         name = self.study_name or derive_study_name(self._cfg)
         self.current_study = name
         study = _study.create_study(name, self.storage, self.sampler, directions,
-                                    self.metric_names)
+                                    self.metric_names, self.pruner)
         stored = bool(self.storage)
         launched, queued = _study.join_study(study, stored, self.sampler, self._warm_sets(space))
         done = sum(_study.counts_toward_total(t) for t in launched)
@@ -283,6 +291,11 @@ class TabflowOptunaSweeperImpl(OptunaSweeperImpl):
                      progress: Progress) -> tuple[int, str] | None:
         """Record a finished job on its trial and tell the study; return it if it failed."""
         record_outputs(trial, ret)
+        pruned = pruned_error(ret)
+        if pruned is not None:
+            _study.tell(study, trial, state=TrialState.PRUNED)
+            log.info("%s", progress.line(study, trial.number, f"PRUNED ({pruned})"))
+            return None
         try:
             values = returned_values(ret, len(study.directions))
         except Exception as e:

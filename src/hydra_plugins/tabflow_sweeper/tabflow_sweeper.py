@@ -34,8 +34,10 @@ class TabflowOptunaSweeper(Sweeper):
                  max_failure_rate: float, custom_search_space: str | None,
                  params: DictConfig | None, timeout: float | None = None,
                  enqueue_defaults: bool = False, enqueue: Any = (),
-                 conditional_on: str = "model", conditional_params: Any = None) -> None:
-        """Build the sampler (whitelisted to Optuna's samplers) and the implementation."""
+                 conditional_on: str = "model", conditional_params: Any = None,
+                 pruner: Any = None) -> None:
+        """Build the sampler and pruner (Optuna's only) and the implementation."""
+        from hydra_plugins.tabflow_sweeper._pruning import build_pruner
         from hydra_plugins.tabflow_sweeper._sweep import TabflowOptunaSweeperImpl
 
         sampler = instantiate(
@@ -47,6 +49,7 @@ class TabflowOptunaSweeper(Sweeper):
             custom_search_space, params, timeout, enqueue_defaults,
             [dict(e) for e in enqueue or ()], conditional_on,
             {str(k): dict(v) for k, v in (conditional_params or {}).items()},
+            build_pruner(pruner),
         )
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction,
@@ -100,6 +103,8 @@ class TabflowOptunaSweeperConf(OptunaSweeperConf):
     # Conditional search space: one space per value of this parameter (e.g. per family).
     conditional_on: str = "model"
     conditional_params: dict[str, dict[str, str]] = field(default_factory=dict)
+    # Stop hopeless trials early: an optuna.pruners.* config (hydra/sweeper/pruner=...).
+    pruner: Any = None
 
 
 ConfigStore.instance().store(

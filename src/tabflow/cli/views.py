@@ -74,7 +74,7 @@ def _ranking(args: argparse.Namespace, parent: Any) -> tuple[str, str]:
 
 def runs(args: argparse.Namespace) -> int:
     """Print the latest sweep's best trials, ranked as the sweep ranked them."""
-    from tabflow.tracking.queries import ranked_trials
+    from tabflow.tracking.queries import pruned_trials, ranked_trials
     from tabflow.tracking.store import connect
 
     store = connect(args.tracking_uri, create=False)
@@ -92,6 +92,11 @@ def runs(args: argparse.Namespace) -> int:
               f"{run.data.metrics[metric]:>14.4f}  {run.info.run_id}")
     if top:
         print(f"best run: {top[0].info.run_id}")
+    pruned = pruned_trials(store, parent.info.experiment_id, parent.info.run_id)
+    if pruned:
+        print(f"pruned (stopped early by the sweep's pruner, never ranked): {len(pruned)} "
+              f"trial(s): " + ", ".join(f"{t} at step {s}" for t, s in pruned[:20])
+              + (" ..." if len(pruned) > 20 else ""))
     return 0
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ from tabflow.contract import (
     FIGURES_DIR,
     HOST,
     HYDRA_DIR,
+    INTERMEDIATE_FILE,
     METRICS_FILE,
     MLFLOW_RUN_FILE,
     MODEL_FILE,
@@ -37,6 +39,7 @@ from tabflow.contract import (
     TAG_OUTPUT_DIR,
     TAG_OVERRIDES,
     TAG_PARENT,
+    TAG_PRUNED_AT,
     TAG_ROLE,
     TAG_TRIAL,
     TAG_UPLOADED,
@@ -147,13 +150,36 @@ def write_outcome(out: Path, error: BaseException | None) -> tuple[str, str | No
     process record, where ``tabflow upload`` reads them (:func:`read_outcome`).
     """
     status, summary = FINISHED, None
-    if error is not None:
+    if error is not None and is_pruned(error):  # stopped early by the sweep's pruner
+        status, summary = KILLED, f"{type(error).__name__}: {error}"
+    elif error is not None:
         summary = f"{type(error).__name__}: {error}"[:5000]
         status = KILLED if isinstance(error, (KeyboardInterrupt, SystemExit)) else FAILED
         (out / ERROR_FILE).write_text("".join(traceback.format_exception(error)))
     write_json(out / PROCESS_FILE, {**read_json(out / PROCESS_FILE), "status": status,
                                     "error": summary})
     return status, summary
+
+
+def is_pruned(error: BaseException) -> bool:
+    """Whether a job ended because its trial's pruner stopped it (``optuna.TrialPruned``)."""
+    return type(error).__name__ == "TrialPruned"
+
+
+def _intermediate(store: Store, run_id: str, out: Path) -> dict[str, str]:
+    """Log the scores a job reported to its pruner as a metric's history; return tags."""
+    from mlflow.entities import Metric
+
+    reported = read_json(out / INTERMEDIATE_FILE)
+    if not reported:
+        return {}
+    key = f"intermediate_{reported['metric']}"
+    now = int(time.time() * 1000)
+    history = [Metric(key, float(v), now, int(step)) for step, v in reported["values"]]
+    for start in range(0, len(history), 1000):
+        store.client.log_batch(run_id, metrics=history[start:start + 1000])
+    pruned = reported.get("pruned_at")
+    return {} if pruned is None else {TAG_PRUNED_AT: str(pruned)}
 
 
 def read_outcome(out: Path) -> tuple[str, str | None]:
@@ -191,7 +217,8 @@ def log_job_dir(store: Store, run_id: str, record: JobRecord, status: str,
         if dataset.get("ids_left_out"):  # row identifiers found in the data, not features
             tags["dataset.ids_left_out"] = ", ".join(dataset["ids_left_out"])
         log_dataset(store, run_id, dataset, "training")
-    if error is not None:
+    tags.update(_intermediate(store, run_id, out))
+    if error is not None and TAG_PRUNED_AT not in tags:
         tags[TAG_ERROR] = error
     log_run_data(store, run_id, params=flatten(record.params()),
                  metrics=read_json(out / METRICS_FILE), tags=tags)

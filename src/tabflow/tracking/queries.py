@@ -13,8 +13,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from tabflow.contract import (
+    PRUNED,
     TAG_OUTPUT_DIR,
     TAG_PARENT,
+    TAG_PRUNED_AT,
     TAG_ROLE,
     TAG_STORAGE,
     TAG_STUDY,
@@ -126,10 +128,20 @@ def best_trial_run(store: Store, experiment_id: str, parent_run_id: str, metric:
     # 1,000-trial sweep read at once costs ~150 MB at the very end of the sweep.
     counts: dict[str, int] = {}
     for run in pages(store, experiment_id, _trials_of(parent_run_id)):
-        counts[run.info.status] = counts.get(run.info.status, 0) + 1
+        status = PRUNED if TAG_PRUNED_AT in run.data.tags else run.info.status
+        counts[status] = counts.get(status, 0) + 1
     best = next(ranked_trials(store, experiment_id, parent_run_id, metric, direction), None)
     if best is None:
         raise TrackingError(f"no trial finished with {metric}: {counts or 'no trials'}; "
                             f"nothing is registered")
     return Best(best.info.run_id, best.data.tags.get(TAG_TRIAL, "?"),
                 best.data.metrics[metric], best.data.tags.get(TAG_OUTPUT_DIR, "")), counts
+
+
+def pruned_trials(store: Store, experiment_id: str, parent_run_id: str
+                  ) -> list[tuple[int, int]]:
+    """A sweep's pruned trials: (trial number, the step its pruner stopped it at)."""
+    found = [(int(run.data.tags.get(TAG_TRIAL, -1)), int(run.data.tags[TAG_PRUNED_AT]))
+             for run in pages(store, experiment_id, _trials_of(parent_run_id))
+             if TAG_PRUNED_AT in run.data.tags]
+    return sorted(found)
