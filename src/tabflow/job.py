@@ -87,15 +87,17 @@ def describe_scoring(folds: int, cv: DictConfig, val_rows: int) -> str:
     return f"trials are scored by {folds}-fold CV on train + validation{why}"
 
 
-Report = Callable[[int, float, float], None]  # (step, running score, step's score)
+# (step, running score, the step's own score, whether it is the last step)
+Report = Callable[[int, float, float, bool], None]
 
 
-def _fold_reporter(report: Report, metric: str) -> Callable[[int, list[dict[str, float]]], None]:
+def _fold_reporter(report: Report, metric: str, folds: int
+                   ) -> Callable[[int, list[dict[str, float]]], None]:
     """Report the running mean of the objective after each CV fold."""
     def on_fold(k: int, scores: list[dict[str, float]]) -> None:
         values = [s[metric] for s in scores if metric in s]
         if values:
-            report(k, float(sum(values) / len(values)), values[-1])
+            report(k, float(sum(values) / len(values)), values[-1], k == folds)
     return on_fold
 
 
@@ -126,7 +128,8 @@ def run_job(cfg: DictConfig, output_dir: str | Path, save_model: bool = False,
             # k-fold CV on train + validation; test stays held out for the final model.
             X = pd.concat([splits.X_train, splits.X_val])
             y = pd.concat([splits.y_train, splits.y_val])
-            on_fold = _fold_reporter(report, str(cfg.objective.metric)) if report else None
+            on_fold = (_fold_reporter(report, str(cfg.objective.metric), folds) if report
+                       else None)
             metrics = cross_validate_metrics(pipeline, X, y, ds.task, folds,
                                              cfg.cv.shuffle, cfg.seed, on_fold)
             if save_model:

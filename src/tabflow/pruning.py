@@ -36,13 +36,15 @@ class Reporter:
         self.trial, self.per_step, self.out, self.metric = trial, per_step, out, metric
         self.values: list[tuple[int, float]] = []
 
-    def __call__(self, step: int, running: float, current: float) -> None:
+    def __call__(self, step: int, running: float, current: float, last: bool = False) -> None:
         """Report the score at ``step``; stop the job if the pruner says so.
 
         Args:
             step: The step (a fold, or a number of iterations), increasing.
             running: The mean of the steps so far (what most pruners compare).
             current: This step's own score.
+            last: The job's last step: reported, never pruned (nothing is left to save,
+                and the trial's result is complete).
 
         Raises:
             optuna.TrialPruned: If the trial's pruner stops it here.
@@ -52,7 +54,7 @@ class Reporter:
         value = current if self.per_step else running
         self.trial.report(value, step)
         self.values.append((step, value))
-        pruned = self.trial.should_prune()
+        pruned = not last and self.trial.should_prune()
         write_json(self.out / INTERMEDIATE_FILE, {
             "metric": self.metric, "values": self.values, "pruned_at": step if pruned else None})
         if pruned:

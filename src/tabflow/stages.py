@@ -40,7 +40,7 @@ def can_stage(pipeline: Pipeline, size: int) -> bool:
 
 def fit_in_stages(pipeline: Pipeline, X: pd.DataFrame, y: pd.Series, X_val: pd.DataFrame,
                   y_val: pd.Series, task: Task, size: int, metric: str,
-                  on_stage: Callable[[int, float, float], None]) -> float:
+                  on_stage: Callable[[int, float, float, bool], None]) -> float:
     """Fit the pipeline stage by stage, calling ``on_stage`` with each stage's score.
 
     Args:
@@ -52,7 +52,8 @@ def fit_in_stages(pipeline: Pipeline, X: pd.DataFrame, y: pd.Series, X_val: pd.D
         task: The dataset's task.
         size: Iterations per stage.
         metric: The ``val_<metric>`` reported (the objective).
-        on_stage: Called as ``(iterations, score, score)``; may raise to stop the fit.
+        on_stage: Called as ``(iterations, score, score, last)``; may raise to stop the
+            fit.
 
     Returns:
         The fitting time in seconds (scoring excluded).
@@ -75,7 +76,7 @@ def fit_in_stages(pipeline: Pipeline, X: pd.DataFrame, y: pd.Series, X_val: pd.D
             fit_time += time.perf_counter() - start
             score = compute_metrics(model, Xv, y_val, task, "val").get(metric)
             if score is not None:
-                on_stage(n, score, score)
+                on_stage(n, score, score, n == total)
     finally:
         model.set_params(warm_start=warm)
     return fit_time
