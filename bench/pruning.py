@@ -1,6 +1,6 @@
 """Pruning's gain: the same sweep with and without a pruner, side by side.
 
-    python bench/pruning.py                     # ~20 min; writes bench/results/pruning.*
+    python bench/pruning.py                     # ~15 min; writes bench/results/pruning.*
     python bench/pruning.py --trials 8 --rows 3000 --pruners median   # does it run?
 
 The workload makes fits cost: histogram gradient boosting (``sweep=wide``) on a generated
@@ -59,10 +59,10 @@ def sweep(root: Path, trials: int, rows: int, pruner: str | None) -> dict[str, A
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=24)
+    parser.add_argument("--trials", type=int, default=40)
     parser.add_argument("--rows", type=int, default=8000)
     parser.add_argument("--pruners", nargs="+",
-                        default=["median", "successive_halving", "hyperband"])
+                        default=["median", "percentile", "successive_halving", "hyperband"])
     parser.add_argument("--out", type=Path, default=RESULTS / "pruning.json")
     args = parser.parse_args()
     results: dict[str, dict[str, Any]] = {}
