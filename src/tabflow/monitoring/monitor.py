@@ -10,6 +10,7 @@ whose tags then carry the last verdict. The exit status is the gate:
 
 from __future__ import annotations
 
+import json
 import re
 import tempfile
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from tabflow.tracking.monitoring import (
     registered_models,
     tag_verdict,
 )
+from tabflow.tracking.records import flatten
 from tabflow.tracking.registry import model_version, resolve_version
 from tabflow.tracking.store import Store
 
@@ -226,8 +228,6 @@ def _record(store: Store, check: Check, profile: Profile, cfg: DictConfig) -> st
                                    + (", ".join(f.feature for f in drift.severe) or "none")
                                    + ")",
                "training rows": drift.rows_train}
-    import json
-
     dataset = {"name": check.batch.path.stem, "source": str(check.batch.path.resolve()),
                "digest": check.batch.digest, "n_rows": check.batch.rows,
                "n_features": check.batch.X.shape[1],
@@ -244,22 +244,13 @@ def _record(store: Store, check: Check, profile: Profile, cfg: DictConfig) -> st
               "monitoring.alias": check.alias or "", "monitoring.verdict": check.verdict,
               "monitoring.batch": str(check.batch.path.resolve()),
               TAG_DIGEST: check.batch.digest, "tabflow.role": "monitor"},
-        params={k: str(v) for k, v in _flat(OmegaConf.to_container(cfg, resolve=True)).items()
+        params={k: v for k, v in flatten(OmegaConf.to_container(cfg, resolve=True)).items()
                 if not k.startswith(("profile.", "retrain."))},
         metrics=metrics,
         files={"report.html": write_html(title, summary, drift, perf.rows() if perf else [],
                                          profile, check.batch.X),
                "drift.json": json.dumps(result, indent=1, default=str)},
         dataset=dataset)
-
-
-def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(node, dict):
-        return {prefix.rstrip("."): node}
-    out: dict[str, Any] = {}
-    for k, v in node.items():
-        out.update(_flat(v, f"{prefix}{k}."))
-    return out
 
 
 def monitor(store: Store, name: str, path: Path, cfg: DictConfig, alias: str | None = None,
