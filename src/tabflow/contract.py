@@ -85,6 +85,8 @@ ATTR_SESSIONS = "tabflow.sessions"  # sweep processes started on the study so fa
 
 # Key of the job config that receives the Optuna trial number.
 TRIAL_KEY = "optuna_trial"
+# The job's environment variable naming its study, set by the sweeper when it prunes.
+ENV_STUDY = "OPTUNA_STUDY_NAME"
 
 
 # ----------------------------------------------------------------------------- objective

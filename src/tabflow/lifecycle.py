@@ -13,10 +13,8 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
-
 from tabflow.config import Task
-from tabflow.contract import CONFIG_FILE, lower_is_better
+from tabflow.contract import lower_is_better
 from tabflow.tracking.models import load_model
 from tabflow.tracking.registry import (
     mirror_stage,
@@ -26,7 +24,7 @@ from tabflow.tracking.registry import (
     set_alias,
     tag_version,
 )
-from tabflow.tracking.store import Store, download_artifact
+from tabflow.tracking.store import Store, best_config
 
 STAGING, PRODUCTION = "staging", "production"
 
@@ -63,10 +61,9 @@ def _test_split(store: Store, version: Any) -> tuple[Any, Any, Task, str]:
         raise RegistryError(f"version {version.version} has no sweep.parent_run_id tag: it "
                             f"was not registered by a tabflow sweep, so its test data is unknown")
     try:
-        cfg = OmegaConf.load(download_artifact(store, parent, f"best/{CONFIG_FILE}"))
+        cfg = best_config(store, parent)
     except Exception as e:  # the store's artifacts were deleted or moved
         raise _artifacts_gone(version.name, str(version.version), e) from e
-    assert isinstance(cfg, DictConfig)
     ds, splits = load_and_split(cfg)
     return splits.X_test, splits.y_test, ds.task, ds.digest
 

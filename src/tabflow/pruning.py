@@ -16,9 +16,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from tabflow.contract import INTERMEDIATE_FILE, write_json
-
-ENV_STUDY = "OPTUNA_STUDY_NAME"  # set by the sweeper for every trial (hydra.job.env_set)
+from tabflow.contract import ENV_STUDY, INTERMEDIATE_FILE, write_json
 
 
 class Reporter:

@@ -16,8 +16,8 @@ import optuna
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.utils import instantiate
 
-# The job's environment variable naming its study (set for every trial of a sweep).
-ENV_STUDY = "OPTUNA_STUDY_NAME"
+from tabflow.contract import ENV_STUDY
+
 WHITELIST = ("optuna.pruners.*",)
 
 

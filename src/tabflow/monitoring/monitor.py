@@ -301,11 +301,10 @@ def profile_version(store: Store, name: str, alias: str | None, version: str | N
     The training rows are rebuilt from the config of the sweep's best trial, as the
     final refit used them. Returns the version and where its profile now is.
     """
-    from tabflow.contract import CONFIG_FILE
     from tabflow.monitoring.profile import profile_of
     from tabflow.tracking.monitoring import log_profile
     from tabflow.tracking.registry import TAG_SWEEP_PARENT
-    from tabflow.tracking.store import download_artifact
+    from tabflow.tracking.store import best_config
 
     found = find_version(store, name, alias, version)
     parent = found.tags.get(TAG_SWEEP_PARENT)
@@ -313,12 +312,11 @@ def profile_version(store: Store, name: str, alias: str | None, version: str | N
         raise MonitorError(f"{name} version {found.version} was not registered by a tabflow "
                            f"sweep (no {TAG_SWEEP_PARENT} tag): its training data is unknown")
     try:
-        cfg = OmegaConf.load(download_artifact(store, parent, f"best/{CONFIG_FILE}"))
+        cfg = best_config(store, parent)
     except Exception as e:
         raise MonitorError(f"{name} version {found.version}: the config of its training run "
                            f"can't be read ({type(e).__name__}); were mlruns/ or the artifact "
                            f"store moved?") from e
-    assert isinstance(cfg, DictConfig)
     with tempfile.TemporaryDirectory() as tmp:
         folder = profile_of(cfg).save(Path(tmp) / "profile")
         uri = log_profile(store, parent, folder, name, str(found.version))

@@ -27,12 +27,11 @@ import time
 from typing import Any
 
 import pandas as pd
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from tabflow.config import REDACTED
 from tabflow.contract import (
     CODE_ROOT,
-    CONFIG_FILE,
     TAG_OVERRIDES,
     TAG_STORAGE,
     TAG_STUDY,
@@ -45,7 +44,7 @@ from tabflow.monitoring.settings import RetrainData
 from tabflow.tracking.monitoring import aliases
 from tabflow.tracking.records import log_run_data
 from tabflow.tracking.registry import TAG_SWEEP_PARENT, model_version
-from tabflow.tracking.store import Store, download_artifact
+from tabflow.tracking.store import Store, best_config
 
 # Overrides of the original sweep that the retraining sweep sets itself.
 REPLACED = ("dataset", "registry.", "hydra.sweeper.enqueue", "hydra.sweeper.study_name")
@@ -160,8 +159,7 @@ def retrain(store: Store, check: Check, profile: Profile, cfg: DictConfig,
                            f"tabflow sweep: its configuration is unknown, so it can't be "
                            f"retrained from here")
     tags = dict(store.client.get_run(parent).data.tags)
-    best_cfg = OmegaConf.load(download_artifact(store, parent, f"best/{CONFIG_FILE}"))
-    assert isinstance(best_cfg, DictConfig)
+    best_cfg = best_config(store, parent)
     choice, why = choose_data(check, data or str(cfg.data), int(cfg.min_new_rows))
     table = _table(check, profile, best_cfg, choice)
     path = project_root() / "data" / "raw" / \

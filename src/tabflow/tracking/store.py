@@ -157,3 +157,20 @@ def download_artifact(store: Store, run_id: str, path: str) -> Path:
 
     return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path,
                                                     tracking_uri=store.uri))
+
+
+def best_config(store: Store, parent_run_id: str) -> Any:
+    """The resolved config of the trial a sweep registered (its parent's ``best/config.yaml``).
+
+    Raises:
+        Exception: MLflow's or OmegaConf's error when the artifact can't be read (the
+            store's artifacts were moved or deleted); callers say what to do.
+    """
+    from omegaconf import DictConfig, OmegaConf
+
+    from tabflow.contract import CONFIG_FILE
+
+    cfg = OmegaConf.load(download_artifact(store, parent_run_id, f"best/{CONFIG_FILE}"))
+    assert isinstance(cfg, DictConfig)
+    return cfg
+
