@@ -167,6 +167,26 @@ def test_bad_input_is_one_line_and_records_nothing(registry, args, change, messa
     assert out.out == "" and len(monitoring_runs(registry)) == before
 
 
+def test_labels_extra_columns_and_a_version_are_named_on_the_command_line(registry, capsys,
+                                                                          monkeypatch):
+    from tabflow.cli import main
+
+    def renamed(frame):  # labels under another name, and a column the model never saw
+        return frame.rename(columns={"species": "truth"}).assign(note="x")
+
+    path = batch(registry, "named.csv", renamed)
+    monkeypatch.setenv("TABFLOW_ROOT", str(registry))
+    code = main(["--tracking-uri", f"sqlite:///{registry}/mlflow.db", "monitor", MODEL,
+                 str(path), "--version", "1", "--labels", "truth", "--ignore-extra"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "penguins version 1 against named.csv" in out and "(@" not in out.splitlines()[0]
+    assert "left out, not features of the model: note" in out
+    assert "test_accuracy: " in out  # scored: the labels were found under --labels
+    run = monitoring_runs(registry)[0]
+    assert run.data.tags["monitoring.version"] == "1" and run.data.tags["monitoring.alias"] == ""
+
+
 def test_a_version_without_a_profile_says_how_to_add_one(registry):
     client = client_for(registry)
     uri = client.get_model_version(MODEL, "1").tags["monitoring.profile"]
