@@ -69,6 +69,8 @@ TAG_DIGEST = "dataset.digest"
 TAG_ERROR = "error"
 TAG_PARENT = "mlflow.parentRunId"
 TAG_UPLOADED = "tabflow.uploaded"  # the run was logged by `tabflow upload`, not live
+TAG_RETRY_OF = "optuna.retry_of"  # on a retry's run: the trial number of the attempt it replaces
+TAG_RETRIED_AS = "optuna.retried_as"  # on a dead attempt's run: the trial that replaced it
 TAG_PRUNED_AT = "optuna.pruned_at_step"  # on a pruned trial's run: where its pruner stopped it
 PRUNED = "PRUNED"  # a pruned trial's state, as the sweep's counts and views show it
 TAG_PRIMARY_METRIC = "objective.primary_metric"  # on the parent: what ranks its trials
@@ -87,6 +89,8 @@ ATTR_SESSIONS = "tabflow.sessions"  # sweep processes started on the study so fa
 TRIAL_KEY = "optuna_trial"
 # The job's environment variable naming its study, set by the sweeper when it prunes.
 ENV_STUDY = "OPTUNA_STUDY_NAME"
+# The job's environment variable naming the trial it retries (a dead or interrupted attempt).
+ENV_RETRY_OF = "OPTUNA_TRIAL_RETRY_OF"
 
 
 # ----------------------------------------------------------------------------- objective

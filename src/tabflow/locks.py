@@ -10,9 +10,12 @@ creating a named object there is atomic (its name is unique), so the object is a
 * ``tabflow.tracking.registry.registry_lock``: a registered model in the MLflow registry,
   through the same :func:`hold`.
 
-A lock records its holder (host, pid, time). A holder on this host whose process is gone
-is noticed at once and its lock broken; another host's lock is broken once it is older
-than ``stale_s``.
+A lock records its holder (host, pid, time) and beats while held: every ``interval_s`` it
+writes the time again. A holder on this host whose process is gone is noticed at once
+and its lock broken; any other holder that stopped beating for ``grace_s`` (frozen,
+preempted, its host gone) loses the lock then, wherever it ran. Beats compare the
+holder's clock with the waiter's: hosts are assumed to keep their clocks within a few
+seconds (NTP), far below the grace period.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import contextlib
 import logging
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -30,6 +34,10 @@ LOCK_SUFFIX = "~"
 # A lock created by a process that died before it could record itself is broken after this.
 UNRECORDED_GRACE_S = 10.0
 HOLDER_HOST, HOLDER_PID, HOLDER_SINCE = "holder_host", "holder_pid", "acquired_at"
+HOLDER_BEAT = "beat_at"  # the holder's last beat (its clock, seconds since the epoch)
+# How often a holder beats and how long a silent one keeps its lock. A sweep passes its
+# own (hydra.sweeper.heartbeat); lifecycle commands use these.
+BEAT_INTERVAL_S, GRACE_S = 20.0, 60.0
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +50,19 @@ class _HideLockStudies(logging.Filter):
 
 
 logging.getLogger("optuna.storages._rdb.storage").addFilter(_HideLockStudies())
+
+
+def lock_timing(heartbeat: Any) -> dict[str, float]:
+    """A sweep's beat settings for its locks (``hydra.sweeper.heartbeat``; defaults if off).
+
+    Args:
+        heartbeat: The node (or the sweeper's parsed settings), with ``interval`` and
+            ``grace_period`` in seconds; None or ``interval: null`` when off.
+    """
+    interval = None if heartbeat is None else getattr(heartbeat, "interval", None)
+    if interval is None:
+        return {}
+    return {"interval_s": float(interval), "grace_s": float(heartbeat.grace_period)}
 
 
 class LockBusyError(RuntimeError):
@@ -67,21 +88,58 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def holder_gone(record: dict[str, Any], stale_s: float, unrecorded_for_s: float) -> bool:
+def holder_gone(record: dict[str, Any], grace_s: float, unrecorded_for_s: float) -> bool:
     """Whether a lock's holder is gone, so that the lock may be broken.
 
     Args:
-        record: What the lock recorded (:func:`holder_record`); may be empty.
-        stale_s: Another host's lock older than this is taken to be abandoned.
+        record: What the lock recorded (:func:`holder_record`, beats); may be empty.
+        grace_s: A holder whose last beat is older than this is gone (frozen, preempted,
+            its host down), whatever its host.
         unrecorded_for_s: How long this process has seen the lock without a record.
     """
-    host, pid, since = (record.get(HOLDER_HOST), record.get(HOLDER_PID),
-                        record.get(HOLDER_SINCE))
-    if host == socket.gethostname() and pid is not None:
-        return not pid_alive(int(pid))  # provably dead: break it now
-    if since is not None:
-        return time.time() - float(since) > stale_s
+    host, pid = record.get(HOLDER_HOST), record.get(HOLDER_PID)
+    if host == socket.gethostname() and pid is not None and not pid_alive(int(pid)):
+        return True  # provably dead: break it now
+    last = record.get(HOLDER_BEAT, record.get(HOLDER_SINCE))
+    if last is not None:
+        return time.time() - float(last) > grace_s
     return unrecorded_for_s > UNRECORDED_GRACE_S
+
+
+class Periodic:
+    """Call a function every ``interval_s`` seconds from a daemon thread, until stopped.
+
+    The first call comes one interval after :meth:`start`: a lock held for milliseconds
+    (most are) writes nothing. A failing call is logged once and retried next time: a
+    store that is briefly unreachable must not end the work it guards.
+    """
+
+    def __init__(self, fn: Callable[[], None], interval_s: float, what: str) -> None:
+        self._fn, self._interval, self._what = fn, interval_s, what
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"beat {what}", daemon=True)
+
+    def start(self) -> Periodic:
+        """Start beating; return self."""
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop beating (the current call, if any, finishes first)."""
+        self._stopped.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        warned = False
+        while not self._stopped.wait(self._interval):
+            try:
+                self._fn()
+            except Exception as e:  # reported once; the next beat may work
+                if not warned:
+                    log.warning("Could not record the heartbeat of %s (%s: %s); retrying",
+                                self._what, type(e).__name__, e)
+                    warned = True
 
 
 @dataclass
@@ -92,24 +150,28 @@ class Mutex:
         create: Create the object with a holder record; return a handle, None if it exists.
         inspect: Return ``(handle, record)`` of the existing object, None if there is none.
         remove: Delete the object of a handle (no error if it is already gone).
+        beat: Write a beat (``{HOLDER_BEAT: time}``) into the object of a handle.
     """
 
     create: Callable[[dict[str, Any]], Any]
     inspect: Callable[[], tuple[Any, dict[str, Any]] | None]
     remove: Callable[[Any], None]
+    beat: Callable[[Any, dict[str, Any]], None]
 
 
 @contextlib.contextmanager
-def hold(mutex: Mutex, name: str, wait_s: float = 120.0, stale_s: float = 1800.0,
-         on_wait: Callable[[dict[str, Any]], None] | None = None) -> Iterator[None]:
-    """Hold a :class:`Mutex`, breaking it when its holder is gone.
+def hold(mutex: Mutex, name: str, wait_s: float = 120.0, grace_s: float = GRACE_S,
+         on_wait: Callable[[dict[str, Any]], None] | None = None,
+         interval_s: float = BEAT_INTERVAL_S) -> Iterator[None]:
+    """Hold a :class:`Mutex`, beating while held, and break it when its holder is gone.
 
     Args:
         mutex: The lock's object in the shared store.
         name: What is locked, for messages.
         wait_s: How long to wait for a live holder; 0 tries once.
-        stale_s: See :func:`holder_gone`.
+        grace_s: See :func:`holder_gone`; must exceed ``interval_s``.
         on_wait: Called once, with the holder's record, if this process has to wait.
+        interval_s: How often this process beats while it holds the lock.
 
     Raises:
         LockBusyError: If a live holder kept the lock for all of ``wait_s``.
@@ -130,9 +192,10 @@ def hold(mutex: Mutex, name: str, wait_s: float = 120.0, stale_s: float = 1800.0
         elif unrecorded_since is None:
             unrecorded_since = time.monotonic()
         unrecorded_for = 0.0 if unrecorded_since is None else time.monotonic() - unrecorded_since
-        if holder_gone(record, stale_s, unrecorded_for):
-            log.warning("Breaking lock %s: its holder %s:%s is gone", name,
-                        record.get(HOLDER_HOST, "?"), record.get(HOLDER_PID, "?"))
+        if holder_gone(record, grace_s, unrecorded_for):
+            log.warning("Breaking lock %s: its holder %s:%s is gone (dead, or silent for "
+                        "more than %.0f s)", name, record.get(HOLDER_HOST, "?"),
+                        record.get(HOLDER_PID, "?"), grace_s)
             mutex.remove(held)  # that object only: a new holder's has another handle
             continue
         if time.monotonic() >= deadline:
@@ -142,9 +205,12 @@ def hold(mutex: Mutex, name: str, wait_s: float = 120.0, stale_s: float = 1800.0
             on_wait(record)
         waited = True
         time.sleep(0.1)
+    beats = Periodic(lambda: mutex.beat(handle, {HOLDER_BEAT: time.time()}), interval_s,
+                     f"lock {name}").start()
     try:
         yield
     finally:
+        beats.stop()
         mutex.remove(handle)
 
 
@@ -173,23 +239,28 @@ def study_mutex(storage: Any, name: str) -> Mutex:
         with contextlib.suppress(KeyError):
             storage.delete_study(lock_id)
 
-    return Mutex(create, inspect, remove)
+    def beat(lock_id: Any, record: dict[str, Any]) -> None:
+        for key, value in record.items():
+            storage.set_study_user_attr(lock_id, key, value)
+
+    return Mutex(create, inspect, remove, beat)
 
 
-def storage_lock(storage: Any, name: str, wait_s: float = 120.0,
-                 stale_s: float = 1800.0) -> contextlib.AbstractContextManager[None]:
+def storage_lock(storage: Any, name: str, wait_s: float = 120.0, grace_s: float = GRACE_S,
+                 interval_s: float = BEAT_INTERVAL_S) -> contextlib.AbstractContextManager[None]:
     """Hold a mutex named ``name`` in an Optuna storage shared by several processes.
 
     Args:
         storage: An Optuna storage (``optuna_storage(url)`` or a study's ``_storage``).
         name: What is locked, e.g. ``<study>~parent``.
         wait_s: How long to wait for another holder; 0 tries once.
-        stale_s: Another host's lock older than this is taken to be abandoned.
+        grace_s: A holder silent for this long (no beat) loses the lock.
+        interval_s: How often this process beats while it holds the lock.
 
     Raises:
         LockBusyError: If another live process held the lock for all of ``wait_s``.
     """
-    return hold(study_mutex(storage, name), name, wait_s, stale_s)
+    return hold(study_mutex(storage, name), name, wait_s, grace_s, interval_s=interval_s)
 
 
 def running_trials(storage: Any, name: str) -> int:

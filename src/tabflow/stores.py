@@ -109,13 +109,20 @@ def check_sqlite_store(url: str, marker_table: str, kind: str) -> None:
 
 
 @functools.lru_cache(maxsize=4)
-def optuna_storage(url: str, attempts: int = 5) -> Any:
-    """Return an Optuna storage for a URL, one per process.
+def optuna_storage(url: str, attempts: int = 5, heartbeat: Any = None) -> Any:
+    """Return an Optuna storage for a URL, one per process (and heartbeat setting).
 
     Processes started together on a fresh database (SQLite or PostgreSQL) race on its
     schema set-up; the loser retries a moment later, when the schema is there.
+
+    Args:
+        url: The storage's URL.
+        attempts: Tries at the schema set-up.
+        heartbeat: None, or heartbeat settings that are also the stale-trial callback
+            (the sweeper's ``Heartbeat``: ``interval``, ``grace_period``, callable).
     """
     import time
+    import warnings
 
     import optuna
     from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
@@ -125,7 +132,14 @@ def optuna_storage(url: str, attempts: int = 5) -> Any:
     for attempt in range(attempts):
         try:
             with sqlite_init_lock(url):
-                return optuna.storages.get_storage(url)
+                if heartbeat is None:
+                    return optuna.storages.get_storage(url)
+                with warnings.catch_warnings():  # "experimental" since Optuna 2.9
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    return optuna.storages.get_storage(optuna.storages.RDBStorage(
+                        url, heartbeat_interval=heartbeat.interval,
+                        grace_period=heartbeat.grace_period,
+                        heartbeat_stale_trial_callback=heartbeat))
         except (IntegrityError, OperationalError, ProgrammingError) as e:
             # On PostgreSQL the loser of the race sees the winner's tables appear
             # mid-creation (DuplicateTable); other programming errors are real.

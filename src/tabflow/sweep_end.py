@@ -37,7 +37,7 @@ from tabflow.contract import (
     is_optuna_sweep,
     primary_objective,
 )
-from tabflow.locks import LOCK_SUFFIX, LockBusyError, running_trials, storage_lock
+from tabflow.locks import LOCK_SUFFIX, LockBusyError, lock_timing, running_trials, storage_lock
 from tabflow.stores import optuna_storage
 from tabflow.sweep_identity import study_name
 from tabflow.tracking.failures import fail
@@ -56,6 +56,7 @@ from tabflow.tracking.registry import (
     tag_version,
     versions_of_sweep,
 )
+from tabflow.tracking.retries import close_attempts, replaced_by_study
 from tabflow.tracking.store import Store
 
 KILL_AT = "TABFLOW_KILL_AT"  # fault injection for tests: SIGKILL at this step
@@ -101,10 +102,23 @@ def finish(sweep: SweepRun) -> None:
               f"the last one to finish registers the best model")
         return
     try:
-        with storage_lock(storage, f"{study}{LOCK_SUFFIX}register", wait_s=0):
+        with storage_lock(storage, f"{study}{LOCK_SUFFIX}register", wait_s=0,
+                          **lock_timing(sweeper.get("heartbeat"))):
+            _close_replaced_attempts(sweep, storage, study)
             _finish_closing_parent(sweep)
     except LockBusyError:
         print(f"Another sweep process of study {study} is registering the best model")
+
+
+def _close_replaced_attempts(sweep: SweepRun, storage: Any, study: str) -> None:
+    """Close the runs of attempts that retries replaced, before anything ranks the trials."""
+    import optuna
+
+    trials = optuna.load_study(study_name=study, storage=storage).get_trials(deepcopy=False)
+    closed = close_attempts(sweep.store, sweep.experiment_id, sweep.parent_run_id,
+                            replaced_by_study(trials))
+    if closed:
+        print(f"{closed} run(s) of trials that were run again closed as FAILED")
 
 
 def _finish_closing_parent(sweep: SweepRun) -> None:

@@ -59,23 +59,62 @@ def test_a_lock_whose_holder_died_here_is_taken_at_once(tmp_path, storage):
     assert time.monotonic() - start < 5
 
 
-def test_another_hosts_lock_is_kept_until_it_is_stale(storage):
-    lock_id = storage.create_new_study([optuna.study.StudyDirection.MINIMIZE], "s~ask")
-    for key, value in {"holder_host": "elsewhere", "holder_pid": 1,
-                       "acquired_at": time.time()}.items():
+def _fake_lock(storage, name, record):
+    lock_id = storage.create_new_study([optuna.study.StudyDirection.MINIMIZE], name)
+    for key, value in record.items():
         storage.set_study_user_attr(lock_id, key, value)
+
+
+def test_another_hosts_lock_is_kept_while_it_beats_and_broken_once_silent(storage):
+    _fake_lock(storage, "s~ask", {"holder_host": "elsewhere", "holder_pid": 1,
+                                  "acquired_at": time.time() - 3600, "beat_at": time.time()})
     with pytest.raises(LockBusyError, match="elsewhere:1"), \
-            storage_lock(storage, "s~ask", wait_s=0):
-        pass
-    with storage_lock(storage, "s~ask", wait_s=0, stale_s=0):
+            storage_lock(storage, "s~ask", wait_s=0, grace_s=60):
+        pass  # held for an hour, but it beat a moment ago
+    _fake_lock(storage, "t~ask", {"holder_host": "elsewhere", "holder_pid": 1,
+                                  "acquired_at": time.time() - 90, "beat_at": time.time() - 61})
+    with storage_lock(storage, "t~ask", wait_s=0, grace_s=60):
+        pass  # silent for longer than the grace period: its host is gone
+
+
+def test_an_unbeaten_lock_is_broken_after_the_grace_period(storage):
+    _fake_lock(storage, "old~register", {"acquired_at": time.time() - 3600})
+    with storage_lock(storage, "old~register", wait_s=0, grace_s=60):
         pass
 
 
-def test_a_stale_lock_is_broken(storage):
-    lock_id = storage.create_new_study([optuna.study.StudyDirection.MINIMIZE], "old~register")
-    storage.set_study_user_attr(lock_id, "acquired_at", time.time() - 3600)
-    with storage_lock(storage, "old~register", wait_s=0, stale_s=1800):
-        pass
+def test_a_held_lock_beats(storage):
+    with storage_lock(storage, "b~ask", interval_s=0.2):
+        lock_id = storage.get_study_id_from_name("b~ask")
+        first = storage.get_study_user_attrs(lock_id)
+        assert "beat_at" not in first  # a short hold writes no beat
+        time.sleep(0.7)
+        beat = storage.get_study_user_attrs(lock_id)["beat_at"]
+        assert beat > first["acquired_at"]
+    with pytest.raises(KeyError):  # released: the lock and its beats are gone
+        storage.get_study_id_from_name("b~ask")
+
+
+def test_a_frozen_holder_keeps_its_lock_for_the_grace_period_then_loses_it(tmp_path, storage):
+    """SIGSTOP a holder on this host: its pid lives, but it stops beating."""
+    import signal
+
+    url = f"sqlite:///{tmp_path}/optuna.db"
+    holder = holding_process(STORAGE_IMPORTS, f"storage_lock(optuna_storage({url!r}), "
+                                              f"'f~register', interval_s=0.3, grace_s=1.5)")
+    try:
+        # Alive and beating: kept past the grace period.
+        with pytest.raises(LockBusyError), \
+                storage_lock(storage, "f~register", wait_s=2, grace_s=1.5):
+            pass
+        os.kill(holder.pid, signal.SIGSTOP)
+        start = time.monotonic()
+        with storage_lock(storage, "f~register", wait_s=20, grace_s=1.5):
+            taken_after = time.monotonic() - start
+        assert 1.0 < taken_after < 6, taken_after  # its last beat + 1.5 s, not at once
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def test_pid_alive_tells_live_from_gone():

@@ -15,7 +15,8 @@ from optuna.trial import TrialState
 from hydra_plugins.tabflow_sweeper import _study
 from hydra_plugins.tabflow_sweeper._outcomes import finished_values, returned_values
 from hydra_plugins.tabflow_sweeper._progress import Progress, format_duration, write_results
-from hydra_plugins.tabflow_sweeper._sweep import TabflowOptunaSweeperImpl, batch_size
+from hydra_plugins.tabflow_sweeper._space import batch_size
+from hydra_plugins.tabflow_sweeper._sweep import TabflowOptunaSweeperImpl
 from tabflow.contract import ATTR_INTERRUPTED, ATTR_RETRY_OF, METRICS_FILE, write_json
 
 

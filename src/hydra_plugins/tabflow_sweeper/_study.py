@@ -2,7 +2,9 @@
 
 Several sweep processes may share one stored study. What they finished and what they
 are running counts toward ``n_trials``; counting and asking happen under a lock in the
-shared storage, so that together they run exactly ``n_trials``.
+shared storage, so that together they run exactly ``n_trials``. A trial retried in
+another (after its process was interrupted or stopped beating, :mod:`._heartbeat`)
+counts once, through its retry.
 """
 
 from __future__ import annotations
@@ -11,30 +13,35 @@ import contextlib
 import logging
 import os
 import socket
+import time
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, cast
 
 import optuna
 from optuna.trial import FrozenTrial, Trial, TrialState
 
+from hydra_plugins.tabflow_sweeper import _heartbeat
+from hydra_plugins.tabflow_sweeper._heartbeat import Heartbeat, TrialBeats
 from tabflow.contract import ATTR_INTERRUPTED, ATTR_RETRY_OF, ATTR_SESSIONS, HOST, PID
-from tabflow.locks import LOCK_SUFFIX, pid_alive, storage_lock
+from tabflow.locks import LOCK_SUFFIX, lock_timing, pid_alive, storage_lock
 from tabflow.stores import optuna_storage
 
 log = logging.getLogger(__name__)
 
 
 def create_study(name: str, storage: Any, sampler: Any, directions: list[str],
-                 metric_names: list[str] | None = None, pruner: Any = None) -> optuna.Study:
+                 metric_names: list[str] | None = None, pruner: Any = None,
+                 heartbeat: Heartbeat | None = None) -> optuna.Study:
     """Create or load a study, opening its storage once per process.
 
     ``optuna_storage`` refuses foreign or corrupt SQLite files and serialises a fresh
     file's schema set-up among processes started together. The objectives are named
     after their metrics (the Optuna dashboard shows ``val_accuracy``, not "Objective 0").
+    With ``heartbeat``, the storage beats and retries the trials of dead processes.
     """
-    study = optuna.create_study(study_name=name,
-                                storage=optuna_storage(str(storage)) if storage else None,
+    opened = optuna_storage(str(storage), heartbeat=heartbeat) if storage else None
+    study = optuna.create_study(study_name=name, storage=opened,
                                 sampler=sampler, pruner=pruner,
                                 directions=cast(Any, directions), load_if_exists=True)
     if metric_names and len(metric_names) == len(directions) and study.metric_names is None:
@@ -44,18 +51,36 @@ def create_study(name: str, storage: Any, sampler: Any, directions: list[str],
     return study
 
 
-def study_lock(study: optuna.Study, stored: bool) -> Any:
-    """The lock that other sweep processes on the same stored study also take."""
+def study_lock(study: optuna.Study, stored: bool, heartbeat: Heartbeat | None = None) -> Any:
+    """The lock that other sweep processes on the same stored study also take.
+
+    Its holder beats as the trials do: one frozen while holding it loses it after the
+    heartbeat's grace period.
+    """
     if not stored:  # an in-memory study has no other processes
         return contextlib.nullcontext()
-    return storage_lock(study._storage, f"{study.study_name}{LOCK_SUFFIX}ask")
+    return storage_lock(study._storage, f"{study.study_name}{LOCK_SUFFIX}ask",
+                        **lock_timing(heartbeat))
 
 
-def counts_toward_total(t: FrozenTrial) -> bool:
-    """Whether a trial counts toward ``n_trials`` (interrupted ones are retried instead)."""
+def counts_toward_total(t: FrozenTrial, retried: set[int] | None = None) -> bool:
+    """Whether a trial counts toward ``n_trials``.
+
+    Args:
+        t: The trial.
+        retried: The numbers of trials that a later trial retries
+            (``_heartbeat.retried``): they count through their retry.
+    """
     if t.state in (TrialState.COMPLETE, TrialState.PRUNED):
         return True
-    return t.state is TrialState.FAIL and not t.user_attrs.get(ATTR_INTERRUPTED)
+    return (t.state is TrialState.FAIL and not t.user_attrs.get(ATTR_INTERRUPTED)
+            and t.number not in (retried or set()))
+
+
+def count_done(trials: list[FrozenTrial]) -> int:
+    """How many of a study's trials count toward ``n_trials``, each retried one once."""
+    retried = _heartbeat.retried(trials)
+    return sum(counts_toward_total(t, retried) for t in trials)
 
 
 def reclaim_interrupted(study: optuna.Study) -> list[int]:
@@ -72,7 +97,7 @@ def reclaim_interrupted(study: optuna.Study) -> list[int]:
         Trial(study, t._trial_id).set_user_attr(ATTR_INTERRUPTED, True)
         study.tell(t.number, state=TrialState.FAIL)
     trials = study.get_trials(deepcopy=False)
-    retried = {t.user_attrs.get(ATTR_RETRY_OF) for t in trials}
+    retried = _heartbeat.retried(trials)
     queued = []
     for t in trials:
         if (t.state is TrialState.FAIL and t.user_attrs.get(ATTR_INTERRUPTED)
@@ -90,7 +115,8 @@ def warm_start(study: optuna.Study, sets: Iterable[dict[str, Any]]) -> None:
 
 
 def join_study(study: optuna.Study, stored: bool, sampler: Any,
-               warm_sets: Iterable[dict[str, Any]]) -> tuple[list[FrozenTrial], list[int]]:
+               warm_sets: Iterable[dict[str, Any]], heartbeat: Heartbeat | None = None
+               ) -> tuple[list[FrozenTrial], list[int]]:
     """Register this process on the study, reclaim what a killed sweep left, warm-start.
 
     Set-up happens under the study's lock: other sweep processes may be starting on it.
@@ -98,7 +124,8 @@ def join_study(study: optuna.Study, stored: bool, sampler: Any,
     Returns:
         The trials already launched (resume) and the numbers of those queued again.
     """
-    with study_lock(study, stored):
+    with study_lock(study, stored, heartbeat):
+        _heartbeat.fail_stale(study)  # processes that stopped beating, on any host
         sessions = int(study.user_attrs.get(ATTR_SESSIONS, 0))
         study.set_user_attr(ATTR_SESSIONS, sessions + 1)
         if study.user_attrs.get("sampler") != type(sampler).__name__:
@@ -115,7 +142,8 @@ def join_study(study: optuna.Study, stored: bool, sampler: Any,
     return launched, queued
 
 
-def ask_batch(study: optuna.Study, stored: bool, n_trials: int, batch: int, mine: int = 0
+def ask_batch(study: optuna.Study, stored: bool, n_trials: int, batch: int,
+              heartbeat: Heartbeat | None = None, beats: TrialBeats | None = None
               ) -> tuple[list[Trial], int]:
     """Start the next batch of trials; none when the study has all it needs.
 
@@ -124,28 +152,39 @@ def ask_batch(study: optuna.Study, stored: bool, n_trials: int, batch: int, mine
         stored: Whether it lives in a storage other processes may share (a lock is taken).
         n_trials: The study's total.
         batch: How many trials to start at most.
-        mine: Trials this process is running already (they are not another process's).
+        heartbeat: The study's heartbeat settings, if it beats.
+        beats: This process's heartbeat thread: the new trials beat from now on.
 
     Returns:
         The trials started, and how many trials count toward the total so far.
     """
-    with study_lock(study, stored):
+    with study_lock(study, stored, heartbeat):
+        _heartbeat.fail_stale(study)  # a dead process's trials are queued again first
         existing = study.get_trials(deepcopy=False)
-        counted = sum(counts_toward_total(t) for t in existing)
+        counted = count_done(existing)
         running = sum(t.state is TrialState.RUNNING for t in existing)
         remaining = n_trials - counted - running
         if remaining <= 0:
-            if running > mine:
-                log.info("The other %d trial(s) of study %s are running in other sweep "
-                         "processes; this one is done", running - mine, study.study_name)
             return [], counted
         trials = [study.ask() for _ in range(min(remaining, batch))]
         owner = {HOST: socket.gethostname(), PID: os.getpid()}
         for trial in trials:
-            # Owned before the lock is released: another process reclaiming stale
-            # RUNNING trials must see that this one's owner is alive.
+            # Owned and beating before the lock is released: another process looking
+            # for dead trials must see that this one's owner is alive.
             set_user_attrs(trial, owner)
+            if beats is not None:
+                beats.add(trial)
         return trials, counted
+
+
+def others_running(study: optuna.Study, mine: int = 0) -> tuple[int, bool]:
+    """Return how many trials other processes run, and whether one of them is dead.
+
+    Reads only (no lock): a process waiting on others' trials polls this.
+    """
+    running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+    waiting = bool(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+    return running - mine, waiting or bool(_heartbeat.stale_trials(study))
 
 
 def set_user_attrs(trial: Trial, attrs: dict[str, Any]) -> None:
@@ -182,3 +221,33 @@ def tell(study: optuna.Study, trial: Trial, **kwargs: Any) -> None:
         # allows inside optimize(); the trial is recorded all the same (as upstream does).
         if "Study.stop" not in str(e):
             raise
+
+
+def await_others(study: optuna.Study, stored: bool, n_trials: int, batch: int, mine: int,
+                 heartbeat: Heartbeat | None, beats: TrialBeats | None,
+                 timed_out: Callable[[], bool]) -> list[Trial]:
+    """Wait while other sweep processes run the study's last trials; take over dead ones.
+
+    Without heartbeats this process ends at once, as before: it could not tell a dead
+    process from a slow one. With them it stays until the others' trials finish (then
+    returns none) or one of their processes stops beating (then its trial, queued again,
+    is started here and returned), so a study always reaches its total.
+    """
+    others, _ = others_running(study, mine)
+    if others <= 0:
+        return []
+    if heartbeat is None or not stored:
+        log.info("The other %d trial(s) of study %s are running in other sweep processes; "
+                 "this one is done", others, study.study_name)
+        return []
+    log.info("Waiting for %d trial(s) of study %s running in other sweep processes: one "
+             "whose process stops beating for %d s is retried here", others,
+             study.study_name, heartbeat.grace_period)
+    while not timed_out():
+        time.sleep(heartbeat.poll_s)
+        others, work = others_running(study, mine)
+        if work or others <= 0:  # a trial is stale (fail it, start its retry), or all ended
+            trials, _ = ask_batch(study, stored, n_trials, batch, heartbeat, beats)
+            if trials or others <= 0:
+                return trials
+    return []

@@ -13,6 +13,9 @@ search spaces, grid handling and directions are reused as they are):
   parameter, e.g. per model family);
 * failures: a trial that raises or returns NaN / inf fails in Optuna with its error,
   the sweep goes on while ``max_failure_rate`` holds, and ends with a summary;
+* heartbeats (:mod:`._heartbeat`): with a storage, every running trial beats; one whose
+  process stopped beating (on any host) fails and is retried, and a process with no
+  trial left waits for the others' to finish or die;
 * a progress line per trial and a results file (:mod:`._progress`); the job's metrics
   and MLflow run id as user attributes (:mod:`._outcomes`).
 
@@ -28,7 +31,6 @@ import math
 import time
 from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, wait
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -39,10 +41,10 @@ from hydra_plugins.hydra_optuna_sweeper._impl import (
     create_params_from_overrides,
 )
 from omegaconf import DictConfig, OmegaConf
-from optuna.distributions import BaseDistribution
 from optuna.trial import Trial, TrialState
 
-from hydra_plugins.tabflow_sweeper import _study
+from hydra_plugins.tabflow_sweeper import _heartbeat, _study
+from hydra_plugins.tabflow_sweeper._heartbeat import Heartbeat, TrialBeats
 from hydra_plugins.tabflow_sweeper._outcomes import (
     finished_values,
     record_outputs,
@@ -50,12 +52,13 @@ from hydra_plugins.tabflow_sweeper._outcomes import (
 )
 from hydra_plugins.tabflow_sweeper._progress import Progress, write_results
 from hydra_plugins.tabflow_sweeper._pruning import check_pruning, pruned_error, study_override
+from hydra_plugins.tabflow_sweeper._space import SearchSpace, batch_size, warm_sets
 from tabflow.contract import (
     ATTR_ERROR,
     ATTR_INTERRUPTED,
+    ENV_RETRY_OF,
     TRIAL_KEY,
     as_list,
-    effective_n_jobs,
     interrupt_code,
     raise_on_sigterm,
 )
@@ -83,38 +86,6 @@ class SweepInterruptedError(RuntimeError):
         self.code = code
 
 
-def batch_size(n_jobs: int | None, launcher_cfg: Any) -> int:
-    """Return how many trials to ask for per batch.
-
-    Args:
-        n_jobs: The sweeper's ``n_jobs``; null means "match the launcher".
-        launcher_cfg: ``hydra.launcher`` of the composed config.
-
-    Returns:
-        ``n_jobs`` when set; else the launcher's ``n_jobs`` (joblib's negative values
-        count back from the number of CPUs, as joblib does); 1 for the basic launcher.
-    """
-    if n_jobs is not None:
-        if n_jobs < 1:
-            raise ValueError(f"hydra.sweeper.n_jobs must be >= 1 or null, got {n_jobs}")
-        return n_jobs
-    launcher_jobs = launcher_cfg.get("n_jobs") if launcher_cfg is not None else None
-    if launcher_jobs is None:
-        return 1
-    return effective_n_jobs(int(launcher_jobs))
-
-
-@dataclass
-class SearchSpace:
-    """What a sweep searches, parsed from its config and command line."""
-
-    distributions: dict[str, BaseDistribution]
-    fixed_params: dict[str, Any]
-    fixed_overrides: list[str]
-    # One space per value of the conditioning parameter (e.g. per model family).
-    conditional: dict[str, dict[str, BaseDistribution]] = field(default_factory=dict)
-
-
 class TabflowOptunaSweeperImpl(OptunaSweeperImpl):
     """Upstream's implementation with resume, timeout, warm start and failure handling."""
 
@@ -124,7 +95,7 @@ class TabflowOptunaSweeperImpl(OptunaSweeperImpl):
                  timeout: float | None, enqueue_defaults: bool,
                  enqueue: Sequence[dict[str, Any]], conditional_on: str,
                  conditional_params: dict[str, dict[str, str]] | None,
-                 pruner: Any = None) -> None:
+                 pruner: Any = None, heartbeat: Any = None) -> None:
         super().__init__(sampler, direction, storage, study_name, n_trials, 1,
                          max_failure_rate, custom_search_space, params)
         self.requested_n_jobs = n_jobs
@@ -134,6 +105,9 @@ class TabflowOptunaSweeperImpl(OptunaSweeperImpl):
         self.conditional_on = conditional_on
         self.conditional_params = dict(conditional_params or {})
         self.pruner = pruner
+        self.heartbeat_cfg = heartbeat
+        self.heartbeat: Heartbeat | None = None  # the stored study's, set by sweep()
+        self.beats: TrialBeats | None = None
         self.metric_name = "objective"
         self.metric_names: list[str] = []  # the objective's metrics, as the job names them
         self.current_study: str | None = None  # the study being swept, for messages
@@ -182,14 +156,6 @@ class TabflowOptunaSweeperImpl(OptunaSweeperImpl):
         }
         return SearchSpace(dists, fixed_params, fixed_overrides, conditional), sampler, n_trials
 
-    def _warm_sets(self, space: SearchSpace) -> list[dict[str, Any]]:
-        sets = list(self.enqueue)
-        if self.enqueue_defaults:
-            # The model's configured values for the searched keys: a known-good first trial.
-            defaults = {name: OmegaConf.select(self._cfg, name) for name in space.distributions}
-            sets.insert(0, {k: v for k, v in defaults.items() if v is not None})
-        return sets
-
     def trial_overrides(self, trials: list[Trial], space: SearchSpace
                         ) -> Sequence[Sequence[str]]:
         """Suggest each trial's values and return the overrides that launch its job."""
@@ -209,10 +175,13 @@ class TabflowOptunaSweeperImpl(OptunaSweeperImpl):
             values.update(space.fixed_params)
             # Each trial's output dir is named by its trial number: unique even when several
             # sweep processes share one study and start in the same second.
-            pruning = [study_override(trial.study.study_name)] if self.pruner else []
+            env = [study_override(trial.study.study_name)] if self.pruner else []
+            replaces = _heartbeat.retry_of(trial)
+            if replaces is not None:  # the job's run links to the attempt it replaces
+                env.append(f"++hydra.job.env_set.{ENV_RETRY_OF}={replaces}")
             overrides.append((*(f"{k}={v}" for k, v in values.items()), *space.fixed_overrides,
                               f"{TRIAL_KEY}={trial.number}",
-                              f"hydra.sweep.subdir={trial.number}", *pruning))
+                              f"hydra.sweep.subdir={trial.number}", *env))
         return overrides
 
     # ------------------------------------------------------------------------ loop
@@ -220,17 +189,19 @@ class TabflowOptunaSweeperImpl(OptunaSweeperImpl):
         """Run or resume the study until ``n_trials`` trials are done or time runs out."""
         space, self.sampler, self.n_trials = self.search_space(arguments)
         directions = self._get_directions()
+        stored = bool(self.storage)
         try:
             check_pruning(self.pruner, directions, self.storage)
+            self.heartbeat = Heartbeat.from_config(self.heartbeat_cfg) if stored else None
         except ValueError as e:
             raise SweepAbortedError(str(e)) from e
         name = self.study_name or derive_study_name(self._cfg)
         self.current_study = name
         study = _study.create_study(name, self.storage, self.sampler, directions,
-                                    self.metric_names, self.pruner)
-        stored = bool(self.storage)
-        launched, queued = _study.join_study(study, stored, self.sampler, self._warm_sets(space))
-        done = sum(_study.counts_toward_total(t) for t in launched)
+                                    self.metric_names, self.pruner, self.heartbeat)
+        warm = warm_sets(self._cfg, space, self.enqueue, self.enqueue_defaults)
+        launched, queued = _study.join_study(study, stored, self.sampler, warm, self.heartbeat)
+        done = _study.count_done(launched)
         if launched:
             log.info("Resuming study %s: %d of %d trials done%s", name, done, self.n_trials,
                      f"; retrying interrupted trials {queued}" if queued else "")
@@ -242,7 +213,12 @@ class TabflowOptunaSweeperImpl(OptunaSweeperImpl):
         # Workers that take one job at a time get their next trial as soon as they are free.
         run = self.run_pipelined if self.n_jobs > 1 and hasattr(self.launcher, "submit") \
             else self.run_batches
-        failures, stopped_by_timeout = run(study, stored, space, progress)
+        self.beats = TrialBeats(study, self.heartbeat.interval) if self.heartbeat else None
+        try:
+            failures, stopped_by_timeout = run(study, stored, space, progress)
+        finally:
+            if self.beats is not None:
+                self.beats.stop()
         if stopped_by_timeout:
             log.warning("Timeout of %ss reached: stopping after %d of %d trials",
                         self.timeout, progress.done, self.n_trials)
@@ -253,6 +229,20 @@ class TabflowOptunaSweeperImpl(OptunaSweeperImpl):
     def _timed_out(self, progress: Progress) -> bool:
         return self.timeout is not None and time.monotonic() - progress.started >= self.timeout
 
+    def _ask(self, study: optuna.Study, stored: bool, progress: Progress, batch: int,
+             mine: int) -> list[Trial]:
+        """Start up to ``batch`` trials.
+
+        With none left to start and none of this process's running, wait for the
+        trials of other processes (``_study.await_others``).
+        """
+        trials, progress.done = _study.ask_batch(study, stored, self.n_trials, batch,
+                                                 self.heartbeat, self.beats)
+        if trials or mine:
+            return trials
+        return _study.await_others(study, stored, self.n_trials, batch, mine, self.heartbeat,
+                                   self.beats, lambda: self._timed_out(progress))
+
     def run_batches(self, study: optuna.Study, stored: bool, space: SearchSpace,
                     progress: Progress) -> tuple[list[tuple[int, str]], bool]:
         """Ask for ``n_jobs`` trials, launch them together, tell; until done or timed out.
@@ -262,7 +252,7 @@ class TabflowOptunaSweeperImpl(OptunaSweeperImpl):
         """
         failures: list[tuple[int, str]] = []
         while not self._timed_out(progress):
-            trials, progress.done = _study.ask_batch(study, stored, self.n_trials, self.n_jobs)
+            trials = self._ask(study, stored, progress, self.n_jobs, 0)
             if not trials:
                 return failures, False
             failures += self.run_batch(study, trials, space, progress)
@@ -290,6 +280,13 @@ class TabflowOptunaSweeperImpl(OptunaSweeperImpl):
     def tell_outcome(self, study: optuna.Study, trial: Trial, ret: JobReturn,
                      progress: Progress) -> tuple[int, str] | None:
         """Record a finished job on its trial and tell the study; return it if it failed."""
+        if self.beats is not None:
+            self.beats.discard(trial)
+        if _heartbeat.taken_over(study, trial):
+            log.warning("trial %d DROPPED: this process stopped beating for longer than the "
+                        "grace period (paused or cut off), so another one failed the trial "
+                        "and retries it; its retry counts instead", trial.number)
+            return None
         record_outputs(trial, ret)
         pruned = pruned_error(ret)
         if pruned is not None:
@@ -328,8 +325,7 @@ class TabflowOptunaSweeperImpl(OptunaSweeperImpl):
                     if self._timed_out(progress):
                         timed_out = True
                         break
-                    trials, progress.done = _study.ask_batch(study, stored, self.n_trials, 1,
-                                                             mine=len(running))
+                    trials = self._ask(study, stored, progress, 1, len(running))
                     if not trials:
                         break
                     (overrides,) = self.trial_overrides(trials, space)
@@ -382,6 +378,10 @@ class TabflowOptunaSweeperImpl(OptunaSweeperImpl):
         """
         lost = []
         for trial in trials:
+            if self.beats is not None:
+                self.beats.discard(trial)
+            if _heartbeat.taken_over(study, trial):
+                continue  # another process failed it already, and retries it
             out = Path(self._cfg.hydra.sweep.dir) / str(trial.number)
             values = finished_values(trial, out, self.metric_names, len(study.directions))
             if values is not None:  # its job finished before the others were lost

@@ -35,7 +35,7 @@ class TabflowOptunaSweeper(Sweeper):
                  params: DictConfig | None, timeout: float | None = None,
                  enqueue_defaults: bool = False, enqueue: Any = (),
                  conditional_on: str = "model", conditional_params: Any = None,
-                 pruner: Any = None) -> None:
+                 pruner: Any = None, heartbeat: Any = None) -> None:
         """Build the sampler and pruner (Optuna's only) and the implementation."""
         from hydra_plugins.tabflow_sweeper._pruning import build_pruner
         from hydra_plugins.tabflow_sweeper._sweep import TabflowOptunaSweeperImpl
@@ -49,7 +49,7 @@ class TabflowOptunaSweeper(Sweeper):
             custom_search_space, params, timeout, enqueue_defaults,
             [dict(e) for e in enqueue or ()], conditional_on,
             {str(k): dict(v) for k, v in (conditional_params or {}).items()},
-            build_pruner(pruner),
+            build_pruner(pruner), heartbeat,
         )
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction,
@@ -85,6 +85,15 @@ class TabflowOptunaSweeper(Sweeper):
 
 
 @dataclass
+class HeartbeatConf:
+    """How sweep processes sharing a stored study notice a dead one (``_heartbeat``)."""
+
+    interval: int | None = 20  # seconds between beats; null turns heartbeats off
+    grace_period: int = 60  # seconds without a beat after which a trial is dead
+    max_retry: int | None = 1  # runs of a dead worker's trial again; null: no limit
+
+
+@dataclass
 class TabflowOptunaSweeperConf(OptunaSweeperConf):
     """Upstream sweeper settings, plus resume, budget, warm start and conditional spaces."""
 
@@ -105,6 +114,9 @@ class TabflowOptunaSweeperConf(OptunaSweeperConf):
     conditional_params: dict[str, dict[str, str]] = field(default_factory=dict)
     # Stop hopeless trials early: an optuna.pruners.* config (hydra/sweeper/pruner=...).
     pruner: Any = None
+    # With a storage: every running trial beats; a trial silent for grace_period (its
+    # process frozen, killed, its host lost) fails and is retried up to max_retry times.
+    heartbeat: HeartbeatConf = field(default_factory=lambda: HeartbeatConf())
 
 
 ConfigStore.instance().store(

@@ -40,6 +40,7 @@ from tabflow.contract import (
     TAG_OVERRIDES,
     TAG_PARENT,
     TAG_PRUNED_AT,
+    TAG_RETRY_OF,
     TAG_ROLE,
     TAG_TRIAL,
     TAG_UPLOADED,
@@ -48,6 +49,7 @@ from tabflow.contract import (
     write_json,
 )
 from tabflow.tracking.records import choice_tags, flatten, log_dataset, log_run_data
+from tabflow.tracking.retries import link_retry, replaced_attempt
 from tabflow.tracking.store import Store
 
 # Run states a job's outcome maps to. KILLED: interrupted, not wrong (a resume retries it).
@@ -126,6 +128,9 @@ def start_tags(record: JobRecord, parent_run_id: str | None, provenance: dict[st
         tags[TAG_JOB_NUM] = str(record.hydra.job.num)
     if record.trial is not None:
         tags[TAG_TRIAL] = str(record.trial)
+        attempt = None if uploaded else replaced_attempt()
+        if attempt is not None:  # a retry: linked to the attempt it replaces
+            tags[TAG_RETRY_OF] = attempt
     if uploaded:
         tags[TAG_UPLOADED] = "true"
     return tags
@@ -135,11 +140,11 @@ def open_job_run(store: Store, experiment_id: str, record: JobRecord,
                  parent_run_id: str | None, provenance: dict[str, str],
                  uploaded: bool = False) -> str:
     """Create the job's run and note its id in the job dir; return the id."""
-    run = store.client.create_run(
-        experiment_id, tags=start_tags(record, parent_run_id, provenance, uploaded),
-        run_name=record.run_name)
+    tags = start_tags(record, parent_run_id, provenance, uploaded)
+    run = store.client.create_run(experiment_id, tags=tags, run_name=record.run_name)
     record.out.mkdir(parents=True, exist_ok=True)
     (record.out / MLFLOW_RUN_FILE).write_text(run.info.run_id)
+    link_retry(store, experiment_id, parent_run_id, tags)  # a retry closes its attempt's run
     return str(run.info.run_id)
 
 

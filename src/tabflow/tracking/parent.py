@@ -34,7 +34,7 @@ from tabflow.contract import (
     is_optuna_sweep,
     primary_objective,
 )
-from tabflow.locks import LOCK_SUFFIX, pid_alive, storage_lock
+from tabflow.locks import LOCK_SUFFIX, lock_timing, pid_alive, storage_lock
 from tabflow.stores import optuna_storage
 from tabflow.sweep_identity import model_label, study_name, sweep_label
 from tabflow.tracking.queries import latest_sweep, pages
@@ -73,7 +73,8 @@ def open_parent(store: Store, experiment_id: str, config: DictConfig,
         return _attach_or_create(store, experiment_id, config, tags)
     # Sweep processes sharing the study elect one parent run: the first to take the lock
     # creates it, the others find it and attach to it.
-    with storage_lock(optuna_storage(str(storage)), f"{tags[TAG_STUDY]}{LOCK_SUFFIX}parent"):
+    with storage_lock(optuna_storage(str(storage)), f"{tags[TAG_STUDY]}{LOCK_SUFFIX}parent",
+                      **lock_timing(config.hydra.sweeper.get("heartbeat"))):
         return _attach_or_create(store, experiment_id, config, tags)
 
 

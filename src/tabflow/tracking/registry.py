@@ -16,7 +16,15 @@ import contextlib
 import warnings
 from typing import Any
 
-from tabflow.locks import HOLDER_HOST, HOLDER_PID, HOLDER_SINCE, LOCK_SUFFIX, Mutex, hold
+from tabflow.locks import (
+    HOLDER_BEAT,
+    HOLDER_HOST,
+    HOLDER_PID,
+    HOLDER_SINCE,
+    LOCK_SUFFIX,
+    Mutex,
+    hold,
+)
 from tabflow.tracking.store import Store
 
 STAGE_OF_ALIAS = {"staging": "Staging", "production": "Production"}
@@ -141,8 +149,9 @@ def registry_lock(store: Store, name: str, wait_s: float = 300.0
 
     The lock is a registered model named ``<name>~lock`` (creating a name is atomic in
     every MLflow backend, a tracking server included), tagged with its holder; it exists
-    only while held. A holder on this host whose process is gone loses it at once. A
-    command that has to wait says for whom.
+    only while held. A holder on this host whose process is gone loses it at once, any
+    other once it stopped beating for a minute (``tabflow.locks``). A command that has
+    to wait says for whom.
     """
     from mlflow.exceptions import MlflowException
 
@@ -164,7 +173,8 @@ def registry_lock(store: Store, name: str, wait_s: float = 300.0
             tags = store.client.get_registered_model(lock).tags
         except MlflowException:
             return None
-        record: dict[str, Any] = {k: tags[k] for k in (HOLDER_HOST, HOLDER_PID, HOLDER_SINCE)
+        record: dict[str, Any] = {k: tags[k] for k in
+                                  (HOLDER_HOST, HOLDER_PID, HOLDER_SINCE, HOLDER_BEAT)
                                   if k in tags}
         return tags.get(HOLDER_SINCE), record
 
@@ -174,8 +184,14 @@ def registry_lock(store: Store, name: str, wait_s: float = 300.0
             with contextlib.suppress(MlflowException):
                 store.client.delete_registered_model(lock)
 
+    def beat(since: Any, record: dict[str, Any]) -> None:
+        found = inspect()
+        if found is not None and found[0] == since:  # still this holder's lock
+            for key, value in record.items():
+                store.client.set_registered_model_tag(lock, key, str(value))
+
     def announce(holder: dict[str, Any]) -> None:
         print(f"Waiting for another command changing {name}'s aliases "
               f"({holder.get(HOLDER_HOST, '?')}:{holder.get(HOLDER_PID, '?')})", flush=True)
 
-    return hold(Mutex(create, inspect, remove), lock, wait_s, on_wait=announce)
+    return hold(Mutex(create, inspect, remove, beat), lock, wait_s, on_wait=announce)

@@ -1,0 +1,159 @@
+"""Dead sweep workers, for real: one frozen (SIGSTOP), one killed on a simulated other host.
+
+Three `python src/train.py -m ...` processes share one Optuna study and one MLflow store.
+Worker A is frozen mid-trial (its pid lives, so only its silence tells it is dead);
+worker B runs as if on another host (its recorded host name is `node-b`) and is killed
+mid-trial (its pid can't be checked from here). Worker C must notice both through their
+heartbeats, fail their trials, retry them and finish the study at its exact total, with
+one parent run and one registration. Then A wakes up: its late result is dropped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow import MlflowClient
+
+from tests.helpers import TRAIN
+from tests.helpers.services import postgres_database, postgres_unavailable, postgres_url
+
+pytestmark = pytest.mark.slow
+
+WHY_NOT = postgres_unavailable()
+TRIALS = 6
+GRACE = 4
+# Trials of ~1-2 s (20,000 rows), so that a signal lands mid-trial.
+SWEEP = ["-m", "dataset=synthetic", "dataset.synthetic.n_rows=20000", "model=rf",
+         "sweep=narrow", f"hydra.sweeper.n_trials={TRIALS}",
+         "hydra.sweeper.heartbeat.interval=1", f"hydra.sweeper.heartbeat.grace_period={GRACE}"]
+# A sweep process whose host name is `node-b`: to every other process, another machine.
+OTHER_HOST = ("import runpy, socket, sys; socket.gethostname = lambda: 'node-b'; "
+              "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')")
+
+
+def _worker(root: Path, env: dict[str, str], storage: list[str], other_host: bool = False
+            ) -> subprocess.Popen[str]:
+    root.mkdir(parents=True, exist_ok=True)
+    prefix = ["-c", OTHER_HOST] if other_host else []
+    return subprocess.Popen([sys.executable, *prefix, str(TRAIN), *SWEEP, *storage], cwd=root,
+                            env={**env, "TABFLOW_ROOT": str(root), "PYTHONWARNINGS": "ignore"},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _running_trial_of(storage: str, pid: int, deadline: float) -> int:
+    """Wait until a process runs a trial; return its number."""
+    while time.monotonic() < deadline:
+        try:
+            names = [n for n in optuna.get_all_study_names(storage) if "~" not in n]
+        except Exception:  # the storage is still being created
+            names = []
+        for name in names:
+            study = optuna.load_study(study_name=name, storage=storage)
+            for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+                if t.user_attrs.get("tabflow.pid") == pid:
+                    return t.number
+        time.sleep(0.1)
+    raise AssertionError(f"process {pid} never ran a trial")
+
+
+def _wait_for_run(mlflow_db: Path, trial: int, deadline: float) -> None:
+    """Wait until a trial's job opened its MLflow run (so that a dead attempt leaves one)."""
+    query = ("SELECT COUNT(*) FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid "
+             "WHERE t.key = 'optuna.trial' AND t.value = ? AND r.status = 'RUNNING'")
+    while time.monotonic() < deadline:
+        try:
+            with sqlite3.connect(mlflow_db) as con:
+                if con.execute(query, (str(trial),)).fetchone()[0]:
+                    return
+        except sqlite3.OperationalError:  # the store is being created
+            pass
+        time.sleep(0.05)
+    raise AssertionError(f"trial {trial} never opened its run")
+
+
+def _study_of(storage: str) -> optuna.Study:
+    names = [n for n in optuna.get_all_study_names(storage) if "~" not in n]
+    assert len(names) == 1, names  # one study, and no lock left behind
+    assert not [n for n in optuna.get_all_study_names(storage) if "~" in n]
+    return optuna.load_study(study_name=names[0], storage=storage)
+
+
+@pytest.mark.parametrize("backend", ["postgres", "sqlite"])
+def test_dead_workers_trials_are_retried_and_the_study_ends_at_its_total(tmp_path, backend):
+    if backend == "postgres" and WHY_NOT is not None:
+        pytest.skip(f"PostgreSQL: {WHY_NOT}")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("MLFLOW_TRACKING_URI", "TABFLOW_OPTUNA_DB")}
+    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp_path}/mlflow.db"
+    with postgres_database() if backend == "postgres" else contextlib.nullcontext() as database:
+        if backend == "postgres":
+            storage = postgres_url(database)
+            env["TABFLOW_OPTUNA_DB"] = database
+            sweep_storage = ["hydra/sweeper/storage=postgres"]
+        else:
+            storage = f"sqlite:///{tmp_path}/optuna.db"
+            sweep_storage = [f"hydra.sweeper.storage={storage}"]
+        frozen = _worker(tmp_path / "a", env, sweep_storage)
+        elsewhere = _worker(tmp_path / "b", env, sweep_storage, other_host=True)
+        try:
+            deadline = time.monotonic() + 240
+            frozen_trial = _running_trial_of(storage, frozen.pid, deadline)
+            _wait_for_run(tmp_path / "mlflow.db", frozen_trial, deadline)
+            os.kill(frozen.pid, signal.SIGSTOP)
+            killed_trial = _running_trial_of(storage, elsewhere.pid, deadline)
+            _wait_for_run(tmp_path / "mlflow.db", killed_trial, deadline)
+            elsewhere.kill()
+            survivor = _worker(tmp_path / "c", env, sweep_storage)
+            out, _ = survivor.communicate(timeout=600)
+            assert survivor.returncode == 0, out[-4000:]
+        finally:
+            if frozen.poll() is None:
+                os.kill(frozen.pid, signal.SIGCONT)
+            if elsewhere.poll() is None:
+                elsewhere.kill()
+        late, _ = frozen.communicate(timeout=300)  # woken: it finishes its trial, too late
+        elsewhere.wait()
+
+        study = _study_of(storage)
+        trials = {t.number: t for t in study.trials}
+        complete = [t for t in trials.values() if t.state.name == "COMPLETE"]
+        assert len(complete) == TRIALS, {n: t.state.name for n, t in trials.items()}
+        for dead, host in ((frozen_trial, f"{os.uname().nodename}:{frozen.pid}"),
+                           (killed_trial, f"node-b:{elsewhere.pid}")):
+            assert trials[dead].state.name == "FAIL"
+            assert f"{host} stopped beating" in trials[dead].user_attrs["tabflow.error"]
+            (retry,) = [t for t in complete if t.user_attrs.get("tabflow.retry_of") == dead]
+            assert retry.params == trials[dead].params
+        assert "Trial" in out and "stopped beating; it is retried" in out
+        assert f"trial {frozen_trial} DROPPED" in late, late[-3000:]
+        assert frozen.returncode == 0, late[-3000:]
+
+    # MLflow: one parent, one registration; the dead attempts' runs FAILED and linked.
+    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
+    experiment = client.get_experiment_by_name("synthetic")
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    parents = [r for r in runs if r.data.tags.get("tabflow.role") == "sweep"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    children = [r for r in runs if r.data.tags.get("tabflow.role") == "trial"]
+    by_trial = {int(r.data.tags["optuna.trial"]): r for r in children}
+    finished = sorted(n for n, r in by_trial.items() if r.info.status == "FINISHED")
+    assert finished == sorted(t.number for t in complete)
+    for dead in (frozen_trial, killed_trial):
+        run = by_trial[dead]
+        retry = next(t.number for t in complete if t.user_attrs.get("tabflow.retry_of") == dead)
+        assert run.info.status == "FAILED"
+        assert run.data.tags["optuna.retried_as"] == str(retry)
+        assert "stopped beating" in run.data.tags["error"]
+        assert by_trial[retry].data.tags["optuna.retry_of"] == str(dead)
+    with sqlite3.connect(tmp_path / "mlflow.db") as con:
+        assert con.execute("SELECT COUNT(*) FROM model_versions").fetchone()[0] == 1
+
