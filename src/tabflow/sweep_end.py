@@ -104,17 +104,24 @@ def finish(sweep: SweepRun) -> None:
     try:
         with storage_lock(storage, f"{study}{LOCK_SUFFIX}register", wait_s=0,
                           **lock_timing(sweeper.get("heartbeat"))):
-            _close_replaced_attempts(sweep, storage, study)
             _finish_closing_parent(sweep)
     except LockBusyError:
         print(f"Another sweep process of study {study} is registering the best model")
 
 
-def _close_replaced_attempts(sweep: SweepRun, storage: Any, study: str) -> None:
+def _close_replaced_attempts(sweep: SweepRun) -> None:
     """Close the runs of attempts that retries replaced, before anything ranks the trials."""
     import optuna
 
-    trials = optuna.load_study(study_name=study, storage=storage).get_trials(deepcopy=False)
+    sweeper = sweep.config.hydra.sweeper
+    if not is_optuna_sweep(sweep.config) or not sweeper.storage:
+        return  # retries happen in stored studies only
+    try:
+        study = optuna.load_study(study_name=study_name(sweep.config),
+                                  storage=optuna_storage(str(sweeper.storage)))
+    except KeyError:  # no study (a sweep that never started one)
+        return
+    trials = study.get_trials(deepcopy=False)
     closed = close_attempts(sweep.store, sweep.experiment_id, sweep.parent_run_id,
                             replaced_by_study(trials))
     if closed:
@@ -137,6 +144,7 @@ def _finish_closing_parent(sweep: SweepRun) -> None:
 
 def _summarise_and_register(sweep: SweepRun) -> None:
     store, config, parent = sweep.store, sweep.config, sweep.parent_run_id
+    _close_replaced_attempts(sweep)
     metric, direction = sweep.objective
     previous = store.client.get_run(parent).data.tags
     best, counts = best_trial_run(store, sweep.experiment_id, parent, metric, direction)
