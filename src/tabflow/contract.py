@@ -83,6 +83,7 @@ ATTR_RUN_ID = "mlflow_run_id"
 ATTR_INTERRUPTED = "tabflow.interrupted"  # the trial was cut short, not wrong: retried
 ATTR_RETRY_OF = "tabflow.retry_of"
 ATTR_ERROR = "tabflow.error"
+ATTR_WORKER_DIED = "tabflow.worker_died"  # host:pid of a sweep process that stopped beating
 ATTR_SESSIONS = "tabflow.sessions"  # sweep processes started on the study so far
 
 # Key of the job config that receives the Optuna trial number.

@@ -125,7 +125,8 @@ def _close_replaced_attempts(sweep: SweepRun) -> None:
     closed = close_attempts(sweep.store, sweep.experiment_id, sweep.parent_run_id,
                             replaced_by_study(trials))
     if closed:
-        print(f"{closed} run(s) of trials that were run again closed as FAILED")
+        print(f"{closed} run(s) of trials given up (their sweep process stopped beating) "
+              f"closed as FAILED")
 
 
 def _finish_closing_parent(sweep: SweepRun) -> None:

@@ -18,6 +18,7 @@ from tests.helpers import (
     head_commit,
     load_dataset_frame,
     run_train,
+    run_train_watched,
     runs_of,
 )
 
@@ -109,10 +110,13 @@ def test_sweep_tracks_every_trial_and_registers_the_best(tmp_path):
 
 
 def test_joblib_launcher_runs_trials_in_parallel_under_one_parent(tmp_path):
-    proc = run_train(tmp_path, "-m", "model=hgb", "sweep=wide", "hydra.sweeper.n_trials=4",
-                     "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
-                     "registry.enabled=false")
+    proc, watch = run_train_watched(tmp_path, "-m", "model=hgb", "sweep=wide",
+                                    "hydra.sweeper.n_trials=4", "hydra/launcher=joblib",
+                                    "hydra.launcher.n_jobs=2", "registry.enabled=false")
     assert_ok(proc)
+    # Trials beat while joblib's workers run them (the first batch waits for the workers'
+    # start-up, seconds): none looked dead to an outside observer.
+    assert watch["stale"] == [] and watch["beat_while_running"] >= 1, watch
     _, runs = runs_of(tmp_path)
     parents = [r for r in runs if r.data.tags.get("tabflow.role") == "sweep"]
     children = [r for r in runs if r.data.tags.get("tabflow.role") == "trial"]
@@ -129,12 +133,13 @@ def test_joblib_launcher_runs_trials_in_parallel_under_one_parent(tmp_path):
 def test_warm_workers_give_each_free_worker_its_next_trial(tmp_path):
     """hydra.launcher.n_jobs=2 on tabflow's launcher: two warm worker processes, and no
     batches: while a slow trial runs in one worker, the other works through the rest."""
-    proc = run_train(tmp_path, "-m", "dataset=synthetic", "dataset.synthetic.n_rows=12000",
-                     "model=rf", "sweep=narrow", "hydra.sweeper.n_trials=5",
-                     "model.n_estimators=int(interval(5, 10))", "model.max_depth=4",
-                     "hydra.sweeper.enqueue=[{model.n_estimators: 600}]",
-                     "hydra.launcher.n_jobs=2", "registry.enabled=false")
+    proc, watch = run_train_watched(
+        tmp_path, "-m", "dataset=synthetic", "dataset.synthetic.n_rows=12000", "model=rf",
+        "sweep=narrow", "hydra.sweeper.n_trials=5", "model.n_estimators=int(interval(5, 10))",
+        "model.max_depth=4", "hydra.sweeper.enqueue=[{model.n_estimators: 600}]",
+        "hydra.launcher.n_jobs=2", "registry.enabled=false")
     assert_ok(proc)
+    assert watch["stale"] == [] and watch["beat_while_running"] >= 1, watch  # the slow one
     _, runs = runs_of(tmp_path, "synthetic")
     children = {int(r.data.tags["optuna.trial"]): r for r in runs
                 if r.data.tags.get("tabflow.role") == "trial"}

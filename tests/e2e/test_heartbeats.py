@@ -23,30 +23,32 @@ import optuna
 import pytest
 from mlflow import MlflowClient
 
-from tests.helpers import TRAIN
+from tests.helpers import BEATING, TRAIN, watch_heartbeats
 from tests.helpers.services import postgres_database, postgres_unavailable, postgres_url
 
 pytestmark = pytest.mark.slow
 
 WHY_NOT = postgres_unavailable()
 TRIALS = 6
-GRACE = 4
-# Trials of ~1-2 s (20,000 rows), so that a signal lands mid-trial.
+# Trials of ~1-2 s (20,000 rows), so that a signal lands mid-trial; beats every second,
+# dead after 3 silent seconds.
 SWEEP = ["-m", "dataset=synthetic", "dataset.synthetic.n_rows=20000", "model=rf",
-         "sweep=narrow", f"hydra.sweeper.n_trials={TRIALS}",
-         "hydra.sweeper.heartbeat.interval=1", f"hydra.sweeper.heartbeat.grace_period={GRACE}"]
+         "sweep=narrow", f"hydra.sweeper.n_trials={TRIALS}", *BEATING]
 # A sweep process whose host name is `node-b`: to every other process, another machine.
 OTHER_HOST = ("import runpy, socket, sys; socket.gethostname = lambda: 'node-b'; "
               "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')")
 
 
-def _worker(root: Path, env: dict[str, str], storage: list[str], other_host: bool = False
+def _worker(root: Path, env: dict[str, str], extra: list[str], other_host: bool = False
             ) -> subprocess.Popen[str]:
+    """Start a sweep worker in its own project root; its output goes to root/out.txt."""
     root.mkdir(parents=True, exist_ok=True)
     prefix = ["-c", OTHER_HOST] if other_host else []
-    return subprocess.Popen([sys.executable, *prefix, str(TRAIN), *SWEEP, *storage], cwd=root,
-                            env={**env, "TABFLOW_ROOT": str(root), "PYTHONWARNINGS": "ignore"},
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    with open(root / "out.txt", "w") as out:
+        return subprocess.Popen([sys.executable, *prefix, str(TRAIN), *SWEEP, *extra],
+                                cwd=root, stdout=out, stderr=subprocess.STDOUT, text=True,
+                                env={**env, "TABFLOW_ROOT": str(root),
+                                     "PYTHONWARNINGS": "ignore"})
 
 
 def _running_trial_of(storage: str, pid: int, deadline: float) -> int:
@@ -87,8 +89,12 @@ def _study_of(storage: str) -> optuna.Study:
     return optuna.load_study(study_name=names[0], storage=storage)
 
 
-@pytest.mark.parametrize("backend", ["postgres", "sqlite"])
-def test_dead_workers_trials_are_retried_and_the_study_ends_at_its_total(tmp_path, backend):
+# The survivor runs its trials in process (sqlite) or in two warm workers (postgres): either
+# way its trials must beat all along, as an outside observer sees them.
+@pytest.mark.parametrize(("backend", "launcher"), [("postgres", ["hydra.launcher.n_jobs=2"]),
+                                                   ("sqlite", [])])
+def test_dead_workers_trials_are_retried_and_the_study_ends_at_its_total(tmp_path, backend,
+                                                                        launcher):
     if backend == "postgres" and WHY_NOT is not None:
         pytest.skip(f"PostgreSQL: {WHY_NOT}")
     env = {k: v for k, v in os.environ.items()
@@ -112,16 +118,20 @@ def test_dead_workers_trials_are_retried_and_the_study_ends_at_its_total(tmp_pat
             killed_trial = _running_trial_of(storage, elsewhere.pid, deadline)
             _wait_for_run(tmp_path / "mlflow.db", killed_trial, deadline)
             elsewhere.kill()
-            survivor = _worker(tmp_path / "c", env, sweep_storage)
-            out, _ = survivor.communicate(timeout=600)
+            survivor = _worker(tmp_path / "c", env, [*sweep_storage, *launcher])
+            watch = watch_heartbeats(survivor, storage,
+                                     frozenset({frozen.pid, elsewhere.pid}))
+            out = (tmp_path / "c" / "out.txt").read_text()
             assert survivor.returncode == 0, out[-4000:]
+            assert watch["stale"] == [] and watch["beat_while_running"] >= 1, watch
         finally:
             if frozen.poll() is None:
                 os.kill(frozen.pid, signal.SIGCONT)
             if elsewhere.poll() is None:
                 elsewhere.kill()
-        late, _ = frozen.communicate(timeout=300)  # woken: it finishes its trial, too late
+        frozen.wait(timeout=300)  # woken: it finishes its trial, too late
         elsewhere.wait()
+        late = (tmp_path / "a" / "out.txt").read_text()
 
         study = _study_of(storage)
         trials = {t.number: t for t in study.trials}

@@ -12,7 +12,7 @@ import sqlite3
 
 import pytest
 
-from tests.helpers import assert_ok, run_train
+from tests.helpers import assert_ok, run_train_watched
 
 pytestmark = pytest.mark.slow
 
@@ -44,10 +44,12 @@ def reported_trials(root) -> int:
 
 
 def test_submitit_local_runs_trials_in_their_own_processes(project_root):
-    out = run_train(project_root, "-m", "model=logreg", "sweep=narrow",
-                    "hydra.sweeper.n_trials=4", "hydra/launcher=submitit_local",
-                    "hydra.sweeper.n_jobs=2", *REPORTING)
+    out, watch = run_train_watched(project_root, "-m", "model=logreg", "sweep=narrow",
+                                   "hydra.sweeper.n_trials=4", "hydra/launcher=submitit_local",
+                                   "hydra.sweeper.n_jobs=2", *REPORTING)
     assert_ok(out)
+    # Jobs of several seconds (a process each) beat all along: none looked dead.
+    assert watch["stale"] == [] and watch["beat_while_running"] >= 1, watch
     roles, pids, versions = tracked(project_root)
     assert roles == {"sweep:FINISHED": 1, "trial:FINISHED": 4}
     assert len(pids) == 4  # one submitit process per job
@@ -58,11 +60,12 @@ def test_submitit_local_runs_trials_in_their_own_processes(project_root):
 @pytest.mark.skipif(importlib.util.find_spec("hydra_plugins.hydra_ray_launcher") is None,
                     reason="hydra-ray-launcher is not installed (pip install -e '.[ray]')")
 def test_ray_launcher_on_a_local_ray_runtime(project_root):
-    out = run_train(project_root, "-m", "model=logreg", "sweep=narrow",
-                    "hydra.sweeper.n_trials=4", "hydra/launcher=ray", "hydra.sweeper.n_jobs=2",
-                    "+hydra.launcher.ray.init.num_cpus=2",
-                    "+hydra.launcher.ray.init.include_dashboard=false", *REPORTING)
+    out, watch = run_train_watched(
+        project_root, "-m", "model=logreg", "sweep=narrow", "hydra.sweeper.n_trials=4",
+        "hydra/launcher=ray", "hydra.sweeper.n_jobs=2", "+hydra.launcher.ray.init.num_cpus=2",
+        "+hydra.launcher.ray.init.include_dashboard=false", *REPORTING)
     assert_ok(out)
+    assert watch["stale"] == [] and watch["beat_while_running"] >= 1, watch
     roles, _pids, versions = tracked(project_root)
     assert roles == {"sweep:FINISHED": 1, "trial:FINISHED": 4}
     assert versions == 1

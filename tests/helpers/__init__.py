@@ -90,3 +90,72 @@ def load_dataset_frame() -> Any:
     return load_dataset(OmegaConf.structured(DatasetConfig(
         name="breast_cancer", source=Source.sklearn, loader="load_breast_cancer",
         task=Task.classification))).X
+
+
+# Heartbeats fast enough for a test: a beat a second, dead after 3 silent seconds.
+BEATING = ("hydra.sweeper.heartbeat.interval=1", "hydra.sweeper.heartbeat.grace_period=3")
+
+
+def watch_heartbeats(proc: subprocess.Popen[str], storage: str,
+                     dead_pids: frozenset[int] = frozenset(), timeout: float = 600
+                     ) -> dict[str, Any]:
+    """Watch a running sweep's study from outside until the process ends.
+
+    Returns the trials of live processes found stale while running (must be none: their
+    sweep process beat while the launcher ran the job) and how many trials were seen to
+    beat again while they ran (> 0 proves beats during jobs, not only at their start).
+    """
+    import time
+
+    import optuna
+    from optuna.storages._rdb import models
+    from optuna.storages._rdb.storage import _create_scoped_session
+
+    from hydra_plugins.tabflow_sweeper import _heartbeat
+    from hydra_plugins.tabflow_sweeper._heartbeat import Heartbeat
+    from tabflow.stores import optuna_storage
+
+    opened = optuna_storage(storage, heartbeat=Heartbeat(1, 3, None))
+    stale: set[int] = set()
+    beats: dict[int, set[Any]] = {}
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+        try:
+            names = [n for n in optuna.get_all_study_names(opened) if "~" not in n]
+        except Exception:  # the storage is still being created
+            continue
+        for name in names:
+            study = optuna.load_study(study_name=name, storage=opened)
+            running = {t._trial_id: t for t in study.get_trials(
+                deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))}
+            for trial_id in _heartbeat.stale_trials(study):
+                trial = running.get(trial_id)
+                if trial is not None and trial.user_attrs.get("tabflow.pid") not in dead_pids:
+                    stale.add(trial.number)
+            backend = getattr(opened, "_backend", opened)
+            with _create_scoped_session(backend.scoped_session) as session:
+                for trial_id, trial in running.items():
+                    row = models.TrialHeartbeatModel.where_trial_id(trial_id, session)
+                    if row is not None:
+                        beats.setdefault(trial.number, set()).add(row.heartbeat)
+    proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+    return {"stale": sorted(stale),
+            "beat_while_running": sum(len(v) > 1 for v in beats.values())}
+
+
+def run_train_watched(root: Path, *args: str, timeout: float = 600
+                      ) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+    """:func:`run_train` with fast heartbeats, watching its study (the project's SQLite
+    storage) from outside while it runs (:func:`watch_heartbeats`)."""
+    import tempfile
+
+    cmd = [sys.executable, str(TRAIN), *args, *BEATING]
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(cmd, cwd=root, env=project_env(root), stdout=out,
+                                stderr=err, text=True)
+        watch = watch_heartbeats(proc, f"sqlite:///{root}/optuna.db", timeout=timeout)
+        out.seek(0)
+        err.seek(0)
+        done = subprocess.CompletedProcess(cmd, proc.returncode, out.read(), err.read())
+    return done, watch

@@ -6,6 +6,7 @@ clock decides staleness); processes frozen for real are in tests/e2e/test_heartb
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import time
@@ -88,6 +89,20 @@ def test_a_silent_trial_fails_with_its_reason_and_is_retried_with_its_parameters
     assert _heartbeat.fail_stale(study) == []  # failed once, retried once
 
 
+def test_a_trial_of_a_gone_process_on_this_host_is_taken_over_at_once(beating):
+    import socket
+    import subprocess
+    import sys
+
+    study, _, beats, _ = beating
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    alive = _start(study, beats, host=socket.gethostname(), pid=os.getpid())
+    trial = _start(study, beats, host=socket.gethostname(), pid=gone.pid)
+    assert _heartbeat.fail_stale(study) == [trial.number]  # no grace period to wait for
+    assert study.trials[alive.number].state is TrialState.RUNNING
+
+
 def test_a_retried_trial_counts_once_and_a_retry_that_dies_too_counts_as_a_failure(beating):
     study, _, beats, db = beating
     first = _start(study, beats)
@@ -115,7 +130,7 @@ def _trial(study, number):
 def test_trials_beat_while_they_run(beating):
     study, _, _, db = beating
     beats = TrialBeats(study, 0.3)
-    (trial,), _ = _study.ask_batch(study, True, n_trials=10, batch=1, beats=beats)
+    (_trial_started,), _ = _study.ask_batch(study, True, n_trials=10, batch=1, beats=beats)
     _silence(db)
     time.sleep(1.0)  # the thread beats again: the trial is alive
     assert _heartbeat.stale_trials(study) == []
@@ -144,3 +159,42 @@ def test_without_heartbeats_a_process_with_nothing_left_ends_at_once(tmp_path):
     assert _study.await_others(study, True, n_trials=1, batch=1, mine=0, heartbeat=None,
                                beats=None, timed_out=lambda: False) == []
     assert time.monotonic() - start < 1
+
+
+def test_dead_and_replaced_attempts_runs_are_closed_and_linked(tmp_path):
+    """The sweep's end: one result per trial in MLflow, as in Optuna."""
+    import optuna
+
+    from tabflow.contract import ATTR_WORKER_DIED
+    from tabflow.tracking.retries import close_attempts, replaced_by_study
+    from tabflow.tracking.store import connect
+
+    study = optuna.create_study()
+    died = {ATTR_ERROR: "its sweep process node-b:1 stopped beating", ATTR_WORKER_DIED: "x"}
+    for state, attrs in ((TrialState.FAIL, died),              # 0: dead, retried as 2
+                         (TrialState.FAIL, died),              # 1: dead, retries used up
+                         (TrialState.COMPLETE, {ATTR_RETRY_OF: 0}),  # 2: the retry of 0
+                         (TrialState.COMPLETE, {})):           # 3: a plain trial
+        study.add_trial(optuna.trial.create_trial(
+            state=state, value=None if state is TrialState.FAIL else 0.5, user_attrs=attrs))
+    store = connect(f"sqlite:///{tmp_path}/mlflow.db")
+    experiment = store.client.create_experiment("e")
+    parent = store.client.create_run(experiment).info.run_id
+    runs = {}
+    for trial, status in ((0, "FINISHED"), (1, "RUNNING"), (2, "FINISHED"), (3, "FINISHED")):
+        run = store.client.create_run(experiment, tags={
+            "mlflow.parentRunId": parent, "tabflow.role": "trial", "optuna.trial": str(trial)})
+        if status != "RUNNING":  # 0: a frozen worker woke up and logged its late result
+            store.client.set_terminated(run.info.run_id, status)
+        runs[trial] = run.info.run_id
+
+    replaced = replaced_by_study(study.trials)
+    assert set(replaced) == {"0", "1"}
+    assert close_attempts(store, experiment, parent, replaced) == 2
+    assert close_attempts(store, experiment, parent, replaced) == 0  # done once
+    got = {n: store.client.get_run(r) for n, r in runs.items()}
+    assert [got[n].info.status for n in range(4)] == ["FAILED", "FAILED", "FINISHED", "FINISHED"]
+    assert got[0].data.tags["optuna.retried_as"] == "2"
+    assert "retried as trial 2: its sweep process node-b:1" in got[0].data.tags["error"]
+    assert "optuna.retried_as" not in got[1].data.tags
+    assert "stopped beating" in got[1].data.tags["error"]

@@ -17,6 +17,7 @@ whichever launcher runs the job, while the process lives and is not frozen.
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -25,13 +26,13 @@ import optuna
 from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled
 from optuna.trial import FrozenTrial, TrialState
 
-from tabflow.contract import ATTR_ERROR, ATTR_RETRY_OF, ATTR_RUN_ID, HOST, PID
-from tabflow.locks import Periodic
+from tabflow.contract import ATTR_ERROR, ATTR_RETRY_OF, ATTR_RUN_ID, ATTR_WORKER_DIED, HOST, PID
+from tabflow.locks import Periodic, pid_alive
 
 log = logging.getLogger(__name__)
 
 # The attributes of a dead attempt that describe that attempt, not the trial's parameters.
-_ATTEMPT_ATTRS = (ATTR_ERROR, ATTR_RUN_ID, HOST, PID)
+_ATTEMPT_ATTRS = (ATTR_ERROR, ATTR_RUN_ID, ATTR_WORKER_DIED, HOST, PID)
 
 
 @dataclass(frozen=True)
@@ -116,11 +117,21 @@ def enabled(study: optuna.Study) -> bool:
 
 
 def stale_trials(study: optuna.Study) -> list[int]:
-    """The ids of running trials whose worker stopped beating (a read, no write)."""
+    """The ids of running trials whose sweep process is dead (reads only, no write).
+
+    Dead: silent for the grace period (Optuna's stale trials, any host), or started by
+    a process of this host that is gone (noticed at once, as for locks).
+    """
     storage = study._storage
     if not isinstance(storage, BaseHeartbeat) or not is_heartbeat_enabled(storage):
         return []
-    return list(storage._get_stale_trial_ids(study._study_id))
+    stale = set(storage._get_stale_trial_ids(study._study_id))
+    host = socket.gethostname()
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        pid = t.user_attrs.get(PID)
+        if t.user_attrs.get(HOST) == host and pid is not None and not pid_alive(int(pid)):
+            stale.add(t._trial_id)
+    return sorted(stale)
 
 
 def _beating(study: optuna.Study) -> Any:
@@ -148,8 +159,9 @@ def fail_stale(study: optuna.Study) -> list[int]:
         grace = getattr(storage.get_heartbeat_stale_trial_callback(), "grace_period", "?")
         try:
             storage.set_trial_user_attr(
-                trial_id, ATTR_ERROR, f"its sweep process {owner} stopped beating (no "
-                                      f"heartbeat for {grace} s: frozen, killed or host lost)")
+                trial_id, ATTR_ERROR, f"its sweep process {owner} stopped beating (gone, or "
+                                      f"no heartbeat for {grace} s: frozen, killed, host lost)")
+            storage.set_trial_user_attr(trial_id, ATTR_WORKER_DIED, owner)
             if storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
                 failed.append(trial_id)
         except optuna.exceptions.UpdateFinishedTrialError:

@@ -125,12 +125,14 @@ def join_study(study: optuna.Study, stored: bool, sampler: Any,
         The trials already launched (resume) and the numbers of those queued again.
     """
     with study_lock(study, stored, heartbeat):
-        _heartbeat.fail_stale(study)  # processes that stopped beating, on any host
         sessions = int(study.user_attrs.get(ATTR_SESSIONS, 0))
         study.set_user_attr(ATTR_SESSIONS, sessions + 1)
         if study.user_attrs.get("sampler") != type(sampler).__name__:
             study.set_user_attr("sampler", type(sampler).__name__)
+        # A killed sweep of this host is being resumed: its trials were interrupted, and
+        # retried however often that happens. Then processes that stopped beating.
         queued = reclaim_interrupted(study)
+        _heartbeat.fail_stale(study)
         launched = [t for t in study.get_trials(deepcopy=False)
                     if t.state is not TrialState.WAITING]
         if not launched and not sessions:
@@ -166,7 +168,10 @@ def ask_batch(study: optuna.Study, stored: bool, n_trials: int, batch: int,
         remaining = n_trials - counted - running
         if remaining <= 0:
             return [], counted
-        trials = [study.ask() for _ in range(min(remaining, batch))]
+        with warnings.catch_warnings():
+            # Optuna expects heartbeats only inside optimize(); this loop beats itself.
+            warnings.filterwarnings("ignore", "Heartbeat of storage", UserWarning)
+            trials = [study.ask() for _ in range(min(remaining, batch))]
         owner = {HOST: socket.gethostname(), PID: os.getpid()}
         for trial in trials:
             # Owned and beating before the lock is released: another process looking

@@ -201,7 +201,7 @@ class TabflowOptunaSweeperImpl(OptunaSweeperImpl):
                                     self.metric_names, self.pruner, self.heartbeat)
         warm = warm_sets(self._cfg, space, self.enqueue, self.enqueue_defaults)
         launched, queued = _study.join_study(study, stored, self.sampler, warm, self.heartbeat)
-        done = _study.count_done(launched)
+        done = _study.count_done(study.get_trials(deepcopy=False))  # retries queued too
         if launched:
             log.info("Resuming study %s: %d of %d trials done%s", name, done, self.n_trials,
                      f"; retrying interrupted trials {queued}" if queued else "")

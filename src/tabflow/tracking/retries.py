@@ -21,6 +21,7 @@ from typing import Any
 from tabflow.contract import (
     ATTR_ERROR,
     ATTR_RETRY_OF,
+    ATTR_WORKER_DIED,
     ENV_RETRY_OF,
     TAG_ERROR,
     TAG_PARENT,
@@ -42,17 +43,17 @@ def replaced_attempt() -> str | None:
 
 
 def close_attempts(store: Store, experiment_id: str, parent_run_id: str,
-                   replaced: dict[str, tuple[str, str | None]]) -> int:
-    """Close the runs of replaced attempts: FAILED, tagged with their retry and why.
+                   replaced: dict[str, tuple[str | None, str | None]]) -> int:
+    """Close the runs of replaced or dead attempts: FAILED, tagged with their retry and why.
 
     Args:
         store: The tracking store.
         experiment_id: The sweep's experiment.
         parent_run_id: The sweep's parent run.
-        replaced: ``{attempt trial number: (retry trial number, reason or None)}``.
+        replaced: ``{attempt trial number: (retry trial number or None, reason or None)}``.
 
     Returns:
-        How many runs changed.
+        How many runs were closed (were not FAILED yet); tags are brought up to date anyway.
     """
     if not replaced:
         return 0
@@ -65,26 +66,30 @@ def close_attempts(store: Store, experiment_id: str, parent_run_id: str,
         if attempt not in replaced:
             continue
         retry, reason = replaced[attempt]
-        tags = {TAG_RETRIED_AS: retry}
+        tags = {} if retry is None else {TAG_RETRIED_AS: retry}
         if reason:
             tags[TAG_ERROR] = reason
         if run.info.status == "FAILED" and all(run.data.tags.get(k) == v
                                                 for k, v in tags.items()):
-            continue
+            continue  # closed and tagged already
         log_run_data(store, run.info.run_id, tags=tags)
-        store.client.set_terminated(run.info.run_id, "FAILED")
-        changed += 1
+        if run.info.status != "FAILED":
+            store.client.set_terminated(run.info.run_id, "FAILED")
+            changed += 1
     return changed
 
 
-def replaced_by_study(trials: list[Any]) -> dict[str, tuple[str, str | None]]:
-    """``{attempt: (retry, reason)}`` for every attempt a study's trials replace.
+def replaced_by_study(trials: list[Any]) -> dict[str, tuple[str | None, str | None]]:
+    """``{attempt: (retry, reason)}`` for a study's replaced and dead attempts.
+
+    An attempt is replaced when a later trial retries it; a trial whose sweep process
+    died and that was not retried (``max_retry`` reached) is closed too, without a retry.
 
     Args:
         trials: The study's Optuna trials.
     """
     by_number = {t.number: t for t in trials}
-    replaced: dict[str, tuple[str, str | None]] = {}
+    replaced: dict[str, tuple[str | None, str | None]] = {}
     for t in trials:
         attempt = t.user_attrs.get(ATTR_RETRY_OF)
         if attempt is None or int(attempt) not in by_number:
@@ -92,6 +97,10 @@ def replaced_by_study(trials: list[Any]) -> dict[str, tuple[str, str | None]]:
         reason = by_number[int(attempt)].user_attrs.get(ATTR_ERROR)
         replaced[str(attempt)] = (str(t.number), f"retried as trial {t.number}: {reason}"
                                   if reason else f"retried as trial {t.number}")
+    for t in trials:
+        if ATTR_WORKER_DIED in t.user_attrs and str(t.number) not in replaced \
+                and t.state.name == "FAIL":
+            replaced[str(t.number)] = (None, t.user_attrs.get(ATTR_ERROR))
     return replaced
 
 
