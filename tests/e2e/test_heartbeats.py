@@ -29,11 +29,12 @@ from tests.helpers.services import postgres_database, postgres_unavailable, post
 pytestmark = pytest.mark.slow
 
 WHY_NOT = postgres_unavailable()
-TRIALS = 6
+TRIALS = 5
 # Trials of ~1-2 s (20,000 rows), so that a signal lands mid-trial; beats every second,
 # dead after 3 silent seconds.
 SWEEP = ["-m", "dataset=synthetic", "dataset.synthetic.n_rows=20000", "model=rf",
-         "sweep=narrow", f"hydra.sweeper.n_trials={TRIALS}", *BEATING]
+         "sweep=narrow", f"hydra.sweeper.n_trials={TRIALS}", "evaluation.figures=false",
+         *BEATING]
 # A sweep process whose host name is `node-b`: to every other process, another machine.
 OTHER_HOST = ("import runpy, socket, sys; socket.gethostname = lambda: 'node-b'; "
               "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')")
