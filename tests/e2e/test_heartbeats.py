@@ -168,3 +168,31 @@ def test_dead_workers_trials_are_retried_and_the_study_ends_at_its_total(tmp_pat
     with sqlite3.connect(tmp_path / "mlflow.db") as con:
         assert con.execute("SELECT COUNT(*) FROM model_versions").fetchone()[0] == 1
 
+
+
+def test_a_lock_held_by_a_frozen_process_on_postgres_is_taken_over_after_the_grace_period():
+    """The study's locks on PostgreSQL: a frozen holder (pid alive) beats no more."""
+    if WHY_NOT is not None:
+        pytest.skip(f"PostgreSQL: {WHY_NOT}")
+    from tabflow.locks import LockBusyError, storage_lock
+    from tabflow.stores import optuna_storage
+    from tests.helpers import holding_process
+
+    with postgres_database() as database:
+        url = postgres_url(database)
+        holder = holding_process(
+            "from tabflow.locks import storage_lock; from tabflow.stores import optuna_storage",
+            f"storage_lock(optuna_storage({url!r}), 's~ask', interval_s=0.3, grace_s=1.5)")
+        try:
+            storage = optuna_storage(url)
+            with pytest.raises(LockBusyError), storage_lock(storage, "s~ask", wait_s=2,
+                                                            grace_s=1.5):
+                pass  # beating: kept past the grace period
+            os.kill(holder.pid, signal.SIGSTOP)
+            start = time.monotonic()
+            with storage_lock(storage, "s~ask", wait_s=20, grace_s=1.5):
+                taken_after = time.monotonic() - start
+            assert 1.0 < taken_after < 6, taken_after
+        finally:
+            holder.kill()
+            holder.wait()
