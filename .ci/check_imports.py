@@ -18,7 +18,7 @@ MLFLOW_ALLOWED = ("tabflow.tracking",)
 # The packages whose modules are checked (the rest of src/ is third-party namespaces).
 CHECKED = ("tabflow", "hydra_plugins.tabflow_sweeper", "hydra_plugins.tabflow_launcher")
 # Plugins that work in any Hydra app: they may not import tabflow.
-STANDALONE = ("hydra_plugins.tabflow_launcher",)
+STANDALONE = ("hydra_plugins.tabflow_launcher", "hydra_plugins.tabflow_sweeper")
 
 
 def module_name(src: Path, path: Path) -> str:

@@ -166,7 +166,7 @@ def _fail(kind: str, error: Exception) -> None:
 
 def check_stores(cfg: DictConfig, sweeping: bool) -> None:
     """Refuse SQLite store files that are corrupt or belong to something else."""
-    from tabflow.stores import check_sqlite_store
+    from hydra_plugins.tabflow_sweeper._stores import check_sqlite_store
 
     if cfg.tracking.enabled:
         check_sqlite_store(str(cfg.tracking.uri), "experiments", "MLflow tracking store")
@@ -175,8 +175,8 @@ def check_stores(cfg: DictConfig, sweeping: bool) -> None:
 
 
 def _check_all(config: DictConfig, sweeping: bool) -> None:
+    from hydra_plugins.tabflow_sweeper._stores import ForeignDatabaseError
     from tabflow.sources import DataError  # imported here: pandas loads only once a run starts
-    from tabflow.stores import ForeignDatabaseError
 
     try:
         check_config(config, sweeping=sweeping)

@@ -27,6 +27,14 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from hydra_plugins.tabflow_sweeper._locks import (
+    LOCK_SUFFIX,
+    LockBusyError,
+    lock_timing,
+    running_trials,
+    storage_lock,
+)
+from hydra_plugins.tabflow_sweeper._stores import optuna_storage
 from tabflow.contract import (
     CONFIG_FILE,
     RESULTS_FILE,
@@ -37,8 +45,6 @@ from tabflow.contract import (
     is_optuna_sweep,
     primary_objective,
 )
-from tabflow.locks import LOCK_SUFFIX, LockBusyError, lock_timing, running_trials, storage_lock
-from tabflow.stores import optuna_storage
 from tabflow.sweep_identity import study_name
 from tabflow.tracking.failures import fail
 from tabflow.tracking.models import fail_logged_model, log_model, logged_models_of

@@ -7,36 +7,26 @@ therefore derived from a hash of everything that shapes the trials, and nothing 
 doesn't: the number of trials, a timeout, parallelism and tracking settings can change
 between runs of one study.
 
-Both the sweeper and the tracking callback call :func:`study_name`, in the launching
-process, so they always agree.
+Both the sweeper (through ``hydra.sweeper.study_namer``, conf/hydra/sweeper/tabflow.yaml)
+and the tracking callback call :func:`study_name`, in the launching process, so they
+always agree. It extends the sweeper's own identity (``_identity``) with the data.
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 from typing import Any
 
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
+from hydra_plugins.tabflow_sweeper._identity import digest, sweep_overrides
+from hydra_plugins.tabflow_sweeper._identity import identity as sweep_identity
 from tabflow.config import job_config
 from tabflow.contract import TRIAL_KEY
 
 # Job config keys that do not change what a trial computes.
 _NOT_IDENTITY = ("tracking", "registry", "paths", TRIAL_KEY, "threads")
-
-
-def sweep_overrides(overrides: list[str]) -> list[str]:
-    """Return the command-line overrides that are sweep dimensions (``choice(...)`` etc.)."""
-    parsed = OverridesParser.create().parse_overrides(overrides)
-    return sorted(o.input_line for o in parsed
-                  if o.is_sweep_override() and o.input_line is not None)
-
-
-def _plain(node: Any) -> Any:
-    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
 
 
 def identity(cfg: DictConfig, data_digest: str | None = None) -> dict[str, Any]:
@@ -47,25 +37,15 @@ def identity(cfg: DictConfig, data_digest: str | None = None) -> dict[str, Any]:
         data_digest: The dataset's content digest, so that edited data starts a new study.
 
     Returns:
-        A JSON-able dict of the job config (without tracking and run settings), the search
-        space, the command-line sweep dimensions, the sampler, the directions and the data.
+        The sweeper's identity (``_identity.identity``: search space, command-line sweep
+        dimensions, sampler) of the job config without tracking and run settings (the
+        objective and its direction are in it), and the data.
     """
     job = OmegaConf.to_container(job_config(cfg))
     assert isinstance(job, dict)
     for key in _NOT_IDENTITY:
         job.pop(key, None)
-    # The sweep's own dimensions take many values; their composed defaults don't matter.
-    sweeper = cfg.hydra.sweeper
-    params = {str(k): str(v) for k, v in (sweeper.get("params") or {}).items()}
-    sampler = _plain(sweeper.get("sampler"))
-    return {
-        "job": job,
-        "params": params,
-        "sweep_overrides": sweep_overrides(list(cfg.hydra.overrides.task)),
-        "sampler": sampler,  # the objective and its direction are in `job`
-        "conditional": _plain(sweeper.get("conditional_params")),
-        "data": data_digest,
-    }
+    return {**sweep_identity(cfg, job), "data": data_digest}
 
 
 @functools.lru_cache(maxsize=8)
@@ -102,9 +82,7 @@ def study_name(cfg: DictConfig) -> str:
         return str(explicit)
     dataset = json.dumps(OmegaConf.to_container(cfg.dataset, resolve=True), sort_keys=True,
                          default=str)
-    blob = json.dumps(identity(cfg, _data_digest(dataset, str(cfg.paths.data))),
-                      sort_keys=True, default=str)
-    short = hashlib.sha256(blob.encode()).hexdigest()[:10]
+    short = digest(identity(cfg, _data_digest(dataset, str(cfg.paths.data))))
     return f"{cfg.dataset.name}-{sweep_label(cfg)}-{short}"
 
 

@@ -10,8 +10,13 @@ import time
 import optuna
 import pytest
 
-from tabflow.locks import LockBusyError, pid_alive, running_trials, storage_lock
-from tabflow.stores import optuna_storage
+from hydra_plugins.tabflow_sweeper._locks import (
+    LockBusyError,
+    pid_alive,
+    running_trials,
+    storage_lock,
+)
+from hydra_plugins.tabflow_sweeper._stores import optuna_storage
 from tests.helpers import holding_process
 
 
@@ -31,8 +36,8 @@ def test_a_held_lock_refuses_a_second_holder_until_released(storage):
         pass
 
 
-STORAGE_IMPORTS = ("from tabflow.locks import storage_lock; "
-                   "from tabflow.stores import optuna_storage")
+STORAGE_IMPORTS = ("from hydra_plugins.tabflow_sweeper._locks import storage_lock; "
+                   "from hydra_plugins.tabflow_sweeper._stores import optuna_storage")
 
 
 def test_a_lock_held_by_another_process_is_seen_there(tmp_path, storage):

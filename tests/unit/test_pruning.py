@@ -16,7 +16,6 @@ from hydra_plugins.tabflow_sweeper._pruning import (
     build_pruner,
     check_pruning,
     pruned_error,
-    study_override,
 )
 from tabflow.config import Task
 from tabflow.contract import INTERMEDIATE_FILE
@@ -62,7 +61,6 @@ def test_a_pruned_job_is_told_apart_from_a_failed_one():
     failed = JobReturn(status=JobStatus.FAILED, _return_value=ValueError("bad"))
     assert isinstance(pruned_error(pruned), optuna.TrialPruned)
     assert pruned_error(failed) is None
-    assert study_override("s-1") == f"++hydra.job.env_set.{ENV_STUDY}=s-1"
 
 
 # ----------------------------------------------------------------------------- stages

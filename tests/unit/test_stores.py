@@ -6,7 +6,11 @@ import sqlite3
 
 import pytest
 
-from tabflow.stores import ForeignDatabaseError, check_sqlite_store, optuna_storage
+from hydra_plugins.tabflow_sweeper._stores import (
+    ForeignDatabaseError,
+    check_sqlite_store,
+    optuna_storage,
+)
 
 
 def test_a_missing_or_empty_file_is_fine(tmp_path):

@@ -150,7 +150,7 @@ def test_fixed_values_are_not_searched_and_conditional_spaces_follow_the_choice(
     space, _, _ = impl.search_space([])
     assert set(space.distributions) == {"model"} and space.fixed_params == {"seed": "7"}
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
-    impl.config = OmegaConf.create({})
+    impl.config = OmegaConf.create({"optuna_trial": None})  # tabflow's config has the key
     trials = [study.ask() for _ in range(6)]
     for trial, overrides in zip(trials, impl.trial_overrides(trials, space), strict=True):
         keys = {o.split("=", 1)[0] for o in overrides}
@@ -159,6 +159,7 @@ def test_fixed_values_are_not_searched_and_conditional_spaces_follow_the_choice(
         other = "model.max_depth" if family == "logreg" else "model.C"
         assert searched in keys and other not in keys
         assert f"optuna_trial={trial.number}" in overrides and "seed=7" in overrides
+        assert f"++hydra.job.env_set.OPTUNA_TRIAL_NUMBER={trial.number}" in overrides
 
 
 def test_a_sweep_whose_trials_tie_says_so_once(caplog):

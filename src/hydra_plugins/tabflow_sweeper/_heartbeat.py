@@ -26,8 +26,15 @@ import optuna
 from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled
 from optuna.trial import FrozenTrial, TrialState
 
-from tabflow.contract import ATTR_ERROR, ATTR_RETRY_OF, ATTR_RUN_ID, ATTR_WORKER_DIED, HOST, PID
-from tabflow.locks import Periodic, pid_alive
+from hydra_plugins.tabflow_sweeper._contract import (
+    ATTR_ERROR,
+    ATTR_RETRY_OF,
+    ATTR_RUN_ID,
+    ATTR_WORKER_DIED,
+    HOST,
+    PID,
+)
+from hydra_plugins.tabflow_sweeper._locks import Periodic, pid_alive
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,6 @@ import optuna
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.utils import instantiate
 
-from tabflow.contract import ENV_STUDY
-
 WHITELIST = ("optuna.pruners.*",)
 
 
@@ -46,11 +44,6 @@ def check_pruning(pruner: Any, directions: list[str], storage: Any) -> None:
     if not storage:
         raise ValueError("pruning needs a study storage, through which jobs report to their "
                          "trial: keep hydra.sweeper.storage (sqlite by default) set")
-
-
-def study_override(name: str) -> str:
-    """The override that tells a trial's job which study it belongs to."""
-    return f"++hydra.job.env_set.{ENV_STUDY}={name}"
 
 
 def pruned_error(ret: JobReturn) -> optuna.TrialPruned | None:

@@ -22,10 +22,16 @@ import optuna
 from optuna.trial import FrozenTrial, Trial, TrialState
 
 from hydra_plugins.tabflow_sweeper import _heartbeat
+from hydra_plugins.tabflow_sweeper._contract import (
+    ATTR_INTERRUPTED,
+    ATTR_RETRY_OF,
+    ATTR_SESSIONS,
+    HOST,
+    PID,
+)
 from hydra_plugins.tabflow_sweeper._heartbeat import Heartbeat, TrialBeats
-from tabflow.contract import ATTR_INTERRUPTED, ATTR_RETRY_OF, ATTR_SESSIONS, HOST, PID
-from tabflow.locks import LOCK_SUFFIX, lock_timing, pid_alive, storage_lock
-from tabflow.stores import optuna_storage
+from hydra_plugins.tabflow_sweeper._locks import LOCK_SUFFIX, lock_timing, pid_alive, storage_lock
+from hydra_plugins.tabflow_sweeper._stores import optuna_storage
 
 log = logging.getLogger(__name__)
 
@@ -224,7 +230,9 @@ def tell(study: optuna.Study, trial: Trial, **kwargs: Any) -> None:
     except RuntimeError as e:
         # The grid sampler calls Study.stop() once the grid is covered, which Optuna only
         # allows inside optimize(); the trial is recorded all the same (as upstream does).
-        if "Study.stop" not in str(e):
+        # Any other sampler's error is one.
+        if "Study.stop" not in str(e) or not isinstance(study.sampler,
+                                                        optuna.samplers.GridSampler):
             raise
 
 

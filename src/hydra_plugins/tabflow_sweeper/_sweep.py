@@ -1,33 +1,22 @@
 """The sweep loop: upstream's ask / launch / tell, plus what long sweeps need.
 
-Added to hydra-optuna-sweeper's implementation (by subclassing it; its parsing of
-search spaces, grid handling and directions are reused as they are):
+hydra-optuna-sweeper's implementation, subclassed (its search-space parsing, grid and
+directions are reused), with: the trial number in each job's environment
+(``OPTUNA_TRIAL_NUMBER``); resume to ``n_trials`` in total under the sweep's identity
+(:mod:`._identity`), interrupted trials retried first (:mod:`._study`); a ``timeout``;
+warm starts; conditional spaces; failures tolerated up to ``max_failure_rate`` (NaN / inf
+included); heartbeats (:mod:`._heartbeat`): a process that stops beating loses its
+trials to a retry; a progress line per trial and a results file (:mod:`._progress`).
+Every difference from upstream is listed in docs/sweeper-plugin.md.
 
-* the trial number reaches each job (``optuna_trial=<n>``);
-* resume: the study is named by the sweep's identity (:mod:`tabflow.sweep_identity`);
-  a re-run continues it to ``n_trials`` in total, job numbers continue, and trials left
-  RUNNING by a killed sweep (or FAILED by an interrupted one) are retried first
-  (:mod:`._study`);
-* a wall-clock ``timeout``; warm start from the model's own values or given sets;
-* conditional search spaces (``conditional_params``: one space per choice of a
-  parameter, e.g. per model family);
-* failures: a trial that raises or returns NaN / inf fails in Optuna with its error,
-  the sweep goes on while ``max_failure_rate`` holds, and ends with a summary;
-* heartbeats (:mod:`._heartbeat`): with a storage, every running trial beats; one whose
-  process stopped beating (on any host) fails and is retried, and a process with no
-  trial left waits for the others' to finish or die;
-* a progress line per trial and a results file (:mod:`._progress`); the job's metrics
-  and MLflow run id as user attributes (:mod:`._outcomes`).
-
-The loop's steps: :meth:`~TabflowOptunaSweeperImpl.search_space` (what to search),
-``_study.join_study`` (prepare the study), :meth:`~TabflowOptunaSweeperImpl.run_batch`
-and :meth:`~TabflowOptunaSweeperImpl.interrupted_launch`.
+The loop's steps: :meth:`~TabflowOptunaSweeperImpl.search_space`, ``_study.join_study``,
+:meth:`~TabflowOptunaSweeperImpl.run_batch` and
+:meth:`~TabflowOptunaSweeperImpl.interrupted_launch`.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, wait
@@ -36,14 +25,23 @@ from typing import Any, NoReturn
 
 import optuna
 from hydra.core.utils import JobReturn
-from hydra_plugins.hydra_optuna_sweeper._impl import (
-    OptunaSweeperImpl,
-    create_params_from_overrides,
-)
+from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import Trial, TrialState
 
-from hydra_plugins.tabflow_sweeper import _heartbeat, _study
+from hydra_plugins.tabflow_sweeper import _heartbeat, _identity, _study
+from hydra_plugins.tabflow_sweeper._contract import (
+    ATTR_ERROR,
+    ATTR_INTERRUPTED,
+    ENV_RETRY_OF,
+    ENV_STUDY,
+    ENV_TRIAL,
+    TRIAL_KEY,
+    as_list,
+    interrupt_code,
+    raise_on_sigterm,
+    restore_sigterm,
+)
 from hydra_plugins.tabflow_sweeper._heartbeat import Heartbeat, TrialBeats
 from hydra_plugins.tabflow_sweeper._outcomes import (
     finished_values,
@@ -51,18 +49,15 @@ from hydra_plugins.tabflow_sweeper._outcomes import (
     returned_values,
 )
 from hydra_plugins.tabflow_sweeper._progress import Progress, write_results
-from hydra_plugins.tabflow_sweeper._pruning import check_pruning, pruned_error, study_override
-from hydra_plugins.tabflow_sweeper._space import SearchSpace, batch_size, warm_sets
-from tabflow.contract import (
-    ATTR_ERROR,
-    ATTR_INTERRUPTED,
-    ENV_RETRY_OF,
-    TRIAL_KEY,
-    as_list,
-    interrupt_code,
-    raise_on_sigterm,
+from hydra_plugins.tabflow_sweeper._pruning import check_pruning, pruned_error
+from hydra_plugins.tabflow_sweeper._space import (
+    OverlapError,
+    SearchSpace,
+    batch_size,
+    parse_space,
+    suggest,
+    warm_sets,
 )
-from tabflow.sweep_identity import study_name as derive_study_name
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +106,7 @@ class TabflowOptunaSweeperImpl(OptunaSweeperImpl):
         self.metric_name = "objective"
         self.metric_names: list[str] = []  # the objective's metrics, as the job names them
         self.current_study: str | None = None  # the study being swept, for messages
+        self.numbered_dirs = True  # trials' output dirs are named by trial number
 
     @property
     def _cfg(self) -> DictConfig:
@@ -120,73 +116,77 @@ class TabflowOptunaSweeperImpl(OptunaSweeperImpl):
     def setup(self, **kwargs: Any) -> None:
         """Prepare the launcher and size batches to its parallelism."""
         super().setup(**kwargs)
-        # SIGTERM (a scheduler, `kill`) ends the sweep like Ctrl-C: running trials are
-        # marked interrupted, runs KILLED, and a re-run resumes; Python's default would
-        # exit on the spot and leave them RUNNING.
-        raise_on_sigterm()
         self.n_jobs = batch_size(self.requested_n_jobs, self._cfg.hydra.get("launcher"))
-        if not self._cfg.hydra.get("verbose"):  # the progress lines say what Optuna would
-            optuna.logging.set_verbosity(optuna.logging.WARNING)
+        # Hydra's default subdir (the job number) is replaced by the trial number; a
+        # subdir of the user's own is kept.
+        sweep = OmegaConf.to_container(self._cfg.hydra.sweep, resolve=False)
+        self.numbered_dirs = isinstance(sweep, dict) and \
+            sweep.get("subdir") in (None, "${hydra.job.num}")
         metric = OmegaConf.select(self._cfg, "objective.metric", default=None)
         self.metric_names = [str(m) for m in as_list(metric)] if metric is not None else []
         self.metric_name = "objective" if metric is None else str(metric)
 
     # ---------------------------------------------------------------- what to search
     def search_space(self, arguments: list[str]) -> tuple[SearchSpace, Any, int]:
-        """Parse the search space; return it with the sampler and trial count it implies.
-
-        A grid sampler is built on the grid, and ``n_trials`` is capped at its size.
-        """
-        self._process_searchspace_config()
-        params_conf = self._parse_sweeper_params_config()
-        params_conf.extend(arguments)
-        dists, fixed_params, fixed_overrides = create_params_from_overrides(params_conf)
-        sampler, n_trials = self.sampler, self.n_trials
-        if getattr(sampler, "func", None) is optuna.samplers.GridSampler:
-            grid = {name: self._to_grid_sampler_choices(d) for name, d in dists.items()}
-            sampler = sampler(grid)
-            n_trials = min(n_trials, math.prod(len(v) for v in grid.values()))
-            log.info("Grid sampler: %d trials cover the grid", n_trials)
-        for name in fixed_params:
-            dists.pop(name, None)
-        conditional = {
-            str(choice): create_params_from_overrides(
-                [f"{k}={v}" for k, v in space.items()])[0]
-            for choice, space in self.conditional_params.items()
-        }
-        return SearchSpace(dists, fixed_params, fixed_overrides, conditional), sampler, n_trials
+        """Parse the search space (``_space.parse_space``): space, sampler, trial count."""
+        return parse_space(self, arguments, self.conditional_params)
 
     def trial_overrides(self, trials: list[Trial], space: SearchSpace
                         ) -> Sequence[Sequence[str]]:
         """Suggest each trial's values and return the overrides that launch its job."""
         overrides = []
         for trial in trials:
-            for name, distribution in space.distributions.items():
-                trial._suggest(name, distribution)
-            # A conditional space: the choice made above decides which keys exist.
-            choice = trial.params.get(self.conditional_on)
-            for name, distribution in space.conditional.get(str(choice), {}).items():
-                trial._suggest(f"{choice}:{name}", distribution)
-            _study.set_user_attrs(trial, dict(space.fixed_params))
-            if self.custom_search_space_extender:
-                self.custom_search_space_extender(self._cfg, trial)
-            # Conditional names carry their choice as a prefix; the override doesn't.
-            values = {name.split(":", 1)[-1]: value for name, value in trial.params.items()}
-            values.update(space.fixed_params)
-            # Each trial's output dir is named by its trial number: unique even when several
-            # sweep processes share one study and start in the same second.
-            env = [study_override(trial.study.study_name)] if self.pruner else []
-            replaces = _heartbeat.retry_of(trial)
-            if replaces is not None:  # the job's run links to the attempt it replaces
-                env.append(f"++hydra.job.env_set.{ENV_RETRY_OF}={replaces}")
+            try:
+                values = suggest(trial, space, self.conditional_on,
+                                 self.custom_search_space_extender, self._cfg)
+            except OverlapError as e:  # the config's fault: every trial would do the same
+                _study.set_user_attrs(trial, {ATTR_ERROR: str(e)})
+                _study.tell(trial.study, trial, state=TrialState.FAIL)
+                raise SweepAbortedError(str(e)) from e
             overrides.append((*(f"{k}={v}" for k, v in values.items()), *space.fixed_overrides,
-                              f"{TRIAL_KEY}={trial.number}",
-                              f"hydra.sweep.subdir={trial.number}", *env))
+                              *self._job_overrides(trial)))
         return overrides
+
+    def _job_overrides(self, trial: Trial) -> list[str]:
+        """What a trial's job gets besides its values: its number, study and retry.
+
+        Numbers go through the job's environment (any app can read it); into the job's
+        config too when it has the key. Output dirs are named by trial number (unique when
+        several sweep processes share one study) unless the user chose a subdir.
+        """
+        env: dict[str, Any] = {ENV_TRIAL: trial.number}
+        if self.pruner:  # the job reports to its trial
+            env[ENV_STUDY] = trial.study.study_name
+        replaces = _heartbeat.retry_of(trial)
+        if replaces is not None:  # the job's run links to the attempt it replaces
+            env[ENV_RETRY_OF] = replaces
+        out = [f"++hydra.job.env_set.{k}={v}" for k, v in env.items()]
+        if TRIAL_KEY in self._cfg:
+            out.append(f"{TRIAL_KEY}={trial.number}")
+        if self.numbered_dirs:
+            out.append(f"hydra.sweep.subdir={trial.number}")
+        return out
 
     # ------------------------------------------------------------------------ loop
     def sweep(self, arguments: list[str]) -> None:
-        """Run or resume the study until ``n_trials`` trials are done or time runs out."""
+        """Run or resume the study until ``n_trials`` trials are done or time runs out.
+
+        While it runs, SIGTERM (a scheduler, ``kill``) ends the sweep like Ctrl-C (running
+        trials are marked interrupted and a re-run resumes; Python's default would exit on
+        the spot and leave them RUNNING), and Optuna logs warnings only (the progress lines
+        say the rest). Both are put back when it ends: Hydra may run inside another program.
+        """
+        previous = raise_on_sigterm()
+        verbosity = optuna.logging.get_verbosity()
+        if not self._cfg.hydra.get("verbose"):
+            optuna.logging.set_verbosity(optuna.logging.WARNING)
+        try:
+            self._sweep_study(arguments)
+        finally:
+            restore_sigterm(previous)
+            optuna.logging.set_verbosity(verbosity)
+
+    def _sweep_study(self, arguments: list[str]) -> None:
         space, self.sampler, self.n_trials = self.search_space(arguments)
         directions = self._get_directions()
         stored = bool(self.storage)
@@ -195,7 +195,7 @@ class TabflowOptunaSweeperImpl(OptunaSweeperImpl):
             self.heartbeat = Heartbeat.from_config(self.heartbeat_cfg) if stored else None
         except ValueError as e:
             raise SweepAbortedError(str(e)) from e
-        name = self.study_name or derive_study_name(self._cfg)
+        name = _identity.study_name(self._cfg)
         self.current_study = name
         study = _study.create_study(name, self.storage, self.sampler, directions,
                                     self.metric_names, self.pruner, self.heartbeat)
@@ -383,7 +383,8 @@ class TabflowOptunaSweeperImpl(OptunaSweeperImpl):
             if _heartbeat.taken_over(study, trial):
                 continue  # another process failed it already, and retries it
             out = Path(self._cfg.hydra.sweep.dir) / str(trial.number)
-            values = finished_values(trial, out, self.metric_names, len(study.directions))
+            values = finished_values(trial, out, self.metric_names, len(study.directions)) \
+                if self.numbered_dirs else None  # a subdir of the user's: not found
             if values is not None:  # its job finished before the others were lost
                 _study.tell(study, trial, values=values)
                 continue

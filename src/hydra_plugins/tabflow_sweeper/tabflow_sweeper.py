@@ -19,7 +19,7 @@ from hydra.utils import instantiate
 from hydra_plugins.hydra_optuna_sweeper.config import OptunaSweeperConf
 from omegaconf import DictConfig
 
-from tabflow.contract import exit_cleanly, interrupt_code
+from hydra_plugins.tabflow_sweeper._contract import exit_cleanly, interrupt_code
 
 
 class TabflowOptunaSweeper(Sweeper):
@@ -35,8 +35,13 @@ class TabflowOptunaSweeper(Sweeper):
                  params: DictConfig | None, timeout: float | None = None,
                  enqueue_defaults: bool = False, enqueue: Any = (),
                  conditional_on: str = "model", conditional_params: Any = None,
-                 pruner: Any = None, heartbeat: Any = None) -> None:
-        """Build the sampler and pruner (Optuna's only) and the implementation."""
+                 pruner: Any = None, heartbeat: Any = None,
+                 study_namer: str | None = None) -> None:
+        """Build the sampler and pruner (Optuna's only) and the implementation.
+
+        ``study_namer`` is read from the composed config when the study is named
+        (``_identity``), like every setting of the job's config.
+        """
         from hydra_plugins.tabflow_sweeper._pruning import build_pruner
         from hydra_plugins.tabflow_sweeper._sweep import TabflowOptunaSweeperImpl
 
@@ -117,6 +122,9 @@ class TabflowOptunaSweeperConf(OptunaSweeperConf):
     # With a storage: every running trial beats; a trial silent for grace_period (its
     # process frozen, killed, its host lost) fails and is retried up to max_retry times.
     heartbeat: HeartbeatConf = field(default_factory=lambda: HeartbeatConf())
+    # Without study_name: the dotted path of a function of the composed config that names
+    # the study (an app's own identity); null: <job name>-<hash of config and space>.
+    study_namer: str | None = None
 
 
 ConfigStore.instance().store(

@@ -15,6 +15,8 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from hydra_plugins.tabflow_sweeper._locks import LOCK_SUFFIX, lock_timing, pid_alive, storage_lock
+from hydra_plugins.tabflow_sweeper._stores import optuna_storage
 from tabflow.config import redact_override
 from tabflow.contract import (
     CODE_ROOT,
@@ -34,8 +36,6 @@ from tabflow.contract import (
     is_optuna_sweep,
     primary_objective,
 )
-from tabflow.locks import LOCK_SUFFIX, lock_timing, pid_alive, storage_lock
-from tabflow.stores import optuna_storage
 from tabflow.sweep_identity import model_label, study_name, sweep_label
 from tabflow.tracking.queries import latest_sweep, pages
 from tabflow.tracking.records import choice_tags, log_run_data, sanitize_key

@@ -1,0 +1,160 @@
+"""What the sweeper shares with the jobs it launches and with the app around it.
+
+The plugin stands on its own in any Hydra app; tabflow's own modules import these names
+from here (through ``tabflow.contract``), so each is written once.
+
+* **Trial attributes** the sweeper writes (users filter on them in Optuna's dashboard).
+* **The job's environment**: its trial number, its study (when it prunes), the trial it
+  retries. A job of any app reads them with ``os.environ``.
+* **Files a job may leave** in its output dir, which the sweeper reads: ``metrics.json``
+  (its metrics: a finished job of an interrupted batch is not run again) and
+  ``mlflow_run_id.txt`` (its MLflow run, recorded on the trial).
+* **Clean exits**: one message line, the traceback only with ``HYDRA_FULL_ERROR=1``;
+  SIGTERM interrupts like Ctrl-C while a sweep runs.
+
+It imports nothing of tabflow, and nothing heavy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+import traceback
+from pathlib import Path
+from typing import Any, NoReturn
+
+from omegaconf import ListConfig
+
+# ------------------------------------------------------------------ files of a job's dir
+METRICS_FILE = "metrics.json"
+MLFLOW_RUN_FILE = "mlflow_run_id.txt"  # the job's MLflow run, for the sweeper's records
+ERROR_FILE = "error.txt"  # a failed job's exception and traceback
+RESULTS_FILE = "optimization_results.yaml"  # in the sweep dir: the study's outcome
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write a JSON file, creating its folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, sort_keys=True))
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """Read a JSON file written by :func:`write_json`; empty when the file is missing."""
+    if not path.exists():
+        return {}
+    data = json.loads(path.read_text())
+    assert isinstance(data, dict)
+    return data
+
+
+# ------------------------------------------------------------- trials and their jobs
+# The process that ran a trial: an MLflow tag and an Optuna trial attribute alike.
+HOST, PID = "tabflow.host", "tabflow.pid"
+
+# Optuna trial user attributes.
+ATTR_RUN_ID = "mlflow_run_id"
+ATTR_INTERRUPTED = "tabflow.interrupted"  # the trial was cut short, not wrong: retried
+ATTR_RETRY_OF = "tabflow.retry_of"
+ATTR_ERROR = "tabflow.error"
+ATTR_WORKER_DIED = "tabflow.worker_died"  # host:pid of a sweep process that stopped beating
+ATTR_SESSIONS = "tabflow.sessions"  # sweep processes started on the study so far
+
+# The trial number reaches each job in its environment, and as this config key when the
+# job's config has it (tabflow's does; a key another app lacks would fail every trial).
+ENV_TRIAL = "OPTUNA_TRIAL_NUMBER"
+TRIAL_KEY = "optuna_trial"
+# The job's environment variable naming its study, set by the sweeper when it prunes.
+ENV_STUDY = "OPTUNA_STUDY_NAME"
+# The job's environment variable naming the trial it retries (a dead or interrupted attempt).
+ENV_RETRY_OF = "OPTUNA_TRIAL_RETRY_OF"
+
+
+def as_list(value: Any) -> list[Any]:
+    """Return a config value that may be one item or a list as a list."""
+    if isinstance(value, (list, tuple, ListConfig)):
+        return list(value)
+    return [value]
+
+
+# ---------------------------------------------------------------------------- parallelism
+def effective_n_jobs(n_jobs: int) -> int:
+    """Return how many workers a launcher's ``n_jobs`` means.
+
+    Negative values count back from the number of CPUs, as joblib does (-1: all CPUs).
+    """
+    if n_jobs < 0:
+        return max(1, (os.cpu_count() or 1) + 1 + n_jobs)
+    return max(1, n_jobs)
+
+
+# ---------------------------------------------------------------------------- clean exits
+class CleanExit(SystemExit):
+    """The end of a command that has said why in one line (``str()`` gives the line)."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(code)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class Interrupted(CleanExit):
+    """The command was cut short (a signal, a lost worker): resumable, not wrong."""
+
+
+def exit_cleanly(message: str, error: BaseException | None = None, code: int = 1,
+                 interrupted: bool = False) -> NoReturn:
+    """Stop the command with one message line on stderr.
+
+    Hydra turns exceptions raised in callbacks into warnings, but lets ``SystemExit``
+    through. The traceback is printed only with ``HYDRA_FULL_ERROR=1``, Hydra's own switch.
+
+    Args:
+        message: The line: what happened and what to do.
+        error: The exception behind it, for ``HYDRA_FULL_ERROR=1``.
+        code: The exit status.
+        interrupted: Raise :class:`Interrupted` (what was cut short can be resumed).
+    """
+    print(message, file=sys.stderr, flush=True)
+    if error is not None and os.environ.get("HYDRA_FULL_ERROR") == "1":
+        traceback.print_exception(error)
+    raise (Interrupted if interrupted else CleanExit)(code, message) from error
+
+
+class SignalInterrupt(KeyboardInterrupt):
+    """A signal other than Ctrl-C (SIGTERM) interrupting like Ctrl-C; it knows which."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"signal {signal.Signals(signum).name}")
+        self.signum = signum
+
+
+def interrupt_code(error: BaseException) -> int:
+    """The exit status of a command a signal interrupted: 128 + the signal (130: Ctrl-C)."""
+    return 128 + getattr(error, "signum", signal.SIGINT)
+
+
+def raise_on_sigterm() -> Any:
+    """Make SIGTERM (a scheduler, `kill`) interrupt like Ctrl-C, in the main thread.
+
+    Returns:
+        The handler it replaced (give it to :func:`restore_sigterm`), None off the main
+        thread (nothing was changed).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _raise_interrupt)
+
+
+def restore_sigterm(previous: Any) -> None:
+    """Put back the SIGTERM handler :func:`raise_on_sigterm` replaced."""
+    if previous is not None and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise SignalInterrupt(signum)
