@@ -131,16 +131,23 @@ def test_a_grid_is_swept_to_exhaustion_once(app):
 
 
 def test_a_custom_search_space_runs_and_a_fixed_parameter_it_suggests_is_refused(app):
-    sweep(app, "hydra.sweeper.n_trials=4", "x=interval(-5,5)",
-          "hydra.sweeper.custom_search_space=app_space.extend")
-    assert all(set(t.params) == {"x", "y"} for t in study(app).trials)
-    (app / "ours.db").unlink()
-    refused = sweep(app, "hydra.sweeper.n_trials=4", "x=interval(-5,5)", "y=2",
-                    "hydra.sweeper.custom_search_space=app_space.extend", ok=False)
+    custom = ("hydra.sweeper.n_trials=4", "x=interval(-5,5)",
+              "hydra.sweeper.custom_search_space=app_space.extend")
+    sweep(app, *custom)
+    sweep(app, *custom, "hydra.sweeper.n_jobs=1", sweeper="optuna")
+    mine, theirs = study(app), study(app, "upstream")
+    assert all(set(t.params) == {"x", "y"} for t in mine.trials)
+    assert [t.params for t in mine.trials] == [t.params for t in theirs.trials]
+    for db in ("ours", "upstream"):
+        (app / f"{db}.db").unlink()
+    jobs = len(list((app / "multirun").glob("*/*/*/job.json")))
+    refused = sweep(app, *custom, "y=2", ok=False)
     assert refused.returncode == 1
     assert "Overlapping fixed parameters and search space parameters found: ['y']" \
         in refused.stderr
-    assert not list((app / "multirun").glob("*/*/*/job.json"))[4:]  # no job of the refused
+    upstream = sweep(app, *custom, "y=2", sweeper="optuna", ok=False)
+    assert "Overlapping fixed parameters" in upstream.stderr  # upstream refuses it too
+    assert len(list((app / "multirun").glob("*/*/*/job.json"))) == jobs  # no job ran
 
 
 def test_failures_under_the_failure_rate_are_recorded_and_the_sweep_goes_on(app):
