@@ -1,11 +1,19 @@
 """Hydra sweeper plugin ``hydra/sweeper=tabflow_optuna``: hydra-optuna-sweeper for long sweeps.
 
+It works in any Hydra app (docs/sweeper-plugin.md) and imports nothing of tabflow; tabflow
+imports the pieces both need from here (``_contract``, ``_locks``, ``_stores``, ``_identity``).
+
 * ``tabflow_sweeper``: the plugin class and its config schema (Hydra imports it at start-up,
   so it stays cheap; the modules below load only when a sweep runs).
-* ``_sweep``: the loop: search space, ask, launch, tell; an interrupted launch.
+* ``_sweep``: the loop: ask, launch, tell; an interrupted launch.
+* ``_space``: the search space, a trial's values, warm-start sets, batch sizes.
 * ``_study``: open, resume, warm-start the Optuna study; ask under its shared lock.
-* ``_outcomes``: what a trial's job returned (its return value or its output dir).
-* ``_progress``: the progress line and ``optimization_results.yaml``.
+* ``_heartbeat``: trials beat; a dead worker's trials are failed and retried.
+* ``_identity``: the study's name when none is given.
+* ``_pruning``, ``_outcomes``, ``_progress``: pruners; what a job returned; progress
+  lines and ``optimization_results.yaml``.
+* ``_contract``, ``_locks``, ``_stores``: names shared with jobs and the app; locks in the
+  study's storage; safe opening of SQLite and PostgreSQL storages.
 
 Modules named with a leading underscore are skipped by Hydra's plugin scan.
 """
