@@ -140,8 +140,9 @@ class TabflowOptunaSweeperImpl(OptunaSweeperImpl):
                 values = suggest(trial, space, self.conditional_on,
                                  self.custom_search_space_extender, self._cfg)
             except OverlapError as e:  # the config's fault: every trial would do the same
-                _study.set_user_attrs(trial, {ATTR_ERROR: str(e)})
-                _study.tell(trial.study, trial, state=TrialState.FAIL)
+                for started in trials[trials.index(trial):]:  # none of the batch runs
+                    _study.set_user_attrs(started, {ATTR_ERROR: str(e)})
+                    _study.tell(started.study, started, state=TrialState.FAIL)
                 raise SweepAbortedError(str(e)) from e
             overrides.append((*(f"{k}={v}" for k, v in values.items()), *space.fixed_overrides,
                               *self._job_overrides(trial)))
