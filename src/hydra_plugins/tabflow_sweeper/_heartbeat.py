@@ -85,7 +85,7 @@ class Heartbeat:
     @property
     def poll_s(self) -> float:
         """How often a process waiting on other processes' trials looks for dead ones."""
-        return float(min(self.interval, 5))
+        return float(min(self.interval, 2))
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         """Queue a stale trial again with its parameters (the storage's callback)."""

@@ -126,7 +126,6 @@ class TabflowOptunaSweeperImpl(OptunaSweeperImpl):
         self.metric_names = [str(m) for m in as_list(metric)] if metric is not None else []
         self.metric_name = "objective" if metric is None else str(metric)
 
-    # ---------------------------------------------------------------- what to search
     def search_space(self, arguments: list[str]) -> tuple[SearchSpace, Any, int]:
         """Parse the search space (``_space.parse_space``): space, sampler, trial count."""
         return parse_space(self, arguments, self.conditional_params)
@@ -151,9 +150,9 @@ class TabflowOptunaSweeperImpl(OptunaSweeperImpl):
     def _job_overrides(self, trial: Trial) -> list[str]:
         """What a trial's job gets besides its values: its number, study and retry.
 
-        Numbers go through the job's environment (any app can read it); into the job's
-        config too when it has the key. Output dirs are named by trial number (unique when
-        several sweep processes share one study) unless the user chose a subdir.
+        In the job's environment (any app can read it), and into its config when it has the
+        key. Output dirs are named by trial number (unique across processes sharing the
+        study) unless the user chose a subdir.
         """
         env: dict[str, Any] = {ENV_TRIAL: trial.number}
         if self.pruner:  # the job reports to its trial
@@ -355,9 +354,10 @@ class TabflowOptunaSweeperImpl(OptunaSweeperImpl):
                      ) -> NoReturn:
         lost = self.interrupted_launch(study, trials)
         first_line = str(e).splitlines()[0][:300] if str(e) else ""
+        what = (f"while trial(s) {lost} ran; they are marked interrupted and will be retried"
+                if lost else "as its running trials finished; they are kept, nothing is lost")
         raise SweepInterruptedError(
-            f"Sweep interrupted ({type(e).__name__}: {first_line}) while trial(s) {lost} "
-            f"ran; they are marked interrupted and will be retried. Re-run the same "
+            f"Sweep interrupted ({type(e).__name__}: {first_line}) {what}. Re-run the same "
             f"command to resume study {study.study_name}",
             interrupt_code(e) if isinstance(e, KeyboardInterrupt) else 1) from e
 
