@@ -87,14 +87,16 @@ class Heartbeat:
         """How often a process waiting on other processes' trials looks for dead ones."""
         return float(min(self.interval, 2))
 
+    def retries(self, trial: FrozenTrial) -> bool:
+        """Whether a dead trial is run again (``max_retry`` counts its earlier attempts)."""
+        attempts = len(trial.system_attrs.get("retry_history", [])) + 1
+        return self.max_retry is None or attempts <= self.max_retry
+
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         """Queue a stale trial again with its parameters (the storage's callback)."""
-        history = [*trial.system_attrs.get("retry_history", []), trial.number]
-        if self.max_retry is not None and len(history) > self.max_retry:
-            log.warning("Trial %d is not retried: its parameters were tried %d time(s) and "
-                        "every worker died (hydra.sweeper.heartbeat.max_retry=%d)",
-                        trial.number, len(history), self.max_retry)
+        if not self.retries(trial):
             return
+        history = [*trial.system_attrs.get("retry_history", []), trial.number]
         user_attrs = {k: v for k, v in trial.user_attrs.items() if k not in _ATTEMPT_ATTRS}
         study.add_trial(optuna.trial.create_trial(
             state=TrialState.WAITING, params=trial.params, distributions=trial.distributions,
@@ -111,11 +113,10 @@ def retry_of(trial: FrozenTrial | optuna.Trial) -> int | None:
 
 def retried(trials: list[FrozenTrial]) -> set[int]:
     """The numbers of the trials that a later trial retries (they count through it)."""
-    numbers = {retry_of(t) for t in trials}
+    numbers = {n for n in map(retry_of, trials) if n is not None}
     for t in trials:  # a retry of a retry lists every attempt before it
-        numbers.update(t.system_attrs.get("retry_history", []))
-    numbers.discard(None)
-    return {int(n) for n in numbers if n is not None}
+        numbers.update(int(n) for n in t.system_attrs.get("retry_history", []))
+    return numbers
 
 
 def enabled(study: optuna.Study) -> bool:
@@ -163,7 +164,8 @@ def fail_stale(study: optuna.Study) -> list[int]:
     for trial_id in stale_trials(study):
         trial = storage.get_trial(trial_id)
         owner = f"{trial.user_attrs.get(HOST, '?')}:{trial.user_attrs.get(PID, '?')}"
-        grace = getattr(storage.get_heartbeat_stale_trial_callback(), "grace_period", "?")
+        callback = storage.get_heartbeat_stale_trial_callback()
+        grace = getattr(callback, "grace_period", "?")
         try:
             storage.set_trial_user_attr(
                 trial_id, ATTR_ERROR, f"its sweep process {owner} stopped beating (gone, or "
@@ -173,9 +175,13 @@ def fail_stale(study: optuna.Study) -> list[int]:
                 failed.append(trial_id)
         except optuna.exceptions.UpdateFinishedTrialError:
             continue  # it finished, or another process failed it first
-        log.warning("Trial %d failed: its sweep process %s stopped beating; it is retried",
-                    trial.number, owner)
-    callback = storage.get_heartbeat_stale_trial_callback()
+        retried = callback is not None and (not isinstance(callback, Heartbeat)
+                                            or callback.retries(trial))
+        again = "it is retried" if retried else (
+            f"not retried: every run of its parameters died (max_retry="
+            f"{getattr(callback, 'max_retry', None)})")
+        log.warning("Trial %d failed: its sweep process %s stopped beating; %s",
+                    trial.number, owner, again)
     for trial_id in failed:
         if callback is not None:
             callback(study, storage.get_trial(trial_id))
