@@ -128,7 +128,11 @@ def test_two_processes_prune_one_postgres_study(tmp_path):
     with postgres_database() as optuna_db:
         env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
         env["TABFLOW_OPTUNA_DB"] = optuna_db
+        # The 25th percentile, not the median: which trials two processes prune depends on
+        # how they interleave, and a median pruner pruned none of 14 once in CI.
         procs = start_workers(2, tmp_path, env, [*PRUNED_SWEEP, "hydra.sweeper.n_trials=14",
+                                                 "hydra/sweeper/pruner=percentile",
+                                                 "hydra.sweeper.pruner.n_startup_trials=3",
                                                  "hydra/sweeper/storage=postgres",
                                                  "registry.enabled=false"])
         logs = [p.communicate(timeout=300)[0] for p in procs]

@@ -265,6 +265,18 @@ def _children(pid: int) -> list[int]:
     return kids
 
 
+def _mid_trial(root: Path) -> bool:
+    """Whether a job of a running trial has started (its process noted) and not finished."""
+    try:
+        with sqlite3.connect(root / "optuna.db") as con:
+            running = [n for (n,) in con.execute(
+                "SELECT number FROM trials WHERE state = 'RUNNING'")]
+    except sqlite3.OperationalError:  # the storage is being created
+        return False
+    return any(any(root.glob(f"multirun/*/*/{n}/process.json"))
+               and not any(root.glob(f"multirun/*/*/{n}/metrics.json")) for n in running)
+
+
 @pytest.mark.parametrize("launcher", [("hydra/launcher=joblib",), ()],
                          ids=["joblib", "tabflow-warm-workers"])
 def test_killed_joblib_worker_is_reported_and_reconciled(project_root, launcher):
@@ -287,7 +299,12 @@ def test_killed_joblib_worker_is_reported_and_reconciled(project_root, launcher)
         lines.append(line)
         if "| 2/8 |" in line:
             break
-    time.sleep(2.0)  # the next batch is running
+    # Kill while a job of the next batch runs (a fixed wait raced the ~2 s jobs: loky
+    # silently replaces workers killed between batches).
+    deadline = time.monotonic() + 120
+    while not _mid_trial(project_root):
+        assert time.monotonic() < deadline and proc.poll() is None, "no trial ran"
+        time.sleep(0.05)
     cmdlines = {p: Path(f"/proc/{p}/cmdline").read_bytes() for p in _children(proc.pid)}
     workers = [p for p, c in cmdlines.items() if b"loky" in c and b"resource_tracker" not in c]
     assert workers, "no joblib worker found"
