@@ -160,21 +160,22 @@ def fail_stale(study: optuna.Study) -> list[int]:
     if not enabled(study):
         return []
     storage = _beating(study)
-    failed = []
+    callback = storage.get_heartbeat_stale_trial_callback()
+    grace = getattr(callback, "grace_period", "?")
+    failed: list[FrozenTrial] = []
     for trial_id in stale_trials(study):
         trial = storage.get_trial(trial_id)
         owner = f"{trial.user_attrs.get(HOST, '?')}:{trial.user_attrs.get(PID, '?')}"
-        callback = storage.get_heartbeat_stale_trial_callback()
-        grace = getattr(callback, "grace_period", "?")
         try:
             storage.set_trial_user_attr(
                 trial_id, ATTR_ERROR, f"its sweep process {owner} stopped beating (gone, or "
                                       f"no heartbeat for {grace} s: frozen, killed, host lost)")
             storage.set_trial_user_attr(trial_id, ATTR_WORKER_DIED, owner)
-            if storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
-                failed.append(trial_id)
+            if not storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
+                continue
         except optuna.exceptions.UpdateFinishedTrialError:
             continue  # it finished, or another process failed it first
+        failed.append(trial)
         retried = callback is not None and (not isinstance(callback, Heartbeat)
                                             or callback.retries(trial))
         again = "it is retried" if retried else (
@@ -182,10 +183,10 @@ def fail_stale(study: optuna.Study) -> list[int]:
             f"{getattr(callback, 'max_retry', None)})")
         log.warning("Trial %d failed: its sweep process %s stopped beating; %s",
                     trial.number, owner, again)
-    for trial_id in failed:
-        if callback is not None:
-            callback(study, storage.get_trial(trial_id))
-    return [storage.get_trial(i).number for i in failed]
+    for trial in failed:
+        if callback is not None:  # the trial as it is now: FAIL, with the reason
+            callback(study, storage.get_trial(trial._trial_id))
+    return [trial.number for trial in failed]
 
 
 def taken_over(study: optuna.Study, trial: optuna.Trial) -> bool:

@@ -193,9 +193,10 @@ def others_running(study: optuna.Study, mine: int = 0) -> tuple[int, bool]:
 
     Reads only (no lock): a process waiting on others' trials polls this.
     """
-    running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
-    waiting = bool(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
-    return running - mine, waiting or bool(_heartbeat.stale_trials(study))
+    states = [t.state for t in study.get_trials(deepcopy=False)]
+    running = states.count(TrialState.RUNNING)
+    waiting = TrialState.WAITING in states
+    return running - mine, waiting or bool(running and _heartbeat.stale_trials(study))
 
 
 def set_user_attrs(trial: Trial, attrs: dict[str, Any]) -> None:
