@@ -24,9 +24,13 @@ os.environ.setdefault("TABFLOW_ROOT", str(CODE_ROOT))
 register_configs()
 
 
-# Config-named targets Hydra may instantiate: our callbacks only (model classes are
-# resolved by tabflow.pipeline, which allows scikit-learn classes only).
-@hydra.main(config_path="../conf", config_name="train", execution_whitelist=("tabflow.*",))
+# Config-named targets Hydra may instantiate: exactly our callbacks (estimator classes are
+# admitted by tabflow.estimators, the sweeper's hooks by its own list; docs/security.md).
+# A callback of your own is code: add its class path here, not in a config file.
+CALLBACKS = ("tabflow.checks.ConfigCheck", "tabflow.tracking.callback.MlflowCallback")
+
+
+@hydra.main(config_path="../conf", config_name="train", execution_whitelist=CALLBACKS)
 def main(cfg: DictConfig) -> float | list[float]:
     """Run one job and return the objective the Optuna sweeper optimises."""
     # scikit-learn loads only when a job runs, so --help and config errors stay fast.
@@ -42,11 +46,27 @@ def main(cfg: DictConfig) -> float | list[float]:
     return objective_value(metrics, cfg.objective.metric)
 
 
+def check_callbacks(argv: list[str]) -> None:
+    """Refuse, in one line, a command-line callback outside ``CALLBACKS`` (exit 2).
+
+    Hydra's whitelist refuses it too, but with a traceback; a callback in a config file
+    still meets that refusal (docs/security.md).
+    """
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if sep and key.lstrip("+~").startswith("hydra.callbacks") and \
+                key.endswith("_target_") and value not in CALLBACKS:
+            exit_cleanly(f"Config error: {key.lstrip('+~')}={value} is not a callback tabflow "
+                         f"ships ({', '.join(CALLBACKS)}); a callback of your own is code: add "
+                         f"its class to CALLBACKS in src/train.py (docs/security.md)", code=2)
+
+
 if __name__ == "__main__":
     # Ctrl-C and SIGTERM anywhere end with one line; the sweeper and the sweep's end say
     # more when they are the ones interrupted (see contract.Interrupted).
     raise_on_sigterm()
     try:
+        check_callbacks(sys.argv[1:])
         main()
     except KeyboardInterrupt as e:
         what = "Sweep" if {"-m", "--multirun"} & set(sys.argv) else "Run"

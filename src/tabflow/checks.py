@@ -126,8 +126,48 @@ def check_budget(cfg: DictConfig) -> None:
                           f"option: sweep=narrow|wide|families)")
 
 
+def targets(cfg: DictConfig) -> list[str]:
+    """The keys of every ``_target_`` in the job's config (Hydra's own node excluded)."""
+    found: list[str] = []
+
+    def walk(node: Any, key: str) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                child = f"{key}.{k}" if key else str(k)
+                if k == "_target_":
+                    found.append(child)
+                else:
+                    walk(v, child)
+
+    walk({k: OmegaConf.to_container(cfg[k], resolve=False) if OmegaConf.is_config(cfg[k])
+          else cfg[k] for k in cfg if k != "hydra"}, "")
+    return found
+
+
+def check_code(cfg: DictConfig, sweeping: bool) -> None:
+    """Refuse any setting that names code no allow-list admits (docs/security.md).
+
+    The estimator classes (composed and swept) and, for sweeps, the sampler, pruner and
+    hooks; before any store, run or study exists.
+    """
+    from hydra_plugins.tabflow_sweeper import HookError, check_sweeper_settings
+    from tabflow.estimators import EstimatorError, check_model
+
+    for key in targets(cfg):
+        raise ConfigError(f"{key}={OmegaConf.select(cfg, key)}: tabflow instantiates nothing "
+                          f"from the job's config; name an estimator with model.classifier / "
+                          f"model.regressor (docs/security.md)")
+    try:
+        check_model(cfg)
+        if sweeping:
+            check_sweeper_settings(cfg.hydra.sweeper)
+    except (EstimatorError, HookError) as e:
+        raise ConfigError(str(e)) from e
+
+
 def check_config(cfg: DictConfig, sweeping: bool) -> None:
     """Run every check; raise :class:`ConfigError` on the first problem."""
+    check_code(cfg, sweeping)  # before any other: nothing a config names runs unchecked
     check_objective(cfg)
     check_split(cfg)
     if sweeping:

@@ -336,6 +336,15 @@ class RegistryConfig:
 
 
 @dataclass
+class EstimatorsConfig:
+    """Estimator classes admitted besides scikit-learn's own (docs/security.md)."""
+
+    # Exact import paths of classes (xgboost.XGBClassifier, mypkg.models.MyRegressor);
+    # each must be a scikit-learn-compatible estimator. Nothing else is ever imported.
+    extra: list[str] = field(default_factory=list)
+
+
+@dataclass
 class PathsConfig:
     """Project folders; ``root`` anchors every relative store and data path."""
 
@@ -350,6 +359,7 @@ class TrainConfig:
     dataset: DatasetConfig = MISSING
     preprocessing: PreprocessingConfig = MISSING
     model: Any = MISSING  # validated by the per-family schema the model YAML extends
+    estimators: EstimatorsConfig = field(default_factory=EstimatorsConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     cv: CVConfig = field(default_factory=CVConfig)

@@ -26,7 +26,8 @@ from tabflow.config import job_config
 from tabflow.contract import TRIAL_KEY
 
 # Job config keys that do not change what a trial computes.
-_NOT_IDENTITY = ("tracking", "registry", "paths", TRIAL_KEY, "threads")
+# (`estimators` only admits classes: the model node names the one a trial uses.)
+_NOT_IDENTITY = ("tracking", "registry", "paths", TRIAL_KEY, "threads", "estimators")
 
 
 def identity(cfg: DictConfig, data_digest: str | None = None) -> dict[str, Any]:

@@ -272,3 +272,34 @@ def test_the_report_opens_from_the_ui_in_a_browser(registry, tmp_path):
         assert f"version 1: {run.data.tags['monitoring.verdict']}" in dom
     finally:
         stop_server(server)
+
+
+def test_retrain_refuses_a_planted_override_before_anything_is_recorded(registry, tmp_path,
+                                                                         capsys, monkeypatch):
+    """A tag anyone with write access to the store can set is data: its code is refused."""
+    from tabflow.cli import main
+
+    canary = tmp_path / "canary"
+    canary.mkdir()
+    (canary / "keep.txt").write_text("still here")
+    client = client_for(registry)
+    parent = client.get_model_version(MODEL, "1").tags["sweep.parent_run_id"]
+    recorded = client.get_run(parent).data.tags["hydra.overrides"]
+    planted = (f"{recorded} model.classifier=sklearn.datasets.clear_data_home "
+               f"+model.data_home={canary}")
+    client.set_tag(parent, "hydra.overrides", planted)
+    before, files = len(monitoring_runs(registry)), sorted((registry / "data").rglob("*"))
+    try:
+        monkeypatch.setenv("TABFLOW_ROOT", str(registry))
+        code = main(["--tracking-uri", f"sqlite:///{registry}/mlflow.db", "monitor", MODEL,
+                     str(batch(registry, "planted.csv")), "--retrain"])
+    finally:
+        client.set_tag(parent, "hydra.overrides", recorded)
+    out = capsys.readouterr()
+    assert code == 2, out.out + out.err
+    lines = out.err.strip().splitlines()
+    assert len(lines) == 1 and f"run {parent}, tag hydra.overrides" in lines[0]
+    assert "'model.classifier=sklearn.datasets.clear_data_home'" in lines[0]
+    assert out.out == "" and len(monitoring_runs(registry)) == before
+    assert sorted((registry / "data").rglob("*")) == files  # no retraining table written
+    assert (canary / "keep.txt").read_text() == "still here"

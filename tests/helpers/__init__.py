@@ -18,6 +18,30 @@ TRAIN = REPO / "src" / "train.py"
 CUSTOMERS = REPO / "tests" / "data" / "customers.csv"  # a shipped churn table
 
 
+try:  # a third-party-style estimator for the allow-list's tests (estimators.extra)
+    from sklearn.base import BaseEstimator, ClassifierMixin
+
+    class TinyClassifier(ClassifierMixin, BaseEstimator):
+        """Predicts the most frequent class of its training labels (a user's own class)."""
+
+        def __init__(self, C: float = 1.0) -> None:
+            self.C = C
+
+        def fit(self, X: Any, y: Any) -> TinyClassifier:
+            import numpy as np
+
+            self.classes_, counts = np.unique(y, return_counts=True)
+            self.majority_ = self.classes_[counts.argmax()]
+            return self
+
+        def predict(self, X: Any) -> Any:
+            import numpy as np
+
+            return np.full(len(X), self.majority_)
+except ImportError:  # helpers are also imported where scikit-learn isn't needed
+    pass
+
+
 def group_options(group: str) -> list[str]:
     """Return the option names of a config group (the YAML files in conf/<group>/)."""
     return sorted(p.stem for p in (CONF / group).glob("*.yaml"))

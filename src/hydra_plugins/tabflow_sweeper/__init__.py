@@ -10,10 +10,17 @@ imports the pieces both need from here (``_contract``, ``_locks``, ``_stores``, 
 * ``_study``: open, resume, warm-start the Optuna study; ask under its shared lock.
 * ``_heartbeat``: trials beat; a dead worker's trials are failed and retried.
 * ``_identity``: the study's name when none is given.
+* ``_hooks``: what the config may name as code (declared hooks, Optuna's classes only).
 * ``_pruning``, ``_outcomes``, ``_progress``: pruners; what a job returned; progress
   lines and ``optimization_results.yaml``.
 * ``_contract``, ``_locks``, ``_stores``: names shared with jobs and the app; locks in the
   study's storage; safe opening of SQLite and PostgreSQL storages.
 
-Modules named with a leading underscore are skipped by Hydra's plugin scan.
+Modules named with a leading underscore are skipped by Hydra's plugin scan. The names an
+app may use are re-exported here (its public API).
 """
+
+from hydra_plugins.tabflow_sweeper._hooks import HookError
+from hydra_plugins.tabflow_sweeper._hooks import check_settings as check_sweeper_settings
+
+__all__ = ["HookError", "check_sweeper_settings"]

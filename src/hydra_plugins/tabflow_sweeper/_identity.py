@@ -6,8 +6,8 @@ the trials: the job's config, the search space, the command line's sweep dimensi
 sampler and the directions; not the number of trials, a timeout or parallelism.
 
 An app can name its studies itself: ``hydra.sweeper.study_namer`` is the dotted path of a
-function of the composed config (tabflow's adds its data's digest, so that edited data
-starts a new study). This module reads no app's config keys.
+function of the composed config, declared in ``hydra.sweeper.hooks`` (tabflow's adds its
+data's digest, so that edited data starts a new study). This module reads no app's config keys.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ import json
 from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.utils import get_method
 from omegaconf import DictConfig, OmegaConf
 
 from hydra_plugins.tabflow_sweeper._contract import TRIAL_KEY
+from hydra_plugins.tabflow_sweeper._hooks import resolve_hook
 
 
 def sweep_overrides(overrides: list[str]) -> list[str]:
@@ -71,8 +71,9 @@ def study_name(cfg: DictConfig) -> str:
     sweeper = cfg.hydra.sweeper
     if sweeper.get("study_name"):
         return str(sweeper.study_name)
-    if sweeper.get("study_namer"):
-        return str(get_method(str(sweeper.study_namer))(cfg))
+    namer = resolve_hook(sweeper, "study_namer")  # declared in hydra.sweeper.hooks only
+    if namer is not None:
+        return str(namer(cfg))
     job = {k: plain(v) for k, v in cfg.items() if k not in ("hydra", TRIAL_KEY)}
     found = identity(cfg, job)
     found["directions"] = plain(sweeper.get("direction"))

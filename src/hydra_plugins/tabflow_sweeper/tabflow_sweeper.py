@@ -36,26 +36,37 @@ class TabflowOptunaSweeper(Sweeper):
                  enqueue_defaults: bool = False, enqueue: Any = (),
                  conditional_on: str = "model", conditional_params: Any = None,
                  pruner: Any = None, heartbeat: Any = None,
-                 study_namer: str | None = None) -> None:
+                 study_namer: str | None = None, hooks: Any = ()) -> None:
         """Build the sampler and pruner (Optuna's only) and the implementation.
 
         ``study_namer`` is read from the composed config when the study is named
-        (``_identity``), like every setting of the job's config.
+        (``_identity``), like every setting of the job's config. Nothing named by the
+        config is imported before ``_hooks.check_settings`` admits it (exit 2 otherwise).
         """
+        from hydra_plugins.tabflow_sweeper._hooks import HookError, check_settings, resolve_hook
         from hydra_plugins.tabflow_sweeper._pruning import build_pruner
         from hydra_plugins.tabflow_sweeper._sweep import TabflowOptunaSweeperImpl
 
+        settings = {"sampler": sampler, "pruner": pruner, "study_namer": study_namer,
+                    "custom_search_space": custom_search_space, "hooks": list(hooks or ())}
+        try:
+            check_settings(settings)  # type: ignore[arg-type]
+        except HookError as e:
+            exit_cleanly(f"Config error: {e}", e, code=2)
+        extend = resolve_hook(settings, "custom_search_space")
         sampler = instantiate(
             sampler,
             _execution_whitelist_=("hydra_plugins.hydra_optuna_sweeper.*", "optuna.samplers.*"),
         )
         self.sweeper = TabflowOptunaSweeperImpl(
             sampler, direction, storage, study_name, n_trials, n_jobs, max_failure_rate,
-            custom_search_space, params, timeout, enqueue_defaults,
+            None, params, timeout, enqueue_defaults,
             [dict(e) for e in enqueue or ()], conditional_on,
             {str(k): dict(v) for k, v in (conditional_params or {}).items()},
             build_pruner(pruner), heartbeat,
         )
+        # Upstream instantiates the dotted path itself; the admitted function is set instead.
+        self.sweeper.custom_search_space_extender = extend
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction,
               config: DictConfig) -> None:
@@ -125,6 +136,9 @@ class TabflowOptunaSweeperConf(OptunaSweeperConf):
     # Without study_name: the dotted path of a function of the composed config that names
     # the study (an app's own identity); null: <job name>-<hash of config and space>.
     study_namer: str | None = None
+    # The functions study_namer and custom_search_space may name (dotted paths); any other
+    # path is refused before the sweep starts (docs/security.md).
+    hooks: list[str] = field(default_factory=list)
 
 
 ConfigStore.instance().store(

@@ -61,6 +61,13 @@ def monitor(args: argparse.Namespace) -> int:
     try:
         cfg = checks.settings(args.overrides)
         store = connect(args.tracking_uri, create=False)
+        if args.retrain:  # stored overrides are checked before anything is recorded
+            from tabflow.monitoring.retrain import registering_sweep, stored_overrides
+
+            alias = None if args.version is not None else (args.alias or str(cfg.alias))
+            found = checks.find_version(store, args.name, alias, args.version)
+            parent, tags = registering_sweep(store, args.name, str(found.version))
+            stored_overrides(tags, parent)
         check, profile = checks.monitor(store, args.name, args.file, cfg, alias=args.alias,
                                         version=args.version, labels=args.labels,
                                         ignore_extra=args.ignore_extra,

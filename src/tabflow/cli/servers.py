@@ -169,7 +169,7 @@ def server_env(tracking_uri: str) -> dict[str, str]:
 
 def serve(args: argparse.Namespace) -> int:
     """Become ``mlflow models serve`` for a registered model's alias."""
-    from tabflow.tracking.models import model_files_exist
+    from tabflow.tracking.models import read_mlmodel, unsafe_format
     from tabflow.tracking.registry import resolve_version
     from tabflow.tracking.store import connect
 
@@ -180,11 +180,17 @@ def serve(args: argparse.Namespace) -> int:
               f"register one with a sweep and promote it: tabflow promote {args.name}",
               file=sys.stderr)
         return 2
-    if not model_files_exist(store, args.name, str(version.version)):
+    mlmodel = read_mlmodel(store, args.name, str(version.version))
+    if mlmodel is None:
         print(f"error: {args.name} version {version.version}: its model files can't be read "
               f"(were mlruns/ or the artifact store moved or deleted?); roll production back "
               f"(tabflow rollback {args.name}) or re-run the sweep that registered it",
               file=sys.stderr)
+        return 2
+    why = unsafe_format(mlmodel)
+    if why:  # the server would deserialize it: refuse what tabflow did not log
+        print(f"error: {args.name} version {version.version} is not served: {why}; only models "
+              f"tabflow logged are loaded (docs/security.md)", file=sys.stderr)
         return 2
     env = server_env(args.tracking_uri)
     cmd = serve_command(args.name, str(version.version), args.port)

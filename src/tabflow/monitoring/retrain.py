@@ -117,8 +117,45 @@ def _table(check: Check, profile: Profile, cfg: DictConfig, choice: RetrainData
     return pd.concat([old, new[old.columns]], ignore_index=True)
 
 
+def stored_overrides(tags: dict[str, str], parent: str) -> list[str]:
+    """The registering sweep's overrides that the retraining sweep replays, once checked.
+
+    They come from the tracking store, so they are data (``tabflow.replay``): one that
+    changes what code runs is refused unless the config files say the same.
+
+    Raises:
+        MonitorError: Naming the run, the tag and the override.
+    """
+    from tabflow.replay import ReplayError, check_replayed
+
+    try:
+        original = shlex.split(tags.get(TAG_OVERRIDES, ""))
+    except ValueError as e:
+        raise MonitorError(f"run {parent}, tag {TAG_OVERRIDES}: can't be read ({e})") from e
+    kept = [o for o in original if not o.lstrip("+~").startswith(REPLACED)]
+    try:
+        return check_replayed(kept, f"run {parent}, tag {TAG_OVERRIDES}")
+    except ReplayError as e:
+        raise MonitorError(str(e)) from e
+
+
+def registering_sweep(store: Store, name: str, version: str) -> tuple[str, dict[str, str]]:
+    """The parent run that registered a version, and its tags.
+
+    Raises:
+        MonitorError: If no tabflow sweep registered it.
+    """
+    parent = model_version(store, name, version).tags.get(TAG_SWEEP_PARENT)
+    if not parent:
+        raise MonitorError(f"{name} version {version} was not registered by a "
+                           f"tabflow sweep: its configuration is unknown, so it can't be "
+                           f"retrained from here")
+    return parent, dict(store.client.get_run(parent).data.tags)
+
+
 def command(check: Check, profile: Profile, tags: dict[str, str], path: str,
-            best_cfg: DictConfig, keep: list[str], extra: list[str]) -> list[str]:
+            best_cfg: DictConfig, keep: list[str], extra: list[str], parent: str = ""
+            ) -> list[str]:
     """The overrides of the retraining sweep.
 
     ``keep`` names features whose values are all unique in the new table, which the
@@ -130,7 +167,7 @@ def command(check: Check, profile: Profile, tags: dict[str, str], path: str,
         raise MonitorError(f"the sweep that registered {check.name} version {check.version} "
                            f"had secret overrides ({secret}), which were not recorded; run "
                            f"the retraining sweep yourself with dataset.path={path}")
-    kept = [o for o in original if not o.lstrip("+~").startswith(REPLACED)]
+    kept = stored_overrides(tags, parent)
     params = warm_start(tags)
     overrides = [
         *kept, "dataset=csv", f"dataset.path={_quote(path)}",
@@ -152,13 +189,8 @@ def retrain(store: Store, check: Check, profile: Profile, cfg: DictConfig,
     if check.verdict == OK:
         print("No drift and no degradation: nothing to retrain")
         return 0
-    version = model_version(store, check.name, check.version)
-    parent = version.tags.get(TAG_SWEEP_PARENT)
-    if not parent:
-        raise MonitorError(f"{check.name} version {check.version} was not registered by a "
-                           f"tabflow sweep: its configuration is unknown, so it can't be "
-                           f"retrained from here")
-    tags = dict(store.client.get_run(parent).data.tags)
+    parent, tags = registering_sweep(store, check.name, check.version)
+    stored_overrides(tags, parent)  # refused before the new table is written
     best_cfg = best_config(store, parent)
     choice, why = choose_data(check, data or str(cfg.data), int(cfg.min_new_rows))
     table = _table(check, profile, best_cfg, choice)
@@ -169,7 +201,7 @@ def retrain(store: Store, check: Check, profile: Profile, cfg: DictConfig,
     from tabflow.data import id_like_columns
 
     keep = id_like_columns(table[list(profile.features)], [])
-    overrides = command(check, profile, tags, str(path), best_cfg, keep, extra)
+    overrides = command(check, profile, tags, str(path), best_cfg, keep, extra, parent)
     before = aliases(store, check.name) or {}
     print(f"Retraining {check.name} on {choice.value} data ({len(table)} rows, {path}): "
           f"{why}.\n  python src/train.py -m {' '.join(overrides)}", flush=True)

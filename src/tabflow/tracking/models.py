@@ -117,23 +117,65 @@ def fail_logged_model(store: Store, model_id: str) -> None:
     store.client.finalize_logged_model(model_id, LoggedModelStatus.FAILED)
 
 
-def model_files_exist(store: Store, name: str, version: str) -> bool:
-    """Whether a registered version's model files can still be read (its MLmodel file)."""
+def read_mlmodel(store: Store, name: str, version: str) -> dict[str, Any] | None:
+    """A registered version's ``MLmodel`` file as data, or None when it can't be read."""
     import tempfile
+    from pathlib import Path
 
     import mlflow
+    import yaml
 
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}/MLmodel",
-                                                dst_path=tmp, tracking_uri=store.uri)
+            path = mlflow.artifacts.download_artifacts(
+                artifact_uri=f"models:/{name}/{version}/MLmodel", dst_path=tmp,
+                tracking_uri=store.uri)
+            found = yaml.safe_load(Path(path).read_text())
     except Exception:
-        return False
-    return True
+        return None
+    return found if isinstance(found, dict) else None
+
+
+def model_files_exist(store: Store, name: str, version: str) -> bool:
+    """Whether a registered version's model files can still be read (its MLmodel file)."""
+    return read_mlmodel(store, name, version) is not None
+
+
+def unsafe_format(mlmodel: dict[str, Any]) -> str | None:
+    """Why a stored model must not be deserialized here, or None when it may be.
+
+    Loading a model runs whatever its file tells the unpickler to. A model tabflow logged
+    is skops, trusting only scikit-learn, NumPy and SciPy types; the store is shared, so a
+    model whose ``MLmodel`` says otherwise (pickle, cloudpickle, a wider trust list) was
+    not logged by tabflow and is refused (docs/security.md).
+    """
+    flavor = (mlmodel.get("flavors") or {}).get("sklearn") or {}
+    fmt = flavor.get("serialization_format")
+    if fmt != "skops":
+        return f"it is stored as {fmt or 'no scikit-learn model'}, not skops"
+    foreign = [t for t in flavor.get("skops_trusted_types") or []
+               if not str(t).startswith(TRUSTED_TYPE_PREFIXES)]
+    if foreign:
+        return f"its skops file trusts types from outside {TRUSTED_TYPE_PREFIXES}: {foreign}"
+    return None
 
 
 def load_model(uri: str) -> Any:
-    """Load a registered scikit-learn pipeline (``models:/<name>/<version>``)."""
-    import mlflow
+    """Load a registered scikit-learn pipeline (``models:/<name>/<version>``).
 
-    return mlflow.sklearn.load_model(uri)
+    Raises:
+        TrackingError: If its files say it is not a model tabflow logged (``unsafe_format``).
+    """
+    import tempfile
+    from pathlib import Path
+
+    import mlflow
+    import yaml
+
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp))
+        why = unsafe_format(yaml.safe_load((local / "MLmodel").read_text()) or {})
+        if why:
+            raise TrackingError(f"{uri} is not loaded: {why}; only models tabflow logged are "
+                                f"deserialized (docs/security.md)")
+        return mlflow.sklearn.load_model(str(local))
