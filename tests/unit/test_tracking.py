@@ -139,3 +139,26 @@ def test_a_killed_sweeps_runs_are_finished_from_their_job_dirs_or_failed(tmp_pat
     assert done.data.params["model.name"] == "rf"
     assert interrupted.info.status == "FAILED"
     assert "interrupted" in interrupted.data.tags["error"]
+
+
+def test_provenance_counts_tracked_changes_only_and_hashes_the_diff(tmp_path):
+    import subprocess
+
+    from tabflow.tracking.provenance import git_info
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("add", "code.py")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "c")
+    (tmp_path / "optuna.db-wal").write_text("untracked")  # what a sweep writes
+    clean = git_info(tmp_path)
+    assert clean["git.dirty"] == "false" and "git.diff_sha256" not in clean
+    (tmp_path / "code.py").write_text("x = 2\n")
+    one = git_info(tmp_path)
+    (tmp_path / "code.py").write_text("x = 3\n")
+    other = git_info(tmp_path)
+    assert one["git.dirty"] == other["git.dirty"] == "true"
+    assert one["git.diff_sha256"] != other["git.diff_sha256"]  # two dirty runs told apart

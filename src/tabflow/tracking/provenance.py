@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import subprocess
 import sys
 from importlib import metadata
@@ -13,15 +14,25 @@ PROVENANCE_PREFIXES = ("mlflow.source.", "git.", "env.")
 
 
 def git_info(root: Path) -> dict[str, str]:
-    """Return the commit of the code and whether the work tree has uncommitted changes."""
+    """Return the code's commit, whether tracked files differ from it, and the diff's hash.
+
+    Only tracked files count (``git diff HEAD``): what the project writes (stores, run dirs,
+    data, reports) is ignored, and an untracked scratch file changes no code that ran.
+    Two dirty runs with different edits get different ``git.diff_sha256`` tags.
+    """
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True,
+                              timeout=10, check=True).stdout
+
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
-                                text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True,
-                               text=True, timeout=10, check=True).stdout.strip()
+        commit = git("rev-parse", "HEAD").strip()
+        diff = git("diff", "HEAD", "--binary")
     except (OSError, subprocess.SubprocessError):
         return {}
-    return {"mlflow.source.git.commit": commit, "git.dirty": str(bool(dirty)).lower()}
+    tags = {"mlflow.source.git.commit": commit, "git.dirty": str(bool(diff)).lower()}
+    if diff:
+        tags["git.diff_sha256"] = hashlib.sha256(diff.encode()).hexdigest()
+    return tags
 
 
 def environment_tags() -> dict[str, str]:
