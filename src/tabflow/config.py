@@ -325,6 +325,16 @@ class TrackingConfig:
 
 
 @dataclass
+class BudgetsConfig:
+    """Serving budgets a challenger must meet to be promoted; None: no budget."""
+
+    latency_p95_ms_1row: float | None = None
+    latency_p95_ms_1000rows: float | None = None
+    peak_memory_mb: float | None = None
+    artifact_mb: float | None = None
+
+
+@dataclass
 class RegistryConfig:
     """What happens to a sweep's best configuration in the Model Registry."""
 
@@ -332,7 +342,9 @@ class RegistryConfig:
     model_name: str = MISSING
     alias: str = "staging"
     auto_promote: bool = False  # promote staging to production when it beats production
-    promote_margin: float = 0.0  # how much better on the test metric it must be
+    # The minimum gain the whole 95% interval must clear (tabflow.comparison).
+    promote_margin: float = 0.0
+    budgets: BudgetsConfig = field(default_factory=BudgetsConfig)
 
 
 @dataclass
@@ -398,6 +410,39 @@ def file_stem(path: str | None, default: str = "csv") -> str:
 
 # Registered on import: jobs in other processes resolve the same interpolations.
 OmegaConf.register_resolver("file_stem", file_stem, replace=True)
+
+
+def composed_node(node: str, overrides: list[str]) -> DictConfig:
+    """One node of ``conf/train.yaml`` as composed, with ``<node>.*`` overrides only.
+
+    The settings of commands outside a sweep (``monitoring`` for ``tabflow monitor``,
+    ``registry`` for ``tabflow promote``) come from the same files a sweep reads.
+
+    Raises:
+        ValueError: For an override of another node, or one that does not compose; the
+            message names it.
+    """
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from tabflow.contract import CODE_ROOT
+
+    wrong = [o for o in overrides if not o.lstrip("+~").startswith(f"{node}.")]
+    if wrong:
+        raise ValueError(f"only {node} settings can be overridden here, e.g. "
+                         f"{node}.KEY=VALUE; not {wrong}")
+    register_configs()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str((CODE_ROOT / "conf").resolve())):
+        try:
+            cfg = compose("train", overrides=list(overrides))
+        except Exception as e:
+            raise ValueError(f"bad {node} override: " + "; ".join(
+                line.strip() for line in str(e).splitlines()[:3] if line.strip())) from e
+    GlobalHydra.instance().clear()
+    found = cfg[node]
+    assert isinstance(found, DictConfig)
+    return found
 
 
 def register_configs() -> None:

@@ -1,8 +1,11 @@
-"""Split a dataset into train / validation / test, seeded, stratified, cached by content.
+"""Split a dataset into train / validation / test, stratified, cached by content.
 
-The split's row positions are written once to ``data/splits/``, keyed by the dataset's
-digest, the split settings and the seed, so every trial and the final refit see the
-same rows.
+The test split is frozen by content: a row is held out or not by a hash of its values,
+whatever the seed, so versions trained with other seeds, or on data that grew, keep each
+other's test rows out of training, and promotion can compare them on rows neither saw
+(``tabflow.comparison``). The seed cuts validation from the rest. The row positions are
+written once to ``data/splits/``, keyed by the dataset's digest, the split settings and
+the seed, so every trial and the final refit see the same rows.
 """
 
 from __future__ import annotations
@@ -35,6 +38,31 @@ class Splits:
     y_test: pd.Series
 
 
+def frozen_test(ds: Dataset, test_size: float, stratify: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Row positions of (the rest, the test split), chosen by the rows' content alone.
+
+    Each class (or the whole table, unstratified) gives its share of ``ceil(test_size * n)``
+    test rows, those whose content hash ranks lowest: the same rows for every seed, and a
+    row keeps its place when other rows are added unless a new row outranks it.
+    """
+    from tabflow.comparison import row_keys
+
+    n = len(ds.y)
+    n_test = int(np.ceil(test_size * n))
+    if not 0 < n_test < n:
+        raise ValueError(f"test_size={test_size} leaves {n_test} of {n} rows for testing")
+    rank = np.argsort(np.argsort(row_keys(ds.X, ds.y), kind="stable"), kind="stable")
+    groups = [np.arange(n)] if not stratify else \
+        [np.flatnonzero(np.asarray(ds.y) == c) for c in pd.unique(ds.y)]
+    # Largest remainders: each class's share of the test rows, summing to n_test.
+    exact = np.array([len(g) * n_test / n for g in groups])
+    take = np.floor(exact).astype(int)
+    take[np.argsort(-(exact - take), kind="stable")[:n_test - take.sum()]] += 1
+    test = np.sort(np.concatenate([g[np.argsort(rank[g], kind="stable")[:k]]
+                                   for g, k in zip(groups, take, strict=True)]))
+    return np.setdiff1d(np.arange(n), test), test
+
+
 def _split_positions(ds: Dataset, cfg: DictConfig, seed: int) -> dict[str, np.ndarray]:
     from sklearn.model_selection import train_test_split
 
@@ -49,8 +77,7 @@ def _split_positions(ds: Dataset, cfg: DictConfig, seed: int) -> dict[str, np.nd
                 f"split.stratify=false")
     positions = np.arange(len(ds.y))
     try:
-        rest, test = train_test_split(positions, test_size=cfg.test_size, random_state=seed,
-                                      stratify=ds.y if stratify else None)
+        rest, test = frozen_test(ds, cfg.test_size, stratify)
         # val_size is a fraction of the whole dataset, so rescale it to what is left.
         train, val = train_test_split(
             rest, test_size=cfg.val_size / (1.0 - cfg.test_size), random_state=seed,

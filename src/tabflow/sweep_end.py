@@ -47,7 +47,14 @@ from tabflow.contract import (
 )
 from tabflow.sweep_identity import study_name
 from tabflow.tracking.failures import fail
-from tabflow.tracking.models import fail_logged_model, log_model, logged_models_of
+from tabflow.tracking.models import (
+    copy_model_to_run,
+    fail_logged_model,
+    log_model,
+    logged_models_of,
+    serving_line,
+    serving_profile,
+)
 from tabflow.tracking.monitoring import log_profile
 from tabflow.tracking.parent import close_parent
 from tabflow.tracking.queries import Best, best_trial_run
@@ -155,7 +162,9 @@ def _summarise_and_register(sweep: SweepRun) -> None:
     metric, direction = sweep.objective
     previous = store.client.get_run(parent).data.tags
     best, counts = best_trial_run(store, sweep.experiment_id, parent, metric, direction)
-    unchanged = previous.get("best.run_id") == best.run_id and "registry.version" in previous
+    # The same best trial, already registered under this name (a re-run, or a resume).
+    unchanged = previous.get("best.run_id") == best.run_id and "registry.version" in previous \
+        and previous.get("registry.model") == config.registry.model_name
     summary = {f"trials_{status.lower()}": n for status, n in counts.items()}
     log_run_data(store, parent, metrics={f"best_{metric}": best.value, **summary},
                  tags={"best.run_id": best.run_id, "best.trial": best.trial})
@@ -165,11 +174,37 @@ def _summarise_and_register(sweep: SweepRun) -> None:
     print(f"Best trial {best.trial}: {metric}={best.value:.4f} (run {best.run_id}); "
           f"trials: {counts}", flush=True)
     _step("best_chosen")
-    if config.registry.enabled and unchanged:
+    if not config.registry.enabled:
+        return
+    lost = _registration_lost(sweep, previous["registry.version"]) if unchanged else None
+    if unchanged and lost is None:
         print(f"The best trial is unchanged: {config.registry.model_name} version "
-              f"{previous['registry.version']} stays registered")
-    elif config.registry.enabled:
-        register_best(sweep, best)
+              f"{previous['registry.version']} stays registered at @{config.registry.alias}")
+    else:
+        if lost:
+            print(f"The best trial is unchanged, but {config.registry.model_name} version "
+                  f"{previous['registry.version']} {lost}: registering it again", flush=True)
+        # A version taken over is still whole: point the alias back at it. Lost files: anew.
+        register_best(sweep, best, adopt=lost is None or lost.startswith("no longer"))
+
+
+def _registration_lost(sweep: SweepRun, version: str) -> str | None:
+    """What happened to the version this sweep registered, or None if it still holds its alias.
+
+    A re-run must not say "stays registered" of a version that another sweep took the
+    alias from, or whose model files were deleted.
+    """
+    from tabflow.tracking.models import model_files_exist
+    from tabflow.tracking.registry import version_by_alias
+
+    name, alias = sweep.config.registry.model_name, sweep.config.registry.alias
+    held = version_by_alias(sweep.store, name, alias)
+    if held is None or str(held.version) != str(version):
+        now = f"version {held.version}" if held is not None else "no version"
+        return f"no longer holds @{alias} ({now} does)"
+    if not model_files_exist(sweep.store, name, str(version)):
+        return "can't be read (its model files were moved or deleted)"
+    return None
 
 
 def _best_config(best: Best) -> DictConfig:
@@ -178,17 +213,18 @@ def _best_config(best: Best) -> DictConfig:
     return cfg
 
 
-def register_best(sweep: SweepRun, best: Best) -> None:
+def register_best(sweep: SweepRun, best: Best, adopt: bool = True) -> None:
     """Refit the best trial's config on train + validation, score it on test, register it.
 
     Resumable: what an interrupted run of the same sweep left (a logged model, a version
-    without its alias) is adopted rather than made again.
+    without its alias) is adopted rather than made again, unless ``adopt`` is False (its
+    files were lost: a new model and version are made).
     """
     from tabflow.job import format_metrics, refit_final  # scikit-learn, only when registering
 
     store, config, parent = sweep.store, sweep.config, sweep.parent_run_id
     name, alias = config.registry.model_name, config.registry.alias
-    left_model = _models_left_behind(sweep, best)
+    left_model = _models_left_behind(sweep, best) if adopt else None
     best_cfg = _best_config(best)
     final = refit_final(best_cfg)
     log_run_data(store, parent, metrics=final.metrics,
@@ -199,6 +235,9 @@ def register_best(sweep: SweepRun, best: Best) -> None:
     start = time.perf_counter()
     info = left_model or log_model(
         store, parent, final.pipeline, final.input_example, tags={TAG_BEST_RUN: best.run_id})
+    if left_model is None:  # the guide's runs:/<best run>/model resolves too
+        copy_model_to_run(store, info.model_uri, sweep.experiment_id, best.run_id,
+                          {TAG_BEST_RUN: best.run_id, "tabflow.copy_of": str(info.model_id)})
     _step("model_logged")
     tags = {
         TAG_SWEEP_PARENT: parent, TAG_BEST_RUN: best.run_id, "best.trial": best.trial,
@@ -208,7 +247,7 @@ def register_best(sweep: SweepRun, best: Best) -> None:
     if "mlflow.source.git.commit" in sweep.provenance:
         tags["git.commit"] = sweep.provenance["mlflow.source.git.commit"]
     with registry_lock(store, name):
-        version = _adopted_version(sweep, best, name)
+        version = _adopted_version(sweep, best, name) if adopt else None
         if version is None:
             version = create_version(store, name, info, parent, tags)
             _step("version_created")
@@ -216,13 +255,16 @@ def register_best(sweep: SweepRun, best: Best) -> None:
         _step("alias_set")
         _archive_left_behind(sweep, name, keep=version)
     profile_s = _log_profile(sweep, best_cfg, name, version)
+    serving = serving_profile(store, f"models:/{name}/{version}", final.X_test)
+    tag_version(store, name, version, serving)
     seconds = time.perf_counter() - start
     log_run_data(store, parent, metrics={"registration_time_s": seconds,
                                          "profile_time_s": profile_s},
                  tags={"registry.model": name, "registry.version": version,
                        "registry.alias": alias})
     print(f"Registered {name} version {version} as @{alias} in {seconds:.2f}s: "
-          f"models:/{name}@{alias}\n  {format_metrics(final.metrics)}", flush=True)
+          f"models:/{name}@{alias}\n  {format_metrics(final.metrics)}\n  serving: "
+          f"{serving_line(serving)}", flush=True)
     if config.evaluation.figures:
         print("Writing the sweep report (figures of the final model and the search, "
               "report.html) ...", flush=True)
@@ -230,7 +272,10 @@ def register_best(sweep: SweepRun, best: Best) -> None:
     if config.registry.auto_promote:
         from tabflow.lifecycle import promote, render
 
-        print(render(promote(store, name, margin=config.registry.promote_margin)))
+        budgets = OmegaConf.to_container(config.registry.budgets)
+        assert isinstance(budgets, dict)
+        print(render(promote(store, name, margin=config.registry.promote_margin,
+                             budgets={str(k): v for k, v in budgets.items()})))
 
 
 def _log_profile(sweep: SweepRun, best_cfg: DictConfig, name: str, version: str) -> float:

@@ -115,7 +115,7 @@ def test_serving_a_version_whose_files_are_gone_says_so_in_one_line(registry, tm
     import shutil
 
     from tabflow.cli import main
-    from tabflow.lifecycle import _score
+    from tabflow.lifecycle import _predict
 
     shutil.rmtree(tmp_path / "mlruns")  # someone cleaned up the artifact store
     assert main(["--tracking-uri", registry.uri, "serve", "m"]) == 2
@@ -123,4 +123,4 @@ def test_serving_a_version_whose_files_are_gone_says_so_in_one_line(registry, tm
     assert err.startswith("error: m version 2: its model files can't be read")
     assert "tabflow rollback m" in err and len(err.strip().splitlines()) == 1
     with pytest.raises(RegistryError, match="m version 2: its files can't be read"):
-        _score(registry, "m", "2", None, None, None, "test_accuracy")
+        _predict("m", "2", None, None)

@@ -19,21 +19,20 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from tabflow.contract import CODE_ROOT, TAG_DIGEST, lower_is_better, project_root
+from tabflow.contract import TAG_DIGEST, lower_is_better, project_root
 from tabflow.monitoring.batch import Batch, MonitorError, read_batch
 from tabflow.monitoring.drift import DriftResult, detect_drift
 from tabflow.monitoring.profile import Profile
 from tabflow.monitoring.report import console_table, write_html
 from tabflow.tracking.monitoring import (
     TAG_PROFILE,
-    aliases,
     download_profile,
     record_check,
     registered_models,
     tag_verdict,
 )
 from tabflow.tracking.records import flatten
-from tabflow.tracking.registry import model_version, resolve_version
+from tabflow.tracking.registry import aliases, model_version, resolve_version
 from tabflow.tracking.store import Store
 
 OK, DRIFT, DEGRADED, BOTH = "ok", "drift", "degraded", "drift+degraded"
@@ -118,24 +117,12 @@ class Check:
 
 def settings(overrides: list[str]) -> DictConfig:
     """The ``monitoring`` node as ``conf/`` composes it, with command-line overrides."""
-    from hydra import compose, initialize_config_dir
+    from tabflow.config import composed_node
 
-    from tabflow.config import register_configs
-
-    wrong = [o for o in overrides if not o.lstrip("+~").startswith("monitoring")]
-    if wrong:
-        raise MonitorError(f"only monitoring settings can be overridden here, e.g. "
-                           f"monitoring.drift.p_value=0.01; not {wrong}")
-    register_configs()
-    with initialize_config_dir(config_dir=str((CODE_ROOT / "conf").resolve())):
-        try:
-            cfg = compose("train", overrides=list(overrides))
-        except Exception as e:
-            raise MonitorError("bad monitoring override: " + "; ".join(
-                line.strip() for line in str(e).splitlines()[:3] if line.strip())) from e
-    node = cfg.monitoring
-    assert isinstance(node, DictConfig)
-    return node
+    try:
+        return composed_node("monitoring", overrides)
+    except ValueError as e:
+        raise MonitorError(str(e)) from e
 
 
 def find_version(store: Store, name: str, alias: str | None, version: str | None) -> Any:

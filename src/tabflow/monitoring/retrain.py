@@ -41,9 +41,8 @@ from tabflow.monitoring.batch import MonitorError
 from tabflow.monitoring.monitor import DEGRADED, OK, Check
 from tabflow.monitoring.profile import Profile
 from tabflow.monitoring.settings import RetrainData
-from tabflow.tracking.monitoring import aliases
 from tabflow.tracking.records import log_run_data
-from tabflow.tracking.registry import TAG_SWEEP_PARENT, model_version
+from tabflow.tracking.registry import TAG_SWEEP_PARENT, aliases, model_version
 from tabflow.tracking.store import Store, best_config
 
 # Overrides of the original sweep that the retraining sweep sets itself.

@@ -179,3 +179,110 @@ def load_model(uri: str) -> Any:
             raise TrackingError(f"{uri} is not loaded: {why}; only models tabflow logged are "
                                 f"deserialized (docs/security.md)")
         return mlflow.sklearn.load_model(str(local))
+
+
+# Version tags of what serving the model costs, measured at registration (serving_profile).
+SERVING_TAGS = ("serving.latency_p50_ms_1row", "serving.latency_p95_ms_1row",
+                "serving.latency_p50_ms_1000rows", "serving.latency_p95_ms_1000rows",
+                "serving.peak_memory_mb", "serving.artifact_mb")
+
+
+def serving_profile(store: Store, uri: str, rows: Any, repeats: int = 20) -> dict[str, str]:
+    """What serving a registered model costs, measured on the model as it will be served.
+
+    The pyfunc model is loaded from the store (what ``mlflow models serve`` loads), then
+    timed on 1-row and 1,000-row predicts: p50 and p95 over ``repeats`` (a fifth as many
+    for 1,000 rows). Peak memory is Python's peak allocation (tracemalloc, NumPy included)
+    while loading it and predicting 1,000 rows; the artifact size is its files' bytes.
+
+    Args:
+        store: The tracking store.
+        uri: The version, ``models:/<name>/<version>``.
+        rows: Raw rows (a DataFrame) to predict on; sampled with replacement to 1,000.
+        repeats: How many 1-row predicts are timed.
+
+    Returns:
+        The version tags (:data:`SERVING_TAGS`), as strings.
+
+    Raises:
+        TrackingError: If the stored model is not one tabflow logged (``unsafe_format``).
+    """
+    import tempfile
+    import time
+    import tracemalloc
+    from pathlib import Path
+
+    import mlflow
+    import numpy as np
+    import yaml
+
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp,
+                                                         tracking_uri=store.uri))
+        why = unsafe_format(yaml.safe_load((local / "MLmodel").read_text()) or {})
+        if why:
+            raise TrackingError(f"{uri} is not loaded: {why} (docs/security.md)")
+        size = sum(f.stat().st_size for f in local.rglob("*") if f.is_file())
+        one, many = rows.head(1), rows.sample(1000, replace=True, random_state=0)
+        tracemalloc.start()
+        try:
+            model = mlflow.pyfunc.load_model(str(local))
+            model.predict(many)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    def latencies(batch: Any, n: int) -> tuple[float, float]:
+        seconds = []
+        for _ in range(n):
+            start = time.perf_counter()
+            model.predict(batch)
+            seconds.append(time.perf_counter() - start)
+        p50, p95 = np.percentile(seconds, [50, 95]) * 1000
+        return float(p50), float(p95)
+
+    one_ms, many_ms = latencies(one, repeats), latencies(many, max(3, repeats // 5))
+    values = (*one_ms, *many_ms, peak / 2**20, size / 2**20)
+    return {tag: f"{value:.3f}" for tag, value in zip(SERVING_TAGS, values, strict=True)}
+
+
+def serving_line(tags: dict[str, str]) -> str:
+    """The serving costs of a version, as one short line (tags of :func:`serving_profile`)."""
+    if "serving.latency_p95_ms_1row" not in tags:
+        return "not measured"
+    return (f"p50/p95 {float(tags['serving.latency_p50_ms_1row']):.1f}/"
+            f"{float(tags['serving.latency_p95_ms_1row']):.1f} ms a row, "
+            f"{float(tags['serving.latency_p50_ms_1000rows']):.1f}/"
+            f"{float(tags['serving.latency_p95_ms_1000rows']):.1f} ms per 1,000 rows, "
+            f"peak {float(tags['serving.peak_memory_mb']):.1f} MB, "
+            f"{float(tags['serving.artifact_mb']):.2f} MB of files")
+
+
+def copy_model_to_run(store: Store, model_uri: str, experiment_id: str, run_id: str,
+                      tags: dict[str, str]) -> str:
+    """Give another run the same logged model files, so ``runs:/<run_id>/model`` resolves.
+
+    The guide registers ``runs:/<best run>/model``, where the best run is a trial; trials
+    log no model of their own (it would cost a model per trial), so the best trial's run
+    gets the registered model's files: its configuration refit on train + validation.
+
+    Returns:
+        The new logged model's id.
+    """
+    import tempfile
+
+    import mlflow
+    from mlflow.entities import LoggedModelStatus
+
+    logged = store.client.create_logged_model(experiment_id, name="model",
+                                              source_run_id=run_id, tags=tags)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            local = mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp,
+                                                        tracking_uri=store.uri)
+            store.client.log_model_artifacts(logged.model_id, local)
+    except BaseException:
+        store.client.finalize_logged_model(logged.model_id, LoggedModelStatus.FAILED)
+        raise
+    store.client.finalize_logged_model(logged.model_id, LoggedModelStatus.READY)
+    return str(logged.model_id)

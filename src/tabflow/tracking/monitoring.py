@@ -40,21 +40,10 @@ def registered_models(store: Store) -> list[str]:
                   if not m.name.endswith("~lock"))
 
 
-def aliases(store: Store, name: str) -> dict[str, str] | None:
-    """A registered model's aliases (alias -> version), or None if there is no such model."""
-    from mlflow.exceptions import MlflowException
-
-    try:
-        model = store.client.get_registered_model(name)
-    except MlflowException:
-        return None
-    return {str(k): str(v) for k, v in (model.aliases or {}).items()}
-
-
 def record_check(store: Store, *, experiment: str, root: Path, run_name: str,
                  tags: dict[str, str], params: dict[str, str], metrics: dict[str, float],
-                 files: dict[str, str], dataset: dict[str, Any]) -> str:
-    """Track one monitoring check as a finished run; return its id.
+                 files: dict[str, str], dataset: dict[str, Any] | None) -> str:
+    """Track one check (monitoring, or a promotion's comparison) as a finished run; its id.
 
     Args:
         store: The tracking store.
@@ -65,14 +54,15 @@ def record_check(store: Store, *, experiment: str, root: Path, run_name: str,
         params: The thresholds the check used.
         metrics: Per-feature drift statistics, the drifted share, performance.
         files: Artifacts by file name (the HTML report, the full result as JSON).
-        dataset: The batch's lineage record, logged as the run's input.
+        dataset: The batch's lineage record, logged as the run's input (None: none).
     """
     experiment_id = ensure_experiment(store, experiment, root)
     run = store.client.create_run(experiment_id, run_name=run_name, tags=tags)
     run_id = str(run.info.run_id)
     try:
         log_run_data(store, run_id, params=params, metrics=metrics)
-        log_dataset(store, run_id, dataset, "monitoring")
+        if dataset is not None:
+            log_dataset(store, run_id, dataset, "monitoring")
         with tempfile.TemporaryDirectory() as tmp:
             for name, text in files.items():
                 (Path(tmp) / name).write_text(text)

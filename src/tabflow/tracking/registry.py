@@ -73,22 +73,100 @@ def resolve_version(store: Store, name: str, alias: str) -> Any:
 
     The alias wins. Without it, ``staging`` and ``production`` fall back to the newest
     version in the matching stage: the guide's ``transition_model_version_stage(name, v,
-    "Production")`` sets the stage only, and every tabflow command must see it.
+    "Production")`` sets the stage only, and every tabflow command must see it. When the
+    stages disagree with the aliases, one warning line says so (:func:`stage_problem`).
     """
-    from mlflow.exceptions import MlflowException
+    import sys
 
     version = version_by_alias(store, name, alias)
     stage = STAGE_OF_ALIAS.get(alias)
-    if version is not None or stage is None:
+    if stage is None:
         return version
+    stages = stages_of(store, name)
+    problem = stage_problem(name, aliases(store, name) or {}, stages)
+    if problem:  # one line, every time a command reads production or staging
+        print(f"warning: {problem}", file=sys.stderr, flush=True)
+    staged = stages.get(stage, [])
+    if version is not None or not staged:
+        return version
+    return store.client.get_model_version(name, staged[-1])
+
+
+def aliases(store: Store, name: str) -> dict[str, str] | None:
+    """A registered model's aliases (alias -> version), or None if there is no such model."""
+    from mlflow.exceptions import MlflowException
+
     try:
-        staged = [v for v in store.client.search_model_versions(f"name = '{name}'")
-                  if v.current_stage == stage]
+        model = store.client.get_registered_model(name)
     except MlflowException:
         return None
-    if not staged:
-        return None
-    return store.client.get_model_version(name, str(max(int(v.version) for v in staged)))
+    return {str(k): str(v) for k, v in (model.aliases or {}).items()}
+
+
+def stages_of(store: Store, name: str) -> dict[str, list[str]]:
+    """The versions of ``name`` in each (deprecated) stage, oldest first."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        found = store.client.search_model_versions(f"name = '{name}'")
+    except MlflowException:
+        return {}
+    stages: dict[str, list[str]] = {}
+    for v in sorted(found, key=lambda v: int(v.version)):
+        stages.setdefault(str(v.current_stage), []).append(str(v.version))
+    return stages
+
+
+def expected_stages(aliases: dict[str, str]) -> dict[str, list[str]]:
+    """The stages the aliases imply: each alias's version in its stage, Production first."""
+    production, staging = aliases.get("production"), aliases.get("staging")
+    return {"Production": [production] if production else [],
+            "Staging": [staging] if staging and staging != production else []}
+
+
+def stage_problem(name: str, aliases: dict[str, str], stages: dict[str, list[str]]
+                  ) -> str | None:
+    """Why the mirrored stages disagree with the aliases (the source of truth), or None.
+
+    The guide's ``transition_model_version_stage`` (``archive_existing_versions=False``)
+    or another tool can put a second version in stage Production: then
+    ``mlflow models serve -m models:/NAME/Production`` serves the newest of them, while
+    ``@production`` names another. Without aliases, one version per stage is the guide's
+    own way and no problem.
+    """
+    expected = expected_stages(aliases)
+    for alias, stage in reversed(STAGE_OF_ALIAS.items()):  # production's first
+        actual = stages.get(stage, [])
+        if alias not in aliases and len(actual) <= 1:
+            continue
+        if actual != expected[stage]:
+            serves = actual[-1] if actual else "nothing"
+            return (f"{name}: @{alias} is version {aliases.get(alias, 'unset')} but stage "
+                    f"{stage} holds {', '.join(actual) or 'no version'} (changed outside "
+                    f"tabflow?); models:/{name}/{stage} serves {serves}. Make the stages "
+                    f"follow the aliases: tabflow promote {name} --sync")
+    return None
+
+
+def sync_stages(store: Store, name: str) -> list[str]:
+    """Make the mirrored stages follow the aliases again; return what changed, one line each.
+
+    Each alias's version takes its stage (Production first); any other version left in
+    Staging or Production while that alias is set is archived.
+    """
+    held, stages = aliases(store, name) or {}, stages_of(store, name)
+    now = {v: stage for stage, versions in stages.items() for v in versions}
+    wanted = {v: stage for stage, versions in expected_stages(held).items() for v in versions}
+    for alias, stage in STAGE_OF_ALIAS.items():
+        if alias in held:
+            for v in stages.get(stage, []):
+                wanted.setdefault(v, "Archived")
+    changed = []
+    for version, stage in sorted(wanted.items(), key=lambda item: int(item[0])):
+        if now.get(version) != stage:
+            mirror_stage(store, name, version, stage)
+            changed.append(f"version {version}: stage {now.get(version, 'None')} -> {stage}")
+    return changed
 
 
 def model_version(store: Store, name: str, version: str) -> Any:
