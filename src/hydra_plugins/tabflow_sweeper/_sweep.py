@@ -81,6 +81,23 @@ class SweepInterruptedError(RuntimeError):
         self.code = code
 
 
+def complete_message(study: optuna.Study, name: str, done: int, asked: int) -> str:
+    """What a re-run of a finished study says: that it is complete, and how to run anew.
+
+    A study is named by what it searches, so the same command finds the same study; asking
+    for fewer trials than it has is no reason to run any.
+    """
+    best = ""
+    if len(study.directions) == 1:
+        trial = study.best_trial
+        best = f", best trial {trial.number} at {trial.value:.4f}"
+    count = f"{done} of {asked} trials" if asked >= done else \
+        f"{done} trials, {asked} asked for"
+    return (f"Study {name} is complete ({count}{best}); nothing to run. To run it again as a "
+            f"new study: add hydra.sweeper.study_name={name}-2 (or change what it searches, "
+            f"e.g. seed=...); to extend it: hydra.sweeper.n_trials={done + asked}")
+
+
 class TabflowOptunaSweeperImpl(OptunaSweeperImpl):
     """Upstream's implementation with resume, timeout, warm start and failure handling."""
 
@@ -202,7 +219,9 @@ class TabflowOptunaSweeperImpl(OptunaSweeperImpl):
         warm = warm_sets(self._cfg, space, self.enqueue, self.enqueue_defaults)
         launched, queued = _study.join_study(study, stored, self.sampler, warm, self.heartbeat)
         done = _study.count_done(study.get_trials(deepcopy=False))  # retries queued too
-        if launched:
+        if launched and done >= self.n_trials and not queued:
+            log.info("%s", complete_message(study, name, done, self.n_trials))
+        elif launched:
             log.info("Resuming study %s: %d of %d trials done%s", name, done, self.n_trials,
                      f"; retrying interrupted trials {queued}" if queued else "")
         else:
