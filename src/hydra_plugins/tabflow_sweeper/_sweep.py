@@ -94,8 +94,8 @@ def complete_message(study: optuna.Study, name: str, done: int, asked: int) -> s
     count = f"{done} of {asked} trials" if asked >= done else \
         f"{done} trials, {asked} asked for"
     return (f"Resuming study {name}: it is complete ({count}{best}); nothing to run. To run "
-            f"it again as a new study: add hydra.sweeper.study_name={name}-2 (or change what it searches, "
-            f"e.g. seed=...); to extend it: hydra.sweeper.n_trials={done + asked}")
+            f"it again as a new study: add hydra.sweeper.study_name={name}-2 (or change what "
+            f"it searches, e.g. seed=...); to extend it: hydra.sweeper.n_trials={done + asked}")
 
 
 class TabflowOptunaSweeperImpl(OptunaSweeperImpl):
