@@ -165,6 +165,36 @@ def check_code(cfg: DictConfig, sweeping: bool) -> None:
         raise ConfigError(str(e)) from e
 
 
+TABFLOW_LAUNCHER = "hydra_plugins.tabflow_launcher.tabflow_launcher.TabflowLauncher"
+
+
+def check_parallelism(cfg: DictConfig) -> None:
+    """Refuse fewer than one worker, or more workers than cores (tabflow's launcher).
+
+    tabflow's launcher starts one warm process per worker: 999 of them on 2 cores start no
+    trial for minutes and take gigabytes. Refused rather than capped: Hydra requires every
+    job's launcher settings to equal the sweep's, so the command line must say the number.
+    """
+    import os
+
+    cores = os.cpu_count() or 1
+    launcher = cfg.hydra.get("launcher") or {}
+    ours = launcher.get("_target_") == TABFLOW_LAUNCHER
+    for node, name in ((launcher, "hydra.launcher.n_jobs"),
+                       (cfg.hydra.get("sweeper") or {}, "hydra.sweeper.n_jobs")):
+        value = node.get("n_jobs")
+        if value is None or (not ours and name == "hydra.launcher.n_jobs"):
+            continue  # joblib's -1 (all cores) is its own convention
+        if int(value) < 1:
+            raise ConfigError(f"{name}={value}: a sweep needs at least one worker; use "
+                              f"{name}=1 (one at a time) up to {name}={cores}")
+    if ours and int(launcher.get("n_jobs") or 1) > cores:
+        raise ConfigError(f"hydra.launcher.n_jobs={launcher.n_jobs} is more than this "
+                          f"machine's {cores} cores: each worker is a process holding its own "
+                          f"memory, and past the cores it only waits; use "
+                          f"hydra.launcher.n_jobs={cores}")
+
+
 def check_config(cfg: DictConfig, sweeping: bool) -> None:
     """Run every check; raise :class:`ConfigError` on the first problem."""
     check_code(cfg, sweeping)  # before any other: nothing a config names runs unchecked
@@ -174,6 +204,7 @@ def check_config(cfg: DictConfig, sweeping: bool) -> None:
         check_budget(cfg)
         check_search_space(cfg)
         check_ranges(cfg)
+        check_parallelism(cfg)
 
 
 def check_data(cfg: DictConfig) -> None:

@@ -127,3 +127,18 @@ def test_splits_that_leave_almost_nothing_to_train_on_are_named(compose_cfg, cap
     assert len(warnings) == 1
     assert "split leaves 7 training, 68 validation and 75 test rows" in warnings[0]
     assert "split.test_size=0.5 / split.val_size=0.45" in warnings[0]
+
+
+@pytest.mark.parametrize(("override", "needle"), [
+    ("hydra.launcher.n_jobs=0", "hydra.launcher.n_jobs=0: a sweep needs at least one worker"),
+    ("hydra.launcher.n_jobs=-1", "hydra.launcher.n_jobs=-1: a sweep needs at least one worker"),
+    ("hydra.launcher.n_jobs=999", "hydra.launcher.n_jobs=999 is more than this machine's"),
+    ("hydra.sweeper.n_jobs=0", "hydra.sweeper.n_jobs=0: a sweep needs at least one worker"),
+])
+def test_parallelism_beyond_the_machine_is_refused_before_anything_runs(compose_cfg, override,
+                                                                        needle):
+    cfg = compose_cfg("sweep=narrow", override)
+    with pytest.raises(ConfigError, match=re.escape(needle)):
+        check_config(cfg, sweeping=True)
+    check_config(compose_cfg("sweep=narrow", "hydra/launcher=joblib",
+                             "hydra.launcher.n_jobs=-1"), sweeping=True)  # joblib's own -1
