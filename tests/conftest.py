@@ -37,3 +37,21 @@ def compose_cfg(project_root: Path) -> Iterator[Callable[..., DictConfig]]:
 
     yield _compose
     GlobalHydra.instance().clear()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Print the time each layer's tests took (summed over workers): CI's phase table."""
+    totals: dict[str, list[float]] = {}
+    for reports in terminalreporter.stats.values():
+        for report in reports:
+            nodeid = getattr(report, "nodeid", "")
+            if not nodeid.startswith("tests/") or not hasattr(report, "duration"):
+                continue
+            layer = nodeid.split("/")[1]
+            entry = totals.setdefault(layer, [0, 0.0])
+            entry[0] += report.when == "call"
+            entry[1] += report.duration
+    if totals:
+        terminalreporter.write_sep("-", "test time by layer (summed over workers)")
+        for layer, (count, seconds) in sorted(totals.items()):
+            terminalreporter.write_line(f"  {layer:<6} {int(count):4d} tests  {seconds:7.0f}s")

@@ -148,7 +148,8 @@ def test_lifecycle_commands_never_interleave(tmp_path):
         procs = [start_tabflow(tmp_path, *command) for command in pair]
         outputs = [proc.communicate(timeout=300)[0] for proc in procs]
         for proc, out in zip(procs, outputs, strict=True):
-            assert proc.returncode in (0, 2), out  # 2: nothing to roll back to, said so
+            # 2: nothing to roll back to, said so; 3/4/5: a promotion's gate said no.
+            assert proc.returncode in (0, 2, 3, 4, 5), out
             assert "Traceback" not in out, out
         aliases = registry_invariants(tmp_path)
         for command, out in zip(pair, outputs, strict=True):
