@@ -133,7 +133,11 @@ def test_a_grid_is_swept_to_exhaustion_once(app):
 def test_a_custom_search_space_runs_and_a_fixed_parameter_it_suggests_is_refused(app):
     custom = ("hydra.sweeper.n_trials=4", "x=interval(-5,5)",
               "hydra.sweeper.custom_search_space=app_space.extend")
-    sweep(app, *custom)
+    # Ours runs only a declared hook: a bare dotted path is refused before the sweep.
+    undeclared = sweep(app, *custom, ok=False)
+    assert undeclared.returncode == 2 and "is not a declared hook" in undeclared.stderr
+    declared = (*custom, "hydra.sweeper.hooks=[app_space.extend]")
+    sweep(app, *declared)
     sweep(app, *custom, "hydra.sweeper.n_jobs=1", sweeper="optuna")
     mine, theirs = study(app), study(app, "upstream")
     assert all(set(t.params) == {"x", "y"} for t in mine.trials)
@@ -141,7 +145,7 @@ def test_a_custom_search_space_runs_and_a_fixed_parameter_it_suggests_is_refused
     for db in ("ours", "upstream"):
         (app / f"{db}.db").unlink()
     jobs = len(list((app / "multirun").glob("*/*/*/job.json")))
-    refused = sweep(app, *custom, "y=2", ok=False)
+    refused = sweep(app, *declared, "y=2", ok=False)
     assert refused.returncode == 1
     assert "Overlapping fixed parameters and search space parameters found: ['y']" \
         in refused.stderr
