@@ -117,6 +117,92 @@ def check_ranges(cfg: DictConfig) -> None:
                 f"the smaller bound first")
 
 
+def sweep_candidates(cfg: DictConfig) -> list[tuple[str, str, Any]]:
+    """``(override, key, value)`` for the ends of every swept range and each choice."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSweep
+
+    params = cfg.hydra.sweeper.get("params") or {}
+    lines = [f"{k}={v}" for k, v in params.items()] + list(cfg.hydra.overrides.task)
+    found: list[tuple[str, str, Any]] = []
+    for override in OverridesParser.create().parse_overrides(lines):
+        if not override.is_sweep_override() or override.input_line is None:
+            continue
+        value = override.value()
+        values: list[Any]
+        if isinstance(value, ChoiceSweep):
+            values = list(value.list)
+        elif isinstance(value, IntervalSweep):
+            values = [value.start, value.end]
+        elif isinstance(value, RangeSweep) and value.stop is not None:
+            step = value.step or 1
+            last = value.stop - step if isinstance(value.stop, int) and isinstance(step, int) \
+                else float(value.stop) - float(step)
+            values = [value.start, last]
+        else:
+            continue
+        key = override.get_key_element().lstrip("+~")
+        found += [(override.input_line, key, v) for v in values if v is not None]
+    return found
+
+
+def check_swept_values(cfg: DictConfig) -> None:
+    """Give every value a sweep may try the checks a single run's value gets.
+
+    Each choice and each end of a range is set on the schema's typed node (``choice(a,b)``
+    for an integer is refused as composition would refuse ``model.max_depth=a``), and for
+    model keys the estimator validates it (scikit-learn's own parameter constraints:
+    ``n_estimators`` >= 1), so a value that would fail every trial fails before the first.
+    """
+    from omegaconf.errors import OmegaConfBaseException
+
+    from tabflow.config import Task
+    from tabflow.estimators import build_estimator
+
+    task = Task(cfg.dataset.task)
+    extra = list(cfg.get("estimators", {}).get("extra") or [])
+    for line, key, value in sweep_candidates(cfg):
+        top, _, rest = key.partition(".")
+        if top not in cfg or top == "hydra" or not rest:
+            continue
+        node = cfg[top]
+        schema = OmegaConf.get_type(node)
+        plain = OmegaConf.to_container(node, resolve=True)
+        try:
+            trial: Any = OmegaConf.merge(OmegaConf.structured(schema), plain) \
+                if isinstance(schema, type) and hasattr(schema, "__dataclass_fields__") \
+                else OmegaConf.create(plain)
+            OmegaConf.update(trial, rest, value, merge=False)
+        except OmegaConfBaseException as e:
+            raise ConfigError(f"{line}: {key}={value!r} can't be used: "
+                              f"{str(e).splitlines()[0]}") from e
+        if top != "model":
+            continue
+        try:
+            estimator = build_estimator(trial, task, extra)
+            validate = getattr(estimator, "_validate_params", None)
+            if validate is not None:
+                validate()
+        except ValueError as e:  # scikit-learn's InvalidParameterError is a ValueError
+            raise ConfigError(f"{line}: {key}={value!r} would fail every trial that tries it: "
+                              f"{str(e).splitlines()[0]}") from e
+
+
+def check_settings(cfg: DictConfig, sweeping: bool) -> None:
+    """Refuse seeds, CV folds and timeouts no run could use, naming a valid value."""
+    if not 0 <= int(cfg.seed) < 2**32:
+        raise ConfigError(f"seed={cfg.seed}: a seed must be between 0 and 2**32 - 1 "
+                          f"(NumPy's range), e.g. seed=42")
+    folds = cfg.cv.folds
+    if folds is not None and (folds < 0 or folds == 1):
+        raise ConfigError(f"cv.folds={folds}: use cv.folds=0 (score on the validation split), "
+                          f"k >= 2 (k-fold CV, e.g. cv.folds=5), or null (automatic)")
+    timeout = cfg.hydra.sweeper.get("timeout") if sweeping else None
+    if timeout is not None and float(timeout) <= 0:
+        raise ConfigError(f"hydra.sweeper.timeout={timeout}: a timeout is a positive number "
+                          f"of seconds (e.g. hydra.sweeper.timeout=600), or null for none")
+
+
 def check_budget(cfg: DictConfig) -> None:
     """Require at least one trial."""
     n_trials = cfg.hydra.sweeper.get("n_trials")
@@ -189,7 +275,7 @@ def check_parallelism(cfg: DictConfig) -> None:
             raise ConfigError(f"{name}={value}: a sweep needs at least one worker; use "
                               f"{name}=1 (one at a time) up to {name}={cores}")
     if ours and int(launcher.get("n_jobs") or 1) > cores:
-        raise ConfigError(f"hydra.launcher.n_jobs={launcher.n_jobs} is more than this "
+        raise ConfigError(f"hydra.launcher.n_jobs={launcher.get('n_jobs')} is more than this "
                           f"machine's {cores} cores: each worker is a process holding its own "
                           f"memory, and past the cores it only waits; use "
                           f"hydra.launcher.n_jobs={cores}")
@@ -200,11 +286,13 @@ def check_config(cfg: DictConfig, sweeping: bool) -> None:
     check_code(cfg, sweeping)  # before any other: nothing a config names runs unchecked
     check_objective(cfg)
     check_split(cfg)
+    check_settings(cfg, sweeping)
     if sweeping:
         check_budget(cfg)
         check_search_space(cfg)
         check_ranges(cfg)
         check_parallelism(cfg)
+        check_swept_values(cfg)
 
 
 def check_data(cfg: DictConfig) -> None:
@@ -221,7 +309,19 @@ def check_data(cfg: DictConfig) -> None:
     log.info("dataset %s: %d rows, %d numeric and %d categorical features, digest %s",
              ds.name, len(ds.y), len(ds.numeric), len(ds.categorical), ds.digest[:12])
     val_rows = len(splits.y_val)
-    log.info("%s", describe_scoring(cv_folds(cfg.cv, ds.task, val_rows), cfg.cv, val_rows))
+    folds = cv_folds(cfg.cv, ds.task, val_rows)
+    if folds and folds >= 2:
+        import pandas as pd
+
+        pool = pd.concat([splits.y_train, splits.y_val])
+        most = int(pool.value_counts().min()) if ds.task.value == "classification" \
+            else len(pool)
+        if folds > most:
+            what = "the rarest class has" if ds.task.value == "classification" else "there are"
+            raise ConfigError(f"cv.folds={folds}: {what} only {most} rows in train + "
+                              f"validation, fewer than the folds; use at most "
+                              f"cv.folds={max(2, most)}, or cv.folds=0 (the validation split)")
+    log.info("%s", describe_scoring(folds, cfg.cv, val_rows))
     train_rows, test_rows = len(splits.y_train), len(splits.y_test)
     if train_rows < MIN_TRAIN_ROWS or test_rows < MIN_TEST_ROWS:
         log.warning("the split leaves %d training, %d validation and %d test rows: too few to "
@@ -261,6 +361,8 @@ def _check_all(config: DictConfig, sweeping: bool) -> None:
         check_data(config)
     except DataError as e:
         _fail("Data", e)
+    except ConfigError as e:
+        _fail("Config", e)
 
 
 class ConfigCheck(Callback):
