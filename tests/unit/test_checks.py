@@ -144,22 +144,29 @@ def test_parallelism_beyond_the_machine_is_refused_before_anything_runs(compose_
                              "hydra.launcher.n_jobs=-1"), sweeping=True)  # joblib's own -1
 
 
-@pytest.mark.parametrize(("overrides", "needle"), [
-    (("sweep=narrow", "model.max_depth=choice(a,b)"),
+def with_swept(cfg, *swept):
+    with read_write(cfg.hydra), open_dict(cfg.hydra):
+        cfg.hydra.overrides.task.extend(swept)  # as `-m` would pass them
+    return cfg
+
+
+@pytest.mark.parametrize(("overrides", "swept", "needle"), [
+    (("sweep=narrow",), ("model.max_depth=choice(a,b)",),
      "model.max_depth=choice(a,b): model.max_depth='a' can't be used"),
-    (("sweep=narrow", "model.n_estimators=int(interval(-5,3))"),
+    (("sweep=narrow",), ("model.n_estimators=int(interval(-5,3))",),
      "model.n_estimators=-5 would fail every trial that tries it: The 'n_estimators' parameter"),
-    (("sweep=narrow", "hydra.sweeper.timeout=-5"), "hydra.sweeper.timeout=-5.0: a timeout is"),
-    (("sweep=narrow", "hydra.sweeper.timeout=0"), "hydra.sweeper.timeout=0.0: a timeout is"),
-    (("cv.folds=1",), "cv.folds=1: use cv.folds=0 (score on the validation split), k >= 2"),
-    (("seed=-1",), "seed=-1: a seed must be between 0 and 2**32 - 1"),
+    (("sweep=narrow", "hydra.sweeper.timeout=-5"), (), "hydra.sweeper.timeout=-5.0: a timeout"),
+    (("sweep=narrow", "hydra.sweeper.timeout=0"), (), "hydra.sweeper.timeout=0.0: a timeout"),
+    (("cv.folds=1",), (), "cv.folds=1: use cv.folds=0 (score on the validation split), k >= 2"),
+    (("seed=-1",), (), "seed=-1: a seed must be between 0 and 2**32 - 1"),
 ])
 def test_every_value_a_sweep_may_try_is_checked_before_the_first_trial(compose_cfg, overrides,
-                                                                       needle):
-    cfg = compose_cfg(*overrides)
+                                                                       swept, needle):
+    cfg = with_swept(compose_cfg(*overrides), *swept)
     with pytest.raises(ConfigError, match=re.escape(needle)):
         check_config(cfg, sweeping="sweep=narrow" in overrides)
-    check_config(compose_cfg("sweep=narrow", "model.n_estimators=range(1,5)"), sweeping=True)
+    fine = with_swept(compose_cfg("sweep=narrow"), "model.n_estimators=range(1,5)")
+    check_config(fine, sweeping=True)
 
 
 def test_more_folds_than_the_rarest_class_has_rows_is_refused(compose_cfg, capsys):
