@@ -184,6 +184,8 @@ def check_swept_values(cfg: DictConfig) -> None:
             if validate is not None:
                 validate()
         except ValueError as e:  # scikit-learn's InvalidParameterError is a ValueError
+            if f"'{rest}' parameter" not in str(e):
+                continue  # another (fixed) value's fault: its trials report it as they run
             raise ConfigError(f"{line}: {key}={value!r} would fail every trial that tries it: "
                               f"{str(e).splitlines()[0]}") from e
 

@@ -61,9 +61,8 @@ def assert_finished_once(root: Path) -> None:
     assert not [m for m in models if str(m.status) == "PENDING"]
     registered = {v.source for v in versions}
     # The best trial's run holds a copy of the registered model (the guide's runs:/ URI).
-    ids = {v.model_id for v in versions}
     orphans = [m for m in models if str(m.status) == "READY" and m.model_uri not in registered
-               and m.tags.get("tabflow.copy_of") not in ids]
+               and f"models:/{m.tags.get('tabflow.copy_of')}" not in registered]
     assert not orphans, "a logged model that no version uses was left behind"
     assert not client.search_registered_models("name LIKE '%~lock'")  # no lock left
 
