@@ -169,9 +169,11 @@ def check_swept_values(cfg: DictConfig) -> None:
         schema = OmegaConf.get_type(node)
         plain = OmegaConf.to_container(node, resolve=True)
         try:
-            trial: Any = OmegaConf.merge(OmegaConf.structured(schema), plain) \
-                if isinstance(schema, type) and hasattr(schema, "__dataclass_fields__") \
-                else OmegaConf.create(plain)
+            trial: Any = OmegaConf.create(plain)
+            if isinstance(schema, type) and hasattr(schema, "__dataclass_fields__"):
+                trial = OmegaConf.structured(schema)
+                OmegaConf.set_struct(trial, False)  # keys added with +model.<key> stay
+                trial = OmegaConf.merge(trial, plain)
             OmegaConf.update(trial, rest, value, merge=False)
         except OmegaConfBaseException as e:
             raise ConfigError(f"{line}: {key}={value!r} can't be used: "

@@ -201,10 +201,11 @@ def test_timeout_stops_starting_trials(tmp_path):
 
 
 def test_failing_trials_are_recorded_and_the_sweep_goes_on(tmp_path):
-    # 1000 passes scikit-learn's parameter checks (`bogus` is refused before the first
-    # trial now) and fails at fit time: breast_cancer has 30 features.
+    # oob_score=true passes scikit-learn's parameter checks (`bogus` is refused before the
+    # first trial now) and fails at fit time: out-of-bag scores need bootstrap=true.
     proc = run_train(tmp_path, "-m", "model=rf", "sweep=narrow", "hydra.sweeper.n_trials=8",
-                     "model.max_features=choice(sqrt,1000)", "hydra.sweeper.max_failure_rate=0.9")
+                     "+model.bootstrap=false", "+model.oob_score=choice(false,true)",
+                     "hydra.sweeper.max_failure_rate=0.9")
     assert_ok(proc)
     output = proc.stdout + proc.stderr
     assert "trial(s) failed" in output and "ValueError" in output
@@ -212,13 +213,13 @@ def test_failing_trials_are_recorded_and_the_sweep_goes_on(tmp_path):
     (parent,) = by_role(runs, "sweep")
     study = study_of(tmp_path, parent)
     failed = study.get_trials(states=(TrialState.FAIL,))
-    assert failed and all(t.params["model.max_features"] == 1000 for t in failed)
-    assert all("max_features" in t.user_attrs["tabflow.error"] for t in failed)
+    assert failed and all(t.params["+model.oob_score"] is True for t in failed)
+    assert all("bootstrap=True" in t.user_attrs["tabflow.error"] for t in failed)
     failed_runs = [c for c in by_role(runs, "trial") if c.info.status == "FAILED"]
     assert len(failed_runs) == len(failed)
     for run in failed_runs:
         assert "error.txt" in {a.path for a in client.list_artifacts(run.info.run_id)}
-        assert "max_features" in run.data.tags["error"]
+        assert "bootstrap=True" in run.data.tags["error"]
     results = results_of(tmp_path)
     assert {f["trial"] for f in results["failures"]} == {t.number for t in failed}
     assert results["best_mlflow_run_id"] == parent.data.tags["best.run_id"]

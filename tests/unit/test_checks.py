@@ -169,6 +169,17 @@ def test_every_value_a_sweep_may_try_is_checked_before_the_first_trial(compose_c
     check_config(fine, sweeping=True)
 
 
+def test_a_key_added_with_plus_stays_when_another_key_is_swept(compose_cfg):
+    # +model.bootstrap is a RandomForest argument the family's schema doesn't declare.
+    cfg = with_swept(compose_cfg("sweep=narrow", "+model.bootstrap=false"),
+                     "+model.oob_score=choice(false,true)", "model.n_estimators=range(1,5)")
+    check_config(cfg, sweeping=True)
+    bad = with_swept(compose_cfg("sweep=narrow", "+model.bootstrap=false"),
+                     "+model.oob_score=choice(false,maybe)")
+    with pytest.raises(ConfigError, match=re.escape("model.oob_score='maybe' would fail")):
+        check_config(bad, sweeping=True)
+
+
 def test_more_folds_than_the_rarest_class_has_rows_is_refused(compose_cfg, capsys):
     from tabflow.checks import check_data
 
