@@ -13,6 +13,7 @@ from omegaconf import DictConfig
 
 from tabflow.config import register_configs
 from tests.helpers import CONF
+from tests.helpers.scheduling import pytest_xdist_make_scheduler  # noqa: F401 (a hook)
 
 
 @pytest.fixture

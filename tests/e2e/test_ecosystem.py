@@ -13,8 +13,8 @@ import pytest
 from tests.helpers import REPO, TRAIN, assert_ok, run_train
 from tests.helpers.services import free_port, start_server, stop_server, wait_http
 
-# One worker for the module: its tests share one sweep (the module-scoped fixture).
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ecosystem")]
+# Its tests share one sweep (the module-scoped fixture), on one worker (helpers/scheduling).
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")

@@ -21,8 +21,8 @@ from tests.helpers import assert_ok, client_for, run_train
 from tests.helpers import run_tabflow as tabflow
 from tests.helpers.services import free_port, start_server, stop_server, wait_http
 
-# One worker for the module: its tests share one sweep (the module-scoped fixture).
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("monitoring")]
+# Its tests share one sweep (the module-scoped fixture), on one worker (helpers/scheduling).
+pytestmark = pytest.mark.slow
 MODEL = "penguins"
 
 

@@ -21,8 +21,8 @@ from tests.helpers import REPO, assert_ok, client_for, load_dataset_frame, proje
 from tests.helpers import run_tabflow as tabflow
 from tests.helpers.services import free_port
 
-# One worker for the module: its tests share the two sweeps of the fixture.
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("registry")]
+# Its tests share the two sweeps of the fixture, on one worker (helpers/scheduling).
+pytestmark = pytest.mark.slow
 MODEL = "breast_cancer"
 SWEEP = ("-m", "model=rf", "sweep=narrow", "hydra.sweeper.n_trials=2",
          "evaluation.figures=false")
