@@ -376,9 +376,11 @@ class TrainConfig:
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     cv: CVConfig = field(default_factory=CVConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
-    # Threads per fit for libraries that use OpenMP/BLAS (hgb, numpy); null = one per core,
-    # or the cores divided among parallel trials under the joblib launcher.
+    # Threads per fit for libraries that use OpenMP/BLAS (hgb, numpy); null = one for a
+    # table below threads_single_below cells (rows x features), else one per core, or the
+    # cores divided among parallel trials under the joblib launcher.
     threads: int | None = None
+    threads_single_below: int = 1_000_000
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     registry: RegistryConfig = field(default_factory=RegistryConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)

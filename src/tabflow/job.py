@@ -68,6 +68,18 @@ def threads_per_job(threads: int | None, parallel_jobs: int | None) -> int | Non
     return max(1, (os.cpu_count() or 1) // effective_n_jobs(parallel_jobs))
 
 
+def fit_threads(cfg: DictConfig, threads: int | None, cells: int) -> int | None:
+    """Threads for one fit: one for a small table unless ``threads`` is set, else ``threads``.
+
+    On small tables (``threads_single_below`` rows x features) OpenMP's spinning threads
+    cost more than they give, up to 57x on a busy 2-core machine (``bench/threads.py``,
+    docs/models.md); larger tables keep every core (or their share under joblib).
+    """
+    if cfg.get("threads") is None and cells < int(cfg.get("threads_single_below") or 0):
+        return 1
+    return threads
+
+
 def cv_folds(cv: DictConfig, task: Task, val_rows: int) -> int:
     """How many folds score a trial: 0 for the validation split (see ``CVConfig``)."""
     if cv.folds is not None:
@@ -123,7 +135,7 @@ def run_job(cfg: DictConfig, output_dir: str | Path, save_model: bool = False,
     write_json(out / DATASET_FILE, ds.describe())
     (out / CONFIG_FILE).write_text(config_yaml(loggable_config(cfg)))
     folds = cv_folds(cfg.cv, ds.task, len(splits.y_val))
-    with threadpool_limits(limits=threads):
+    with threadpool_limits(limits=fit_threads(cfg, threads, splits.X_train.size)):
         if folds >= 2:
             # k-fold CV on train + validation; test stays held out for the final model.
             X = pd.concat([splits.X_train, splits.X_val])
@@ -214,7 +226,7 @@ def refit_final(cfg: DictConfig) -> FinalModel:
     ds, splits, pipeline = prepare(cfg)
     X = pd.concat([splits.X_train, splits.X_val])
     y = pd.concat([splits.y_train, splits.y_val])
-    with threadpool_limits(limits=cfg.get("threads")):
+    with threadpool_limits(limits=fit_threads(cfg, cfg.get("threads"), X.size)):
         fit_time = _fit(pipeline, X, y)
     metrics = compute_metrics(pipeline, splits.X_test, splits.y_test, ds.task, "test")
     metrics["refit_time_s"] = fit_time

@@ -27,7 +27,10 @@ from tabflow.contract import TRIAL_KEY
 
 # Job config keys that do not change what a trial computes.
 # (`estimators` only admits classes: the model node names the one a trial uses.)
-_NOT_IDENTITY = ("tracking", "registry", "paths", TRIAL_KEY, "threads", "estimators")
+_NOT_IDENTITY = ("tracking", "registry", "paths", TRIAL_KEY, "threads", "threads_single_below",
+                 "estimators")
+# What the sweep draws, not what its trials compute: turning the report off resumes it.
+_NOT_IDENTITY_EVALUATION = ("figures", "trial_figures")
 
 
 def identity(cfg: DictConfig, data_digest: str | None = None) -> dict[str, Any]:
@@ -46,6 +49,8 @@ def identity(cfg: DictConfig, data_digest: str | None = None) -> dict[str, Any]:
     assert isinstance(job, dict)
     for key in _NOT_IDENTITY:
         job.pop(key, None)
+    for key in _NOT_IDENTITY_EVALUATION:
+        job.get("evaluation", {}).pop(key, None)
     return {**sweep_identity(cfg, job), "data": data_digest}
 
 

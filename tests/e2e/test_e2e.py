@@ -48,7 +48,8 @@ def test_single_run_logs_one_run_with_metrics_and_model(tmp_path):
 
 
 def test_sweep_tracks_every_trial_and_registers_the_best(tmp_path):
-    proc = run_train(tmp_path, "-m", "model=rf", "sweep=narrow", "hydra.sweeper.n_trials=3")
+    proc = run_train(tmp_path, "-m", "model=rf", "sweep=narrow", "hydra.sweeper.n_trials=3",
+                     report=True)  # the default sweep, as a user runs it
     assert_ok(proc)
     client, runs = runs_of(tmp_path)
     parents = [r for r in runs if r.data.tags.get("tabflow.role") == "sweep"]

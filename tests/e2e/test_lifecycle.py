@@ -25,7 +25,7 @@ MODEL = "breast_cancer"
 
 def sweep(root: Path, *extra: str) -> None:
     assert_ok(run_train(root, "-m", "model=rf", "sweep=narrow", "hydra.sweeper.n_trials=3",
-                        *extra))
+                        *extra, report=True))
 
 
 @pytest.fixture(scope="module")

@@ -53,9 +53,27 @@ def project_env(root: Path, **extra: str) -> dict[str, str]:
     return {**env, "TABFLOW_ROOT": str(root), "PYTHONWARNINGS": "ignore", **extra}
 
 
+def without_report(args: tuple[str, ...]) -> tuple[str, ...]:
+    """A sweep's arguments with its report off, unless they set figures themselves.
+
+    The report (figures of the final model and the search, ~3 s a sweep) is checked by the
+    tests that ask for it (``report=True`` or an ``evaluation.*figures`` argument); the
+    figure settings are not part of a study's identity, so re-runs resume alike.
+    """
+    if "-m" not in args or any(a.startswith(("evaluation.figures", "evaluation.trial_figures"))
+                               for a in args):
+        return args
+    return (*args, "evaluation.figures=false")
+
+
 def run_train(root: Path, *args: str, env: dict[str, str] | None = None,
-              timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    """Run ``python src/train.py ARGS`` as a user would, with stores under ``root``."""
+              timeout: float = 600, report: bool = False
+              ) -> subprocess.CompletedProcess[str]:
+    """Run ``python src/train.py ARGS`` as a user would, with stores under ``root``.
+
+    A sweep's report is written only with ``report=True`` (:func:`without_report`).
+    """
+    args = args if report else without_report(args)
     return subprocess.run([sys.executable, str(TRAIN), *args], cwd=root,
                           env=project_env(root, **(env or {})), capture_output=True,
                           text=True, timeout=timeout)
@@ -174,7 +192,7 @@ def run_train_watched(root: Path, *args: str, timeout: float = 600
     storage) from outside while it runs (:func:`watch_heartbeats`)."""
     import tempfile
 
-    cmd = [sys.executable, str(TRAIN), *args, *BEATING]
+    cmd = [sys.executable, str(TRAIN), *without_report(args), *BEATING]
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         proc = subprocess.Popen(cmd, cwd=root, env=project_env(root), stdout=out,
                                 stderr=err, text=True)

@@ -205,3 +205,12 @@ def test_a_families_sweep_is_named_as_one(compose_cfg):
         swept.hydra.overrides.task.append("model=choice(rf,hgb)")  # as `-m` would pass it
     assert model_label(swept) == "families"
     assert sweep_label(compose_cfg("model=hgb", "sweep=wide")) == "hgb-wide"
+
+
+def test_figures_on_or_off_is_the_same_study(compose_cfg):
+    from tabflow.sweep_identity import identity
+
+    base = identity(compose_cfg("sweep=narrow"), "digest")
+    assert identity(compose_cfg("sweep=narrow", "evaluation.figures=false",
+                                "evaluation.trial_figures=true"), "digest") == base
+    assert identity(compose_cfg("sweep=narrow", "evaluation.stage_size=10"), "digest") != base

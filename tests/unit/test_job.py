@@ -57,6 +57,20 @@ def test_threads_are_shared_among_parallel_trials(monkeypatch, threads, jobs, cp
     assert threads_per_job(threads, jobs) == expected
 
 
+@pytest.mark.parametrize(("overrides", "threads", "cells", "expected"), [
+    ((), None, 398 * 30, 1),  # breast_cancer's train split: one thread
+    ((), 4, 398 * 30, 1),  # even when the cores are shared out among parallel trials
+    ((), None, 100_000 * 20, None),  # a large table: every core
+    ((), 2, 100_000 * 20, 2),
+    (("threads=3",), 3, 398 * 30, 3),  # a setting wins
+    (("threads_single_below=0",), None, 398 * 30, None)])
+def test_small_tables_fit_with_one_thread_unless_threads_is_set(compose_cfg, overrides, threads,
+                                                               cells, expected):
+    from tabflow.job import fit_threads
+
+    assert fit_threads(compose_cfg(*overrides), threads, cells) == expected
+
+
 @pytest.mark.parametrize("task", ["classification", "regression"])
 def test_batched_permutation_importance_agrees_with_scikit_learn(task):
     """The report's batched importances rank and size columns as scikit-learn's do."""
