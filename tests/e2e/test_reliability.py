@@ -141,7 +141,7 @@ def test_tracking_server_dying_mid_sweep_loses_nothing(tmp_path):
     root = tmp_path / "project"
     root.mkdir()
     sweep = [sys.executable, str(TRAIN), "-m", "model=rf", "sweep=narrow",
-             "hydra.sweeper.n_trials=8", "tracking=server"]
+             "hydra.sweeper.n_trials=8", "tracking=server", "evaluation.figures=false"]
     job_env = {**env, "TABFLOW_ROOT": str(root), "MLFLOW_TRACKING_URI": url,
                "PYTHONWARNINGS": "ignore"}
     proc = subprocess.Popen(sweep, cwd=root, env=job_env, stdout=subprocess.PIPE,
