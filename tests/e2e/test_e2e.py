@@ -178,7 +178,8 @@ def test_unwritable_artifact_store_fails_the_sweep_at_start(tmp_path):
 
 
 def test_bad_config_is_reported_before_tracking_starts(tmp_path):
-    proc = run_train(tmp_path, "-m", "sweep=narrow", "objective.metric=test_accuracy")
+    proc = run_train(tmp_path, "-m", "sweep=narrow", "objective.metric=test_accuracy",
+                     fresh_store=True)
     assert proc.returncode != 0
     assert "objective.metric='test_accuracy'" in proc.stderr
     assert not (tmp_path / "mlflow.db").exists()

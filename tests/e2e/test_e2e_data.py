@@ -116,7 +116,7 @@ def test_regression_dataset_minimizes_rmse(tmp_path):
 
 def test_bad_data_stops_the_sweep_before_any_trial(tmp_path):
     proc = run_train(tmp_path, "-m", "dataset=csv", "dataset.path=churn.csv",
-                     "dataset.target=churned", "sweep=narrow")
+                     "dataset.target=churned", "sweep=narrow", fresh_store=True)
     assert proc.returncode == 2
     assert "Data error: dataset.path='churn.csv': no such file" in proc.stderr
     assert "put the file in data/raw/" in proc.stderr

@@ -237,6 +237,24 @@ def test_retrain_registers_a_warm_started_version_at_staging(registry):
     run = monitoring_runs(registry)[0]
     assert run.data.tags["monitoring.retrain.version"] == "2"
     assert run.data.tags["monitoring.retrain.data"] == "combined"
+    # Promoting it compares the two on rows neither trained on, though version 2 trained
+    # on more (the combined data) than version 1 did.
+    promote = tabflow(registry, "promote", MODEL)
+    assert promote.returncode in (0, 3, 4), promote.stdout + promote.stderr
+    assert "held-out test rows neither version trained on" in promote.stdout
+    record = json.loads(client.get_model_version(MODEL, "2").tags["promotion.last"])
+    assert record["candidate"] == "2" and record["champion"] == "1"
+    from tabflow.comparison import row_keys
+    from tabflow.lifecycle import version_rows
+    from tabflow.tracking.store import connect
+
+    store = connect(f"sqlite:///{registry}/mlflow.db")
+    (new, _), (old, _) = (version_rows(store, client.get_model_version(MODEL, v))
+                          for v in ("2", "1"))
+    trained = set(row_keys(new.X_train, new.y_train)) | set(row_keys(old.X_train, old.y_train))
+    tested = set(row_keys(new.X_test, new.y_test)) | set(row_keys(old.X_test, old.y_test))
+    assert record["test_rows"] == len(tested - trained) >= 30
+    assert record["excluded_rows"] == len(tested & trained)
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed "

@@ -83,6 +83,15 @@ def test_serving_costs_are_version_tags_and_a_budget_refuses(project, tmp_path):
     assert str(client.get_model_version_by_alias(name, "production").version) == "2"
     wrong = tabflow(project, "promote", name, "seed=1")
     assert wrong.returncode == 2 and "only registry settings" in wrong.stderr
+    # A challenger trained on other columns can't be compared: one line, nothing changes.
+    assert_ok(run_train(project, *SWEEP, f"registry.model_name={name}",
+                        'dataset.drop=["mean radius"]'))
+    other = tabflow(project, "promote", name)
+    assert other.returncode == 2, other.stdout + other.stderr
+    assert "not comparable: the two versions were trained on other columns" in other.stderr
+    assert "'mean radius'" in other.stderr and "Traceback" not in other.stderr
+    assert len(other.stderr.strip().splitlines()) == 1
+    assert str(client.get_model_version_by_alias(name, "production").version) == "2"
 
 
 def test_the_guides_stage_call_is_named_and_sync_mends_it(project):

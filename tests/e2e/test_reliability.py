@@ -25,7 +25,7 @@ pytestmark = pytest.mark.slow
 
 def test_url_data_path_is_refused_before_any_work(project_root):
     args = ["dataset=csv", "dataset.path=https://example.com/data.csv", "dataset.target=y"]
-    out = run_train(project_root, *args)
+    out = run_train(project_root, *args, fresh_store=True)
     assert out.returncode == 2
     assert "is a URL" in out.stderr and "data/raw/" in out.stderr
     assert "Traceback" not in out.stderr  # one clean message
@@ -101,7 +101,8 @@ def test_four_joblib_workers_run_200_trials_on_fresh_sqlite_stores(project_root)
     storage for 200 trials: no lock error, no migration race, every run tracked once."""
     out = run_train(project_root, "-m", "model=logreg", "sweep=narrow",
                     "hydra.sweeper.n_trials=200", "hydra/launcher=joblib",
-                    "hydra.launcher.n_jobs=4", "evaluation.figures=false", timeout=1200)
+                    "hydra.launcher.n_jobs=4", "evaluation.figures=false", timeout=1200,
+                    fresh_store=True)
     assert_ok(out)
     assert "database is locked" not in out.stdout + out.stderr
     assert not list(project_root.glob("multirun/**/tracking_error.txt"))

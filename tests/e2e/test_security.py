@@ -78,7 +78,7 @@ def test_a_payload_is_refused_in_one_line_before_anything_exists(payload, tmp_pa
     root = tmp_path / "project"
     root.mkdir()
     args = [a.format(canary=canary, conf=conf) for a in PAYLOADS[payload]]
-    proc = run_train(root, *args)
+    proc = run_train(root, *args, fresh_store=True)
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert len(lines) == 1 and lines[0].startswith("Config error: "), proc.stderr
@@ -91,7 +91,7 @@ def test_a_callback_in_an_experiment_file_meets_hydras_whitelist(tmp_path, canar
     root = tmp_path / "project"
     root.mkdir()
     proc = run_train(root, f"hydra.searchpath=[file://{experiments(tmp_path, canary)}]",
-                     "experiment=evil_callback")
+                     "experiment=evil_callback", fresh_store=True)
     assert proc.returncode != 0
     assert "Target 'shutil.rmtree' is not in the Hydra execution whitelist" in proc.stderr
     assert (canary / "keep.txt").read_text() == "still here"
