@@ -35,7 +35,7 @@ def test_sweep_logs_are_quiet_by_default_and_verbose_on_request(swept_root, tmp_
                   "Successfully registered model", "[tabflow.job][INFO]"):
         assert noise not in quiet, noise
     out = run_train(tmp_path, "-m", "model=logreg", "sweep=narrow", "hydra.sweeper.n_trials=1",
-                    "registry.enabled=false", "hydra.verbose=true")
+                    "registry.enabled=false", "hydra.verbose=true", fresh_store=True)
     assert_ok(out)
     verbose = out.stdout + out.stderr
     assert "Creating initial MLflow database tables" in verbose  # MLflow's INFO
