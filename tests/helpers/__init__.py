@@ -76,7 +76,6 @@ def seed_store(root: Path) -> None:
     command); this process makes one once and copies it. Tests of what a fresh store does
     (its creation, "nothing is created") pass ``fresh_store=True`` to :func:`run_train`.
     """
-    import shutil
     import sqlite3
     import tempfile
 
@@ -89,11 +88,17 @@ def seed_store(root: Path) -> None:
         folder = Path(tempfile.mkdtemp(prefix="tabflow-empty-store-"))
         MlflowClient(f"sqlite:///{folder / 'mlflow.db'}").search_experiments()
         _EMPTY_STORE.append(folder / "mlflow.db")
-    shutil.copyfile(_EMPTY_STORE[0], target)
-    with sqlite3.connect(target) as con:  # where MLflow, run in root, puts experiment 0
-        con.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0",
-                    (str(root / "mlruns" / "0"),))
-    con.close()
+    # SQLite's backup, not a file copy: in WAL mode (tabflow's engines set it) the newest
+    # pages may still be in the -wal file, and a copy of the main file alone is stale.
+    source, copy = sqlite3.connect(_EMPTY_STORE[0]), sqlite3.connect(target)
+    try:
+        source.backup(copy)
+        with copy:  # where MLflow, run in root, puts experiment 0
+            copy.execute("UPDATE experiments SET artifact_location = ? "
+                         "WHERE experiment_id = 0", (str(root / "mlruns" / "0"),))
+    finally:
+        source.close()
+        copy.close()
 
 
 def run_train(root: Path, *args: str, env: dict[str, str] | None = None,
