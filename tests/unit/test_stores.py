@@ -40,3 +40,27 @@ def test_a_corrupt_file_is_refused_naming_it(tmp_path):
 def test_an_optuna_store_opens_once_per_process(tmp_path):
     url = f"sqlite:///{tmp_path}/optuna.db"
     assert optuna_storage(url) is optuna_storage(url)
+
+
+def test_a_store_creation_stopped_midway_leaves_nothing_and_the_next_one_succeeds(
+        tmp_path, monkeypatch):
+    """A process stopped among MLflow's migrations (Ctrl-C, SIGTERM, a full disk) used to
+    leave a half-migrated mlflow.db that every later run refused."""
+    import mlflow.store.db.utils as db_utils
+
+    from tabflow.tracking.store import connect
+
+    real = db_utils._upgrade_db
+
+    def stopped(engine):  # the initial tables exist; the migrations never run
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(db_utils, "_upgrade_db", stopped)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    with pytest.raises(KeyboardInterrupt):
+        connect(uri)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mlflow.init-lock"]
+    monkeypatch.setattr(db_utils, "_upgrade_db", real)
+    store = connect(uri)
+    assert [e.name for e in store.client.search_experiments()] == ["Default"]
+    assert sorted(p.name for p in tmp_path.iterdir() if "creating" in p.name) == []

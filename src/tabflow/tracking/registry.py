@@ -241,7 +241,9 @@ def registry_lock(store: Store, name: str, wait_s: float = 300.0
                 lock, tags={k: str(v) for k, v in record.items()},
                 description=f"held by tabflow while it changes {name}'s aliases")
         except MlflowException as e:
-            if e.error_code == "RESOURCE_ALREADY_EXISTS":
+            # On SQLite, MLflow answers a taken name by looking the holder up; a holder that
+            # released it in between makes that lookup fail: taken a moment ago, free now.
+            if e.error_code in ("RESOURCE_ALREADY_EXISTS", "RESOURCE_DOES_NOT_EXIST"):
                 return None
             raise
         return str(record[HOLDER_SINCE])

@@ -78,6 +78,8 @@ def connect(uri: str, create: bool = True) -> Store:
             # launching process, it can't race with this sweep's own jobs; other sweep
             # processes on the same SQLite file wait on a file lock.
             with sqlite_init_lock(uri):
+                if uri.startswith("sqlite:///"):
+                    create_sqlite_store(Path(uri.removeprefix("sqlite:///")))
                 mlflow.set_tracking_uri(uri)
                 client = MlflowClient(uri)
                 client.search_experiments(max_results=1)
@@ -95,6 +97,40 @@ def connect(uri: str, create: bool = True) -> Store:
                 f"e.g. `mlflow server --host 127.0.0.1 --port 5000`)"
             ) from e
     return Store(uri, client)
+
+
+def create_sqlite_store(path: Path) -> None:
+    """Create a SQLite tracking store that doesn't exist yet, whole or not at all.
+
+    MLflow builds the schema through some sixty migrations (about 1.3 s); a process stopped
+    among them (Ctrl-C, SIGTERM, a full disk) used to leave a half-migrated file that every
+    later run refused. The store is built beside its path, copied complete with SQLite's
+    backup (which reads through the write-ahead log) and renamed into place. Callers hold
+    :func:`sqlite_init_lock`, so a leftover partial file is a dead process's.
+    """
+    import sqlite3
+
+    from mlflow import MlflowClient
+
+    if path.exists():
+        return
+    # A name of its own: MLflow caches a store per URI, and would reuse a failed one.
+    attempt = f"{path.name}-creating-{os.getpid()}-{time.monotonic_ns()}"
+    partial, complete = path.with_name(attempt), path.with_name(f"{attempt}-done")
+    for leftover in path.parent.glob(f"{path.name}-creating*"):
+        leftover.unlink()
+    try:
+        MlflowClient(f"sqlite:///{partial}").search_experiments(max_results=1)
+        source, copy = sqlite3.connect(partial), sqlite3.connect(complete)
+        try:
+            source.backup(copy)
+        finally:
+            source.close()
+            copy.close()
+        os.replace(complete, path)
+    finally:
+        for leftover in path.parent.glob(f"{path.name}-creating*"):
+            leftover.unlink(missing_ok=True)
 
 
 def _check_server(uri: str, timeout_s: float = 5.0) -> None:
