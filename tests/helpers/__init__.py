@@ -83,10 +83,10 @@ def seed_store(root: Path) -> None:
     if target.exists():
         return
     if not _EMPTY_STORE:
-        from mlflow import MlflowClient
+        from tabflow.tracking.store import create_sqlite_store
 
         folder = Path(tempfile.mkdtemp(prefix="tabflow-empty-store-"))
-        MlflowClient(f"sqlite:///{folder / 'mlflow.db'}").search_experiments()
+        create_sqlite_store(folder / "mlflow.db")  # complete: its WAL pages copied in
         _EMPTY_STORE.append(folder / "mlflow.db")
     # SQLite's backup, not a file copy: in WAL mode (tabflow's engines set it) the newest
     # pages may still be in the -wal file, and a copy of the main file alone is stale.
