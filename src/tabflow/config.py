@@ -162,6 +162,9 @@ class DatasetConfig:
     sep: str = ","  # source=file, CSV: the column separator (";" in many European files)
     decimal: str = "."  # CSV: the decimal mark ("," in many European files)
     encoding: str = "utf-8-sig"  # CSV: the text encoding (latin-1, cp1252, ...)
+    thousands: str | None = None  # CSV: the thousands separator, if numbers have one (1,234.5)
+    # Cells that mean "missing" beyond pandas' own (NA, N/A, null, empty): e.g. ["?", "-"]
+    na_values: list[str] = field(default_factory=list)
     target: str | None = "target"
     task: Task = MISSING
     numeric: list[str] = field(default_factory=list)  # columns forced numeric

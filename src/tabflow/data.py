@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,7 +27,14 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from tabflow.config import Source, Task
-from tabflow.sources import READERS, DataError, check_unique, read_file, source_identity
+from tabflow.sources import (
+    READERS,
+    DataError,
+    check_unique,
+    read_file,
+    read_options,
+    source_identity,
+)
 
 __all__ = ["DataError", "Dataset", "frame_digest", "infer_columns", "load_dataset"]
 
@@ -111,12 +119,22 @@ def write_atomic(path: Path, write: Callable[[Path], Any]) -> None:
 
 
 # ------------------------------------------------------------------------------ checks
+def _spelled(names: list[str], columns: list[str]) -> str:
+    """Say how the file spells names that match a column only up to spaces or case."""
+    spelled = {n: c for n in names for c in columns if c.strip().lower() == n.strip().lower()}
+    if not spelled:
+        return ""
+    return "; the file spells " + ", ".join(f"{n!r} as {c!r}" for n, c in spelled.items()) + \
+        " (names are read exactly as written)"
+
+
 def _check_columns_exist(frame: pd.DataFrame, cfg: DictConfig) -> None:
     for key in ("numeric", "categorical", "drop", "id_columns", "keep"):
         unknown = [c for c in cfg[key] if c not in frame.columns]
         if unknown:
             raise DataError(f"dataset.{key} names columns that do not exist: {unknown}; "
-                            f"columns are {list(frame.columns)}")
+                            f"columns are {list(frame.columns)}"
+                            + _spelled(unknown, list(frame.columns)))
 
 
 def _clean(frame: pd.DataFrame, cfg: DictConfig) -> pd.DataFrame:
@@ -127,7 +145,7 @@ def _clean(frame: pd.DataFrame, cfg: DictConfig) -> pd.DataFrame:
         raise DataError("dataset.target is not set: add dataset.target=<column to predict>")
     if target not in frame.columns:
         raise DataError(f"dataset.target={target!r} is not a column; columns are "
-                        f"{list(frame.columns)}")
+                        f"{list(frame.columns)}" + _spelled([target], list(frame.columns)))
     _check_columns_exist(frame, cfg)
     frame = frame.drop(columns=[*cfg.drop, *cfg.id_columns])
     empty = [c for c in frame.columns if c != target and frame[c].isna().all()]
@@ -143,8 +161,9 @@ def _clean(frame: pd.DataFrame, cfg: DictConfig) -> pd.DataFrame:
         frame = frame.loc[frame[target].notna()].reset_index(drop=True)
     frame = _apply_types(frame, cfg)
     _check_target(frame[target], Task(cfg.task), cfg)
-    dates = [str(c) for c in frame.columns if c != target
-             and pd.api.types.is_datetime64_any_dtype(frame[c])]
+    dates = [str(c) for c in frame.columns if c != target and (
+        pd.api.types.is_datetime64_any_dtype(frame[c])
+        or (c not in {*cfg.categorical, *cfg.keep} and _written_as_dates(frame[c])))]
     if dates:
         # A model can't use a timestamp as it is, and skops would refuse to save the
         # pipeline at the very end of the sweep: say so before any trial.
@@ -162,6 +181,19 @@ def _clean(frame: pd.DataFrame, cfg: DictConfig) -> pd.DataFrame:
         frame = frame.drop(columns=ids)
         frame.attrs["left_out"] = ids
     return frame
+
+
+# Dates and timestamps as files write them: 2024-01-31, 2024-01-31T12:00:00Z, 31/01/2024.
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}([ T]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?$"
+                   r"|^\d{4}/\d{1,2}/\d{1,2}$|^\d{1,2}[/.]\d{1,2}[/.]\d{4}$")
+
+
+def _written_as_dates(values: pd.Series) -> bool:
+    """Whether a text column holds dates (a sample of its cells, nearly all of them)."""
+    if not (values.dtype == object or pd.api.types.is_string_dtype(values)):
+        return False
+    sample = values.dropna().head(1000).astype(str).str.strip()
+    return bool(len(sample)) and float(sample.str.match(_DATE).mean()) > 0.9
 
 
 def id_like_columns(X: pd.DataFrame, keep: list[str]) -> list[str]:
@@ -183,8 +215,9 @@ def _apply_types(frame: pd.DataFrame, cfg: DictConfig) -> pd.DataFrame:
         bad = frame[col][converted.isna() & frame[col].notna()]
         if len(bad):
             raise DataError(f"dataset.numeric lists {col!r}, but it holds non-numeric values "
-                            f"such as {bad.iloc[0]!r}; fix the data or list it in "
-                            f"dataset.categorical")
+                            f"such as {bad.iloc[0]!r}; fix the data, read such cells as "
+                            f"missing with 'dataset.na_values=[\"{bad.iloc[0]}\"]', or list "
+                            f"it in dataset.categorical")
         frame[col] = converted
     for col in cfg.categorical:
         frame[col] = frame[col].astype("string").astype(object).where(frame[col].notna(),
@@ -252,7 +285,7 @@ def load_dataset(cfg: DictConfig, data_dir: str | Path | None = None) -> Dataset
     source = Source(cfg.source)
     cleaning = {k: OmegaConf.to_container(cfg[k]) for k in
                 ("numeric", "categorical", "drop", "id_columns", "keep")}
-    cleaning.update({k: cfg.get(k) for k in ("sep", "decimal", "encoding")})
+    cleaning.update(read_options(cfg))
     cached: Path | None = None
     if data_dir is not None:
         key = short_hash(source_identity(cfg, data_dir), cfg.target, cfg.task, cleaning)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import logging
 import re
 from collections import Counter
 from collections.abc import Callable
@@ -22,6 +23,8 @@ from omegaconf import DictConfig, OmegaConf
 from tabflow.config import Source, Task
 
 FILE_SUFFIXES = (".csv", ".parquet", ".pq")
+
+log = logging.getLogger(__name__)
 
 
 class DataError(ValueError):
@@ -98,12 +101,62 @@ def resolve_path(cfg: DictConfig, data_dir: Path | None) -> Path:
 
 # A number written with a decimal comma (and optional thousands dots): 1,5 or 1.234,56.
 _DECIMAL_COMMA = re.compile(r"^\s*-?\d{1,3}(\.\d{3})*,\d+\s*$|^\s*-?\d+,\d+\s*$")
+# A number with thousands commas and a decimal point: 1,234.5 or 12,345,678.25.
+_THOUSANDS_COMMA = re.compile(r"^\s*-?\d{1,3}(,\d{3})+(\.\d+)?\s*$")
+# Non-numeric cells among numbers that are read as missing without being named in
+# dataset.na_values: at most this share of a column's filled cells (or one cell). Beyond it
+# the column is refused: a few "?" or "-" are gaps in a numeric column, more is a choice
+# the user must make (missing, or text).
+STRAY_SHARE = 0.01
+# How a CSV is written; recorded with each model so new batches are read the same way.
+READ_OPTIONS = ("sep", "decimal", "encoding", "thousands", "na_values")
+_BOM = b"\xef\xbb\xbf"
+
+
+def read_options(cfg: DictConfig) -> dict[str, Any]:
+    """Return how a dataset's CSV file is written (separator, decimal mark, ...)."""
+    return {k: (OmegaConf.to_container(v) if OmegaConf.is_config(v) else v)
+            for k in READ_OPTIONS if (v := cfg.get(k)) is not None}
+
+
+def comment_lines(path: Path) -> list[int]:
+    """Return the (0-based) numbers of the lines of a text file that start with ``#``."""
+    found = []
+    with path.open("rb") as f:
+        for number, line in enumerate(f):
+            if line.startswith(b"#") or (number == 0 and line.startswith(_BOM + b"#")):
+                found.append(number)
+    return found
+
+
+def read_csv_table(path: Path, read: dict[str, Any]) -> tuple[pd.DataFrame, list[int]]:
+    """Read a CSV as it is written: names and cells as the file spells them.
+
+    Lines that start with ``#`` are comments, not rows (a header above them is found
+    below them). Column names keep their spaces, so the names a model is trained on are
+    the names ``pandas.read_csv`` gives anyone who reads the same file to predict.
+
+    Args:
+        path: The file.
+        read: Its :data:`READ_OPTIONS` (missing keys take pandas' defaults, ``sep=","``).
+
+    Returns:
+        The table and the 0-based numbers of the comment lines that were skipped.
+    """
+    skipped = comment_lines(path)
+    frame = pd.read_csv(path, sep=read.get("sep") or ",", decimal=read.get("decimal") or ".",
+                        encoding=read.get("encoding") or "utf-8-sig",
+                        thousands=read.get("thousands") or None,
+                        na_values=list(read.get("na_values") or []) or None,
+                        skiprows=skipped or None)
+    return frame, skipped
 
 
 def _csv_header(path: Path, cfg: DictConfig) -> list[str]:
     # pandas renames duplicate headers (a, a.1); read the raw header to catch them.
     with path.open(newline="", encoding=cfg.encoding) as f:
-        return next(csv.reader(f, delimiter=cfg.sep), [])
+        rows = (line for line in f if not line.lstrip("\ufeff").startswith("#"))
+        return next(csv.reader(rows, delimiter=cfg.sep), [])
 
 
 def _read_csv(path: Path, cfg: DictConfig) -> pd.DataFrame:
@@ -121,24 +174,69 @@ def _read_csv(path: Path, cfg: DictConfig) -> pd.DataFrame:
                                 f"{header[0][:60]!r}: the file looks {name}-separated; read "
                                 f"it with dataset.sep={shown}"
                                 + (" dataset.decimal=','" if sep == ";" else ""))
-    check_unique([h.strip() for h in header])
-    return pd.read_csv(path, sep=cfg.sep, decimal=cfg.decimal, encoding=cfg.encoding,
-                       skipinitialspace=True)
+    check_unique(header)
+    frame, skipped = read_csv_table(path, read_options(cfg))
+    if skipped:
+        shown = ", ".join(str(n + 1) for n in skipped[:5]) + (" ..." if len(skipped) > 5 else "")
+        log.warning("%s: skipped %d comment line(s) starting with '#' (line %s)", path.name,
+                    len(skipped), shown)
+    return frame
 
 
-def _check_decimal_commas(frame: pd.DataFrame, cfg: DictConfig) -> None:
+def _check_number_formats(frame: pd.DataFrame, cfg: DictConfig) -> None:
     """Refuse numbers written in another locale, which would silently become categories."""
-    if cfg.decimal == ",":
-        return
     for col in frame.columns:
-        values = frame[col].dropna().head(1000)  # a sample tells the locale; files can be big
-        text = frame[col].dtype == object or pd.api.types.is_string_dtype(frame[col])
-        if text and len(values) and values.astype(str).str.match(
-                _DECIMAL_COMMA).mean() > 0.9:
+        if not _is_text(frame[col]):
+            continue
+        values = frame[col].dropna().head(1000).astype(str)  # a sample tells the locale
+        if not len(values):
+            continue
+        if cfg.get("thousands") != "," and values.str.match(_THOUSANDS_COMMA).mean() > 0.9 \
+                and values.str.contains(r"\d,\d{3}\.", regex=True).any():
+            raise DataError(f"column {col!r} holds numbers written with thousands separators "
+                            f"(e.g. {values.iloc[0]!r}); read the file with "
+                            f"dataset.thousands=','")
+        if cfg.decimal != "," and values.str.match(_DECIMAL_COMMA).mean() > 0.9:
             raise DataError(f"column {col!r} holds numbers written with a decimal comma "
                             f"(e.g. {values.iloc[0]!r}); read the file with "
                             f"dataset.decimal=',' (and dataset.sep=';' if it is "
                             f"semicolon-separated)")
+
+
+def _is_text(values: pd.Series) -> bool:
+    return values.dtype == object or pd.api.types.is_string_dtype(values)
+
+
+def _read_stray_tokens(frame: pd.DataFrame, cfg: DictConfig) -> pd.DataFrame:
+    """Read numeric columns with a few non-numeric cells (``?``, ``-``) as numbers.
+
+    A handful of such cells (:data:`STRAY_SHARE`) are gaps: they become missing values,
+    with one warning per column naming the tokens and how to keep the column as text.
+    More of them, in a column that is mostly numbers, is refused: the user says which.
+    """
+    as_text = {*cfg.categorical, *cfg.numeric}  # said by the user: read as they say
+    for col in frame.columns:
+        if col in as_text or not _is_text(frame[col]):
+            continue
+        filled = frame[col].dropna()
+        numbers = pd.to_numeric(filled, errors="coerce")
+        stray = filled[numbers.isna()]
+        if not len(filled) or not 0 < len(stray) < len(filled) / 2:
+            continue  # text, or every cell a number written as text (a Parquet string)
+        counts = stray.astype(str).value_counts(sort=False)  # in order of appearance
+        tokens = [t for t, _ in sorted(counts.items(), key=lambda tc: -tc[1])][:5]
+        quoted = ",".join(f'"{t}"' for t in tokens)
+        if len(stray) > max(1, STRAY_SHARE * len(filled)):
+            raise DataError(
+                f"column {col!r} holds numbers but also {len(stray)} of {len(filled)} cells "
+                f"that are not ({tokens}); read them as missing with "
+                f"'dataset.na_values=[{quoted}]', or keep the column as text with "
+                f"'dataset.categorical=[\"{col}\"]'")
+        log.warning("column %r: read as numbers; its %d non-numeric cell(s) %s are read as "
+                    "missing. To keep the column as text: 'dataset.categorical=[\"%s\"]'",
+                    col, len(stray), tokens, col)
+        frame[col] = pd.to_numeric(frame[col], errors="coerce")
+    return frame
 
 
 def read_file(cfg: DictConfig, data_dir: Path | None) -> tuple[pd.DataFrame, str]:
@@ -155,9 +253,11 @@ def read_file(cfg: DictConfig, data_dir: Path | None) -> tuple[pd.DataFrame, str
                         f"dataset.decimal and dataset.encoding say how it is written)") from e
     if frame.shape[1] == 0 or frame.shape[0] == 0:
         raise DataError(f"dataset.path={cfg.path!r}: {path} holds no rows or no columns")
-    frame.columns = [str(c).strip() for c in frame.columns]
-    _check_decimal_commas(frame, cfg)
-    return frame, str(path)
+    frame.columns = [str(c) for c in frame.columns]
+    if cfg.get("na_values") and path.suffix.lower() != ".csv":
+        frame = frame.replace(list(cfg.na_values), np.nan)
+    _check_number_formats(frame, cfg)
+    return _read_stray_tokens(frame, cfg), str(path)
 
 
 def _read_synthetic(cfg: DictConfig) -> tuple[pd.DataFrame, str]:

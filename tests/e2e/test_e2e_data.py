@@ -48,8 +48,14 @@ def test_penguins_sweep_records_dataset_lineage(tmp_path):
 
 
 def test_csv_sweep_searches_preprocessing_and_serves_raw_rows(tmp_path):
+    """A file as people export it: a comment line, a name with a space, a stray "?" cell."""
     (tmp_path / "data" / "raw").mkdir(parents=True)
-    (tmp_path / "data" / "raw" / "customers.csv").write_bytes(CUSTOMERS.read_bytes())
+    header, *rows = CUSTOMERS.read_text().splitlines()
+    customer, _, rest = rows[20].split(",", 2)
+    rows[20] = ",".join([customer, "?", rest])  # one unknown age among 300 numbers
+    path = tmp_path / "data" / "raw" / "customers.csv"
+    path.write_text("\n".join(["# exported by the CRM", header.replace(",age,", ", age,"),
+                               *rows]) + "\n")
     proc = run_train(tmp_path, "-m", "dataset=csv", "dataset.path=customers.csv",
                      "dataset.target=churned", "dataset.id_columns=[Customer ID]",
                      "model=rf", "sweep=narrow", "hydra.sweeper.n_trials=4",
@@ -70,9 +76,15 @@ def test_csv_sweep_searches_preprocessing_and_serves_raw_rows(tmp_path):
                       for c in children}
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
     model = mlflow.pyfunc.load_model("models:/customers@staging")
-    rows = pd.read_csv(CUSTOMERS).drop(columns=["Customer ID", "churned"]).head(4)
+    # Rows read from the same file with pandas, names as written: the signature takes them.
+    rows = pd.read_csv(path, comment="#", na_values=["?"]).drop(
+        columns=["Customer ID", "churned"]).head(25)
+    assert " age" in rows.columns and pd.isna(rows.loc[20, " age"])
     rows.loc[0, "region"] = "a region never seen"
     assert set(model.predict(rows)) <= {"yes", "no"}
+    output = proc.stdout + proc.stderr
+    assert "skipped 1 comment line(s) starting with '#' (line 1)" in output
+    assert "column ' age': read as numbers; its 1 non-numeric cell(s) ['?']" in output
 
 
 def test_a_csv_read_as_a_person_means_it(tmp_path):

@@ -21,7 +21,7 @@ def dataset_cfg(**kw):
 
 
 def csv_cfg(path, **kw):
-    return dataset_cfg(source="file", path=str(path), task="classification", **kw)
+    return dataset_cfg(source="file", path=str(path), **{"task": "classification", **kw})
 
 
 def split_cfg(**kw):
@@ -310,3 +310,84 @@ def test_trials_share_one_load_and_an_edited_file_is_read_again(compose_cfg, tmp
     pd.concat([frame, frame.head(50)]).to_csv(path, index=False)  # the file changes
     edited, _ = load_and_split(compose_cfg(*overrides))
     assert edited is not ds and len(edited.y) == 619 and edited.digest != ds.digest
+
+
+# --------------------------------------------------------------- cells as a person means them
+def numbers_csv(tmp_path, cells, header="x,y", lines_before=""):
+    rows = "\n".join(f"{c},{i % 2}" for i, c in enumerate(cells))
+    path = tmp_path / "n.csv"
+    path.write_text(f"{lines_before}{header}\n{rows}\n")
+    return path
+
+
+def test_a_stray_token_in_a_numeric_column_is_a_missing_value_with_one_warning(tmp_path,
+                                                                               caplog):
+    cells = [str(i / 7) for i in range(300)]
+    cells[17] = "?"
+    with caplog.at_level(logging.WARNING, logger="tabflow"):
+        ds = load_dataset(csv_cfg(numbers_csv(tmp_path, cells), target="y"))
+    assert ds.numeric == ("x",) and ds.X["x"].isna().sum() == 1
+    assert ds.X["x"].iloc[18] == pytest.approx(18 / 7)
+    (warning,) = [r.getMessage() for r in caplog.records if "non-numeric" in r.getMessage()]
+    assert "'x'" in warning and "['?']" in warning and """'dataset.categorical=["x"]'""" in warning
+    # The way it names keeps the column as text.
+    kept = load_dataset(csv_cfg(numbers_csv(tmp_path, cells), target="y", categorical=["x"]))
+    assert kept.categorical == ("x",) and "?" in set(kept.X["x"])
+
+
+def test_many_stray_tokens_are_refused_naming_both_ways_to_read_them(tmp_path):
+    cells = [str(i) if i % 10 else ("?" if i % 20 else "n.a.") for i in range(200)]
+    path = numbers_csv(tmp_path, cells)
+    with pytest.raises(DataError, match=r"""column 'x' holds numbers but also 20 of 200 cells """
+                                        r"""that are not \(\['n\.a\.', '\?'\]\); read them as missing """
+                                        r"""with 'dataset.na_values=\["n\.a\.","\?"\]', or keep """
+                                        r"""the column as text with 'dataset.categorical=\["x"\]'"""):
+        load_dataset(csv_cfg(path, target="y"))
+    ds = load_dataset(csv_cfg(path, target="y", na_values=["?", "n.a."]))  # the first fix works
+    assert ds.numeric == ("x",) and ds.X["x"].isna().sum() == 20
+
+
+def test_comment_lines_are_not_data_and_the_header_is_below_them(tmp_path, caplog):
+    cells = [str(i % 9) for i in range(60)]
+    path = numbers_csv(tmp_path, cells, lines_before="# exported 2026-12-06\n")
+    lines = path.read_text().splitlines()
+    lines.insert(30, "# the second half came from another system")
+    path.write_text("\n".join(lines) + "\n")
+    with caplog.at_level(logging.WARNING, logger="tabflow"):
+        ds = load_dataset(csv_cfg(path, target="y"))
+    assert list(ds.X.columns) == ["x"] and len(ds.X) == 60 and ds.numeric == ("x",)
+    assert any("skipped 2 comment line(s) starting with '#' (line 1, 31)" in r.getMessage()
+               for r in caplog.records)
+
+
+def test_dates_written_in_a_csv_are_refused_like_a_parquet_datetime(tmp_path):
+    frame = pd.DataFrame({"signed": ["2024-01-01", "2024-01-02"] * 20,  # repeated: not IDs
+                          "x": np.arange(40) % 7, "y": np.arange(40) % 2})
+    path = write_csv(tmp_path, frame)
+    with pytest.raises(DataError, match=r"columns \['signed'\] hold dates"):
+        load_dataset(csv_cfg(path, target="y"))
+    assert load_dataset(csv_cfg(path, target="y", categorical=["signed"])).categorical == (
+        "signed",)  # said to be categories, they are
+
+
+def test_thousands_separators_get_their_option_not_a_task_change(tmp_path):
+    path = tmp_path / "money.csv"
+    rows = "\n".join(f'{i},"{1000 + i * 37:,}.5"' for i in range(40))
+    path.write_text(f"x,price\n{rows}\n")
+    with pytest.raises(DataError, match=r"'price' holds numbers written with thousands "
+                                        r"separators .*dataset.thousands=','"):
+        load_dataset(csv_cfg(path, target="price", task="regression"))
+    ds = load_dataset(csv_cfg(path, target="price", task="regression", thousands=","))
+    assert ds.y.iloc[1] == pytest.approx(1037.5)
+
+
+def test_column_names_keep_their_spaces_and_a_near_miss_says_how_it_is_written(tmp_path):
+    path = tmp_path / "spaces.csv"
+    path.write_text(" leading,trailing ,y\n" + "".join(f"{i / 3},{i % 3},{i % 2}\n"
+                                                     for i in range(40)))
+    ds = load_dataset(csv_cfg(path, target="y"))
+    assert list(ds.X.columns) == list(pd.read_csv(path).drop(columns="y").columns)
+    with pytest.raises(DataError, match=r"""dataset.drop names columns that do not exist: """
+                                        r"""\['leading'\].*the file spells 'leading' as """
+                                        r"""' leading'"""):
+        load_dataset(csv_cfg(path, target="y", drop=["leading"]))

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from tabflow.data import frame_digest
 from tabflow.monitoring.profile import Profile, format_value
+from tabflow.sources import read_csv_table
 
 SUFFIXES = (".csv", ".parquet")
 
@@ -39,7 +41,7 @@ class Batch:
         return len(self.X)
 
 
-def read_table(path: Path, read: dict[str, str]) -> pd.DataFrame:
+def read_table(path: Path, read: dict[str, Any]) -> pd.DataFrame:
     """Read a CSV or Parquet file with the training file's separator, decimal and encoding."""
     if not path.is_file():
         raise MonitorError(f"{path}: no such file; give the path of the new batch (CSV or "
@@ -51,17 +53,14 @@ def read_table(path: Path, read: dict[str, str]) -> pd.DataFrame:
         if path.suffix.lower() == ".parquet":
             frame = pd.read_parquet(path)
         else:
-            frame = pd.read_csv(path, sep=read.get("sep") or ",",
-                                decimal=read.get("decimal") or ".",
-                                encoding=read.get("encoding") or "utf-8-sig",
-                                skipinitialspace=True)
+            frame, _ = read_csv_table(path, read)
     except pd.errors.EmptyDataError:
         frame = pd.DataFrame()
     except Exception as e:
         raise MonitorError(f"{path}: cannot read it as {path.suffix.lstrip('.').upper()} "
                            f"({type(e).__name__}: {str(e).splitlines()[0][:160]}); check that "
                            f"it is a valid table written like the training data") from e
-    frame.columns = [str(c).strip() for c in frame.columns]
+    frame.columns = [str(c) for c in frame.columns]
     if frame.empty:
         raise MonitorError(f"{path} holds no rows; nothing to monitor")
     return frame

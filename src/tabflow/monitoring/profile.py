@@ -161,6 +161,7 @@ def profile_of(cfg: DictConfig) -> Profile:
         cfg: A resolved job config (the best trial's ``config.yaml``); configs saved before
             profiles existed use the default ``monitoring.profile`` sizes.
     """
+    from tabflow.sources import read_options
     from tabflow.splits import load_and_split
 
     ds, splits = load_and_split(cfg)
@@ -171,5 +172,5 @@ def profile_of(cfg: DictConfig) -> Profile:
     return build_profile(
         X, y, numeric=ds.numeric_columns(), task=ds.task.value, dataset=ds.describe(),
         ignored=[*d.get("drop", []), *d.get("id_columns", []), *ds.left_out],
-        read={k: d.get(k) for k in ("sep", "decimal", "encoding")}, settings=settings,
+        read=read_options(d), settings=settings,
         seed=int(cfg.seed))
