@@ -330,3 +330,18 @@ def test_degradation_is_absolute_for_scores_and_relative_for_errors(metric, base
     perf = Performance(metric, {metric: baseline}, {metric: new}, 0.05)
     assert perf.degraded is degraded
     assert (perf.margin(400) is None) == (not metric.endswith("accuracy"))
+
+
+def test_metric_keys_from_column_names_are_unique_and_valid_for_mlflow():
+    from mlflow.utils.validation import _validate_metric_name
+
+    from tabflow.monitoring.monitor import metric_keys
+
+    names = ["age", "monthly charges ($)", "a=b", "a,b", "x" * 300, "y" * 300, "..", "ü-1"]
+    keys = metric_keys(names)
+    assert len(set(keys.values())) == len(names)  # a=b and a,b no longer share metrics
+    assert keys["age"] == "age" and keys["ü-1"] == "ü-1"  # names MLflow takes stay
+    for key in keys.values():
+        for stat in ("statistic", "psi", "p_value", "missing", "drifted"):
+            _validate_metric_name(f"drift.{key}.{stat}")  # raises on a key MLflow refuses
+    assert metric_keys(names) == keys  # the same names get the same keys in every check

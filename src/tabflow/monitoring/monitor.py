@@ -10,6 +10,7 @@ whose tags then carry the last verdict. The exit status is the gate:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import tempfile
@@ -182,9 +183,28 @@ def _performance(name: str, version: Any, batch: Batch, profile: Profile,
     return Performance(metric, baseline, new, float(cfg.tolerance))
 
 
-def _metric_key(text: str) -> str:
-    """A name MLflow accepts as a metric key."""
-    return re.sub(r"[^\w\-. /]", "_", text)
+# A feature's metrics are `drift.<key>.<stat>`; MLflow takes at most 250 characters.
+MAX_KEY = 200
+
+
+def metric_keys(features: list[str]) -> dict[str, str]:
+    """Return each feature's key in metric names: unique, and a name MLflow accepts.
+
+    A name MLflow takes as it is stays itself. Any other (symbols MLflow refuses, or too
+    long) becomes its safe characters, shortened, plus 8 hex digits of its SHA-256, so that
+    ``a=b`` and ``a,b`` never share metrics. The monitoring run's ``drift.json`` lists the
+    mapping (``metric_keys``).
+    """
+    keys: dict[str, str] = {}
+    for name in features:
+        safe = re.sub(r"[^\w\-. ]", "_", name)
+        if safe != name or len(name) > MAX_KEY or not name.strip(" ."):
+            digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+            safe = f"{safe[:60]}-{digest}"
+        keys[name] = safe
+    if len(set(keys.values())) < len(keys):  # a plain name equal to another's escaped one
+        keys = {n: f"{k}-{hashlib.sha256(n.encode()).hexdigest()[:8]}" for n, k in keys.items()}
+    return keys
 
 
 def _record(store: Store, check: Check, profile: Profile, cfg: DictConfig) -> str:
@@ -192,8 +212,9 @@ def _record(store: Store, check: Check, profile: Profile, cfg: DictConfig) -> st
     metrics: dict[str, float] = {"drift_share": drift.share,
                                  "drifted_features": float(len(drift.drifted)),
                                  "rows": float(check.batch.rows)}
+    keys = metric_keys([f.feature for f in drift.features])
     for f in drift.features:
-        key = f"drift.{_metric_key(f.feature)}"
+        key = f"drift.{keys[f.feature]}"
         metrics.update({f"{key}.statistic": f.statistic, f"{key}.psi": f.psi,
                         f"{key}.missing": f.missing_new, f"{key}.drifted": float(f.drifted)})
         if f.p_value is not None:
@@ -223,7 +244,8 @@ def _record(store: Store, check: Check, profile: Profile, cfg: DictConfig) -> st
               "performance": None if perf is None else
               {"metric": perf.metric, "baseline": perf.baseline, "new": perf.new,
                "tolerance": perf.tolerance, "degraded": perf.degraded},
-              "ignored_columns": check.batch.ignored}
+              "ignored_columns": check.batch.ignored,
+              "metric_keys": {n: k for n, k in keys.items() if n != k}}
     return record_check(
         store, experiment=str(cfg.experiment).format(model=check.name), root=project_root(),
         run_name=f"{check.name} v{check.version} {check.batch.path.name}",
