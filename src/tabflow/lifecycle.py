@@ -28,6 +28,7 @@ from tabflow.comparison import (
     predict,
 )
 from tabflow.config import Task
+from tabflow.interrupts import deferred_interrupts
 from tabflow.tracking.models import SERVING_TAGS, load_model
 from tabflow.tracking.registry import (
     aliases,
@@ -221,13 +222,14 @@ def _promote(store: Store, name: str, metric: str | None, margin: float, force: 
         p_value=verdict.p_value if verdict else None, test=verdict.test if verdict else "",
         excluded_rows=verdict.excluded_rows if verdict else 0, serving=serving,
         over_budget=over)
-    result.run_id = _record(store, result)
-    record = json.dumps(asdict(result))
-    tag_version(store, name, cand, {"promotion.last": record, "promotion.verdict": label})
-    if champ is not None and champ != cand:
-        tag_version(store, name, champ, {"promotion.last": record})
-    if promoted and champ != cand:
-        _move_production(store, name, cand, champ)
+    with deferred_interrupts():  # the record, the tags and the aliases land together
+        result.run_id = _record(store, result)
+        record = json.dumps(asdict(result))
+        tag_version(store, name, cand, {"promotion.last": record, "promotion.verdict": label})
+        if champ is not None and champ != cand:
+            tag_version(store, name, champ, {"promotion.last": record})
+        if promoted and champ != cand:
+            _move_production(store, name, cand, champ)
     return result
 
 
@@ -298,15 +300,16 @@ def _rollback(store: Store, name: str) -> tuple[str, str]:
     if not previous:
         raise RegistryError(f"{name} version {current.version} replaced no earlier "
                             f"production version; there is nothing to roll back to")
-    set_alias(store, name, PRODUCTION, previous)
-    before = model_version(store, name, previous).tags.get("previous_production")
-    tag_version(store, name, previous, {"lifecycle": "production",
-                                        "previous_production": before or ""})
-    tag_version(store, name, str(current.version),
-                {"lifecycle": "rolled_back", "rolled_back_to": previous})
-    # A version that still holds @staging stays in stage Staging (one truth with the alias).
-    staged = (aliases(store, name) or {}).get(STAGING) == str(current.version)
-    mirror_stage(store, name, str(current.version), "Staging" if staged else "Archived")
+    with deferred_interrupts():  # the alias and the tags that explain it land together
+        set_alias(store, name, PRODUCTION, previous)
+        before = model_version(store, name, previous).tags.get("previous_production")
+        tag_version(store, name, previous, {"lifecycle": "production",
+                                            "previous_production": before or ""})
+        tag_version(store, name, str(current.version),
+                    {"lifecycle": "rolled_back", "rolled_back_to": previous})
+        # A version that still holds @staging stays in stage Staging (one truth with the alias).
+        staged = (aliases(store, name) or {}).get(STAGING) == str(current.version)
+        mirror_stage(store, name, str(current.version), "Staging" if staged else "Archived")
     return str(current.version), previous
 
 

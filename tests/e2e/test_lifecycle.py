@@ -218,3 +218,53 @@ def test_serving_answers_bad_requests_with_4xx_and_unseen_categories_with_predic
         assert proc.poll() is None  # still serving
     finally:
         stop_server(proc)
+
+
+def promote_interrupted(root: Path, tmp_path: Path, at: str):
+    """`tabflow promote` on a copy of the store, with Ctrl-C arriving as ``at`` is called.
+
+    The moment is injected (the signal is sent from inside the process), so it is the same
+    on every run: ``_predict`` while the versions are compared, ``tag_version`` in the
+    middle of the writes.
+    """
+    import sqlite3
+    import subprocess
+    import sys
+
+    from tests.helpers import project_env
+
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    with sqlite3.connect(root / "mlflow.db") as src, sqlite3.connect(copy / "mlflow.db") as dst:
+        src.backup(dst)
+    client = client_for(copy)
+    code = (f"import os, signal, sys\nimport tabflow.lifecycle as lc\nreal = lc.{at}\n"
+            f"def hit(*a, **k):\n    os.kill(os.getpid(), signal.SIGINT)\n"
+            f"    return real(*a, **k)\nlc.{at} = hit\nfrom tabflow.cli import main\n"
+            f"sys.exit(main(['promote', '{MODEL}', '--force']))\n")  # staging moves up
+    proc = subprocess.run([sys.executable, "-c", code], cwd=copy, env=project_env(copy),
+                          capture_output=True, text=True, timeout=300)
+    return proc, client
+
+
+@pytest.mark.parametrize(("at", "promoted"), [("_predict", False), ("tag_version", True)])
+def test_ctrl_c_during_promote_leaves_the_registry_unchanged_or_complete(
+        registry_root, tmp_path, at, promoted):
+    root, _ = registry_root
+    before = client_for(root).get_registered_model(MODEL).aliases
+    proc, client = promote_interrupted(root, tmp_path, at)
+    assert proc.returncode == 130, proc.stdout + proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Interrupted (signal SIGINT): tabflow "
+                                                   "promote stopped"), proc.stderr
+    assert "PROMOTED" not in proc.stdout  # never a verdict and then an interrupted exit
+    aliases = client.get_registered_model(MODEL).aliases
+    assert aliases == ({**before, "production": before["staging"]} if promoted else before)
+    record = client.get_model_version(MODEL, str(before["staging"])).tags.get("promotion.last")
+    assert (record is not None and json.loads(record)["forced"]) is promoted  # with the alias
+    names = [m.name for m in client.search_registered_models()]
+    assert names == [MODEL]  # its lock was released
+    exp = client.get_experiment_by_name(f"{MODEL}-lifecycle")
+    runs = client.search_runs([exp.experiment_id])
+    assert all(r.info.status == "FINISHED" for r in runs)
+    assert len(runs) - len(client_for(root).search_runs([exp.experiment_id])) == int(promoted)

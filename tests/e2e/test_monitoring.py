@@ -322,3 +322,48 @@ def test_retrain_refuses_a_planted_override_before_anything_is_recorded(registry
     assert out.out == "" and len(monitoring_runs(registry)) == before
     assert sorted((registry / "data").rglob("*")) == files  # no retraining table written
     assert (canary / "keep.txt").read_text() == "still here"
+
+
+def test_ctrl_c_during_retraining_closes_every_run_and_trial(registry):
+    """Ctrl-C while the retraining sweep fits: one line, exit 130, nothing left RUNNING."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import optuna
+
+    from tests.helpers import project_env
+
+    client = client_for(registry)
+    before = dict(client.get_registered_model(MODEL).aliases)
+    experiment = client.get_experiment_by_name(MODEL).experiment_id
+    running = "attributes.status = 'RUNNING' and tags.`tabflow.role` = 'trial'"
+    path = batch(registry, "drifted-again.csv", lambda f: f.assign(year=2009), rows=200)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tabflow", "monitor", MODEL, str(path), "--retrain",
+         "--retrain-override", "hydra.sweeper.n_trials=50",
+         "--retrain-override", "evaluation.figures=false"],
+        cwd=registry, env=project_env(registry), stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not client.search_runs([experiment], running) and proc.poll() is None:
+            assert time.monotonic() < deadline, "no retraining trial started"
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)  # what Ctrl-C sends (the sweep is in its own session)
+        out, err = proc.communicate(timeout=300)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, out + err
+    assert "Traceback" not in err, err
+    assert err.strip().splitlines()[-1].startswith("Interrupted (signal SIGINT): tabflow "
+                                                   "monitor stopped")
+    for exp in (experiment, client.get_experiment_by_name(f"{MODEL}-monitoring").experiment_id):
+        assert not client.search_runs([exp], "attributes.status = 'RUNNING'")
+    storage = f"sqlite:///{registry}/optuna.db"
+    for summary in optuna.get_all_study_summaries(storage):
+        study = optuna.load_study(study_name=summary.study_name, storage=storage)
+        assert not [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
+    assert dict(client.get_registered_model(MODEL).aliases) == before
+    assert monitoring_runs(registry)[0].data.tags["monitoring.retrain.status"] == "130"

@@ -17,7 +17,14 @@ import sys
 from collections.abc import Sequence
 
 from tabflow.cli import lifecycle, monitoring, recovery, servers, views
-from tabflow.contract import exit_cleanly, project_root
+from tabflow.contract import (
+    exit_cleanly,
+    interrupt_code,
+    project_root,
+    raise_on_sigterm,
+    restore_sigterm,
+)
+from tabflow.interrupts import interrupted_line
 
 DESCRIPTION = """\
 tabflow: what to do after training, from the command line.
@@ -61,12 +68,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if getattr(args, "backend_store_uri", "unset") is None:
         args.backend_store_uri = args.tracking_uri
+    previous = raise_on_sigterm()  # SIGTERM (a scheduler, `kill`) stops it like Ctrl-C
     try:
         return int(args.func(args))
+    except KeyboardInterrupt as e:
+        print(interrupted_line(e, args.command), file=sys.stderr, flush=True)
+        return interrupt_code(e)
     except Exception as e:  # tabflow's own errors say what to do; others keep their traceback
         if type(e).__name__ != "TrackingError":
             raise
         exit_cleanly(f"Error: {e}", e)
+    finally:
+        restore_sigterm(previous)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from tabflow.contract import TAG_DIGEST, lower_is_better, project_root
+from tabflow.interrupts import deferred_interrupts
 from tabflow.monitoring.batch import Batch, MonitorError, read_batch
 from tabflow.monitoring.drift import DriftResult, detect_drift
 from tabflow.monitoring.profile import Profile
@@ -296,10 +297,11 @@ def monitor(store: Store, name: str, path: Path, cfg: DictConfig, alias: str | N
     perf = (_performance(name, found, batch, profile, cfg.performance)
             if batch.y is not None else None)
     check = Check(name, str(found.version), alias, batch, drift, perf)
-    check.run_id = _record(store, check, profile, cfg)
-    tag_verdict(store, name, check.version, check.verdict, check.run_id,
-                {"drifted": [f.feature for f in drift.drifted][:20],
-                 "batch": str(batch.path.name), "rows": batch.rows})
+    with deferred_interrupts():  # the check's run and the version's verdict land together
+        check.run_id = _record(store, check, profile, cfg)
+        tag_verdict(store, name, check.version, check.verdict, check.run_id,
+                    {"drifted": [f.feature for f in drift.drifted][:20],
+                     "batch": str(batch.path.name), "rows": batch.rows})
     return check, profile
 
 

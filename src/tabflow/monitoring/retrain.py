@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -37,6 +38,7 @@ from tabflow.contract import (
     TAG_STUDY,
     project_root,
 )
+from tabflow.interrupts import deferred_interrupts
 from tabflow.monitoring.batch import MonitorError
 from tabflow.monitoring.monitor import DEGRADED, OK, Check
 from tabflow.monitoring.profile import Profile
@@ -204,15 +206,30 @@ def retrain(store: Store, check: Check, profile: Profile, cfg: DictConfig,
     before = aliases(store, check.name) or {}
     print(f"Retraining {check.name} on {choice.value} data ({len(table)} rows, {path}): "
           f"{why}.\n  python src/train.py -m {' '.join(overrides)}", flush=True)
-    status = subprocess.call([sys.executable, str(CODE_ROOT / "src" / "train.py"), "-m",
-                              *overrides], cwd=project_root(),
+    # Its own session: Ctrl-C at the terminal reaches this process only, which passes one
+    # signal on and waits while the sweep closes its runs and trials (as a sweep does).
+    sweep = subprocess.Popen([sys.executable, str(CODE_ROOT / "src" / "train.py"), "-m",
+                              *overrides], cwd=project_root(), start_new_session=True,
                              env={**os.environ, "MLFLOW_TRACKING_URI": store.uri})
+    interrupted: KeyboardInterrupt | None = None
+    try:
+        status = sweep.wait()
+    except KeyboardInterrupt as e:
+        interrupted = e
+        sweep.send_signal(getattr(e, "signum", signal.SIGINT))
+        try:
+            with deferred_interrupts():
+                status = sweep.wait()
+        except KeyboardInterrupt:
+            pass  # a second Ctrl-C: the sweep already has the first and is closing
     after = (aliases(store, check.name) or {}).get("staging")
     retrained = after if after and after != before.get("staging") else ""
     log_run_data(store, check.run_id, tags={"monitoring.retrain.data": choice.value,
                                             "monitoring.retrain.path": str(path),
                                             "monitoring.retrain.version": retrained,
                                             "monitoring.retrain.status": str(status)})
+    if interrupted is not None:
+        raise interrupted
     if status == 0 and retrained:
         print(f"Retrained {check.name}: version {retrained} is at @staging; compare it with "
               f"production and promote it with: tabflow promote {check.name}")

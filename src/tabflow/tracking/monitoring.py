@@ -67,8 +67,9 @@ def record_check(store: Store, *, experiment: str, root: Path, run_name: str,
             for name, text in files.items():
                 (Path(tmp) / name).write_text(text)
             store.client.log_artifacts(run_id, tmp)
-    except BaseException:
-        store.client.set_terminated(run_id, "FAILED")
+    except BaseException as e:
+        store.client.set_terminated(run_id, "KILLED" if isinstance(e, KeyboardInterrupt)
+                                    else "FAILED")
         raise
     store.client.set_terminated(run_id, "FINISHED")
     return run_id
