@@ -15,8 +15,8 @@ from tabflow.cli.views import _ranking
 def test_every_command_group_is_reachable():
     sub = next(a for a in parser()._actions if isinstance(a, argparse._SubParsersAction))
     assert set(sub.choices) == {"experiments", "runs", "report", "promote", "rollback",
-                                "monitor", "profile", "upload", "ui", "server", "dashboard",
-                                "serve"}
+                                "monitor", "profile", "upload", "unlock", "ui", "server",
+                                "dashboard", "serve"}
 
 
 def test_help_is_plain_text(capsys):
@@ -111,3 +111,45 @@ def test_downloads_print_no_progress_bars(tmp_path, monkeypatch):
     import os
 
     assert os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] == "false"
+
+
+def test_unlock_lists_held_locks_and_clears_only_a_stale_one_unless_forced(tmp_path, capsys):
+    """A lock of another host's clock an hour ahead, and one whose holder stopped beating."""
+    import time
+
+    import optuna
+
+    from hydra_plugins.tabflow_sweeper._stores import optuna_storage
+    from tabflow.cli import main
+    from tests.helpers import client_for, seed_store
+
+    seed_store(tmp_path)
+    storage_url = f"sqlite:///{tmp_path}/optuna.db"
+    storage = optuna_storage(storage_url)
+    ahead = time.time() + 3600
+    lock_id = storage.create_new_study([optuna.study.StudyDirection.MINIMIZE], "s-1~ask")
+    for key, value in {"holder_host": "elsewhere", "holder_pid": 7, "acquired_at": ahead,
+                       "beat_at": ahead}.items():
+        storage.set_study_user_attr(lock_id, key, value)
+    client_for(tmp_path).create_registered_model("churn~lock", tags={
+        "holder_host": "elsewhere", "holder_pid": "9", "acquired_at": str(time.time() - 600)})
+    cli = ["--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db", "unlock",
+           "--storage", storage_url]
+
+    assert main(cli) == 0
+    listed = capsys.readouterr().out.splitlines()
+    assert len(listed) == 2
+    assert listed[0].startswith("s-1~ask  held by elsewhere:7, last beat 3600 s in the future")
+    assert listed[0].endswith("live")
+    assert "churn~lock  held by elsewhere:9, last beat 600 s ago" in listed[1]
+    assert "STALE (silent for 600 s, more than 60 s): tabflow unlock churn~lock" in listed[1]
+
+    assert main([*cli[:2], "unlock", "s-1~ask", "--storage", storage_url]) == 2
+    err = capsys.readouterr().err
+    assert "which may still be running" in err and "tabflow unlock s-1~ask --force" in err
+    assert main([*cli[:2], "unlock", "churn~lock", "--storage", storage_url]) == 0
+    assert "Removed lock churn~lock" in capsys.readouterr().out
+    assert main([*cli[:2], "unlock", "s-1~ask", "--storage", storage_url, "--force"]) == 0
+    assert main(cli) == 0
+    assert capsys.readouterr().out.strip().endswith("No locks are held")
+    assert main([*cli[:2], "unlock", "nope~ask", "--storage", storage_url]) == 2

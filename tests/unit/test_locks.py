@@ -136,3 +136,51 @@ def test_running_trials_counts_only_running_ones(tmp_path, storage):
     study.tell(study.ask(), 1.0)
     study.ask()
     assert running_trials(storage, "s") == 1
+
+
+def test_a_beat_in_the_future_is_judged_by_whether_it_changes(storage):
+    """Another host's clock an hour ahead: dead, its lock goes after the grace period; alive
+    (its future beat keeps changing), it keeps it."""
+    import threading
+
+    ahead = time.time() + 3600
+    _fake_lock(storage, "skew~ask", {"holder_host": "elsewhere", "holder_pid": 7,
+                                     "acquired_at": ahead, "beat_at": ahead})
+    with pytest.raises(LockBusyError) as busy, storage_lock(storage, "skew~ask", wait_s=0):
+        pass
+    message = str(busy.value)
+    assert "elsewhere:7, last beat 3600 s in the future" in message
+    assert "clear the lock with: tabflow unlock skew~ask" in message
+    start = time.monotonic()
+    with storage_lock(storage, "skew~ask", wait_s=10, grace_s=1):
+        assert 1 <= time.monotonic() - start < 5  # silent while watched: broken
+
+    _fake_lock(storage, "live~ask", {"holder_host": "elsewhere", "holder_pid": 8,
+                                     "acquired_at": ahead, "beat_at": ahead})
+    lock_id, stop = storage.get_study_id_from_name("live~ask"), threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(0.2):
+            storage.set_study_user_attr(lock_id, "beat_at", time.time() + 3600)
+
+    beating = threading.Thread(target=beat)
+    beating.start()
+    try:
+        with pytest.raises(LockBusyError), storage_lock(storage, "live~ask", wait_s=2.5,
+                                                        grace_s=1):
+            pass
+    finally:
+        stop.set()
+        beating.join()
+
+
+def test_a_lock_record_cut_short_is_broken_once_it_stays_so(storage, monkeypatch):
+    """A disk that filled while the lock was written left only the host: no pid, no time."""
+    from hydra_plugins.tabflow_sweeper import _locks
+
+    monkeypatch.setattr(_locks, "UNRECORDED_GRACE_S", 0.5)
+    _fake_lock(storage, "half~ask", {"holder_host": "elsewhere"})
+    with pytest.raises(LockBusyError), storage_lock(storage, "half~ask", wait_s=0):
+        pass
+    with storage_lock(storage, "half~ask", wait_s=5):
+        pass

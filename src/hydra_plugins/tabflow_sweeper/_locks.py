@@ -13,9 +13,10 @@ creating a named object there is atomic (its name is unique), so the object is a
 A lock records its holder (host, pid, time) and beats while held: every ``interval_s`` it
 writes the time again. A holder on this host whose process is gone is noticed at once
 and its lock broken; any other holder that stopped beating for ``grace_s`` (frozen,
-preempted, its host gone) loses the lock then, wherever it ran. Beats compare the
-holder's clock with the waiter's: hosts are assumed to keep their clocks within a few
-seconds (NTP), far below the grace period.
+preempted, its host gone) loses the lock then, wherever it ran. A waiter judges a beat by
+its own clock only where that is safe (an old beat); a beat dated in the future counts by
+whether it changes while the waiter watches (:func:`holder_gone`), so a clock an hour
+ahead neither keeps a dead holder's lock forever nor breaks a live one's.
 """
 
 from __future__ import annotations
@@ -66,7 +67,18 @@ def lock_timing(heartbeat: Any) -> dict[str, float]:
 
 
 class LockBusyError(RuntimeError):
-    """Another process holds the lock (and ``wait_s`` ran out)."""
+    """Another process holds the lock (and ``wait_s`` ran out).
+
+    Attributes:
+        lock: The lock's name (``<study>~ask``, ``<model>~lock``).
+        record: What the lock records of its holder.
+    """
+
+    def __init__(self, lock: str, record: dict[str, Any]) -> None:
+        super().__init__(f"lock {lock!r} is held by another process "
+                         f"({describe_holder(record)}); if that process is gone, clear the "
+                         f"lock with: tabflow unlock {lock}")
+        self.lock, self.record = lock, record
 
 
 def holder_record() -> dict[str, Any]:
@@ -88,22 +100,47 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def holder_gone(record: dict[str, Any], grace_s: float, unrecorded_for_s: float) -> bool:
-    """Whether a lock's holder is gone, so that the lock may be broken.
+def holder_gone(record: dict[str, Any], grace_s: float, unchanged_for_s: float) -> str | None:
+    """Why a lock's holder is gone, so that the lock may be broken; None while it may live.
+
+    Clocks are compared only one way: a beat older than ``grace_s`` by this host's clock is
+    stale. A beat that lies in the future (another host's clock ahead, or a broken writer)
+    proves nothing by its value, so what counts is whether it changes: a record that this
+    process has watched stay the same for ``grace_s`` of its own monotonic clock belongs to
+    a holder that stopped beating, whatever its timestamps say. A record without a pid or a
+    time (its holder died, or the disk filled, while writing it) is broken once it stayed so
+    for :data:`UNRECORDED_GRACE_S`.
 
     Args:
-        record: What the lock recorded (:func:`holder_record`, beats); may be empty.
-        grace_s: A holder whose last beat is older than this is gone (frozen, preempted,
-            its host down), whatever its host.
-        unrecorded_for_s: How long this process has seen the lock without a record.
+        record: What the lock recorded (:func:`holder_record`, beats); may be partial.
+        grace_s: A holder silent for this long (frozen, preempted, its host down) is gone.
+        unchanged_for_s: How long this process has seen the same record.
     """
     host, pid = record.get(HOLDER_HOST), record.get(HOLDER_PID)
     if host == socket.gethostname() and pid is not None and not pid_alive(int(pid)):
-        return True  # provably dead: break it now
+        return "its process is gone"  # provably dead: break it now
     last = record.get(HOLDER_BEAT, record.get(HOLDER_SINCE))
-    if last is not None:
-        return time.time() - float(last) > grace_s
-    return unrecorded_for_s > UNRECORDED_GRACE_S
+    age = None if last is None else time.time() - float(last)
+    if age is not None and age > grace_s:
+        return f"silent for {age:.0f} s, more than {grace_s:.0f} s"
+    if pid is None or age is None:
+        return (f"it holds no complete record for {unchanged_for_s:.0f} s"
+                if unchanged_for_s > UNRECORDED_GRACE_S else None)
+    if unchanged_for_s > grace_s:
+        return (f"its beat stayed at {-age:.0f} s in the future for {unchanged_for_s:.0f} s"
+                if age < 0 else f"silent for {unchanged_for_s:.0f} s")
+    return None
+
+
+def describe_holder(record: dict[str, Any]) -> str:
+    """The holder of a lock and its last beat, in words (for messages)."""
+    holder = f"{record.get(HOLDER_HOST, '?')}:{record.get(HOLDER_PID, '?')}"
+    last = record.get(HOLDER_BEAT, record.get(HOLDER_SINCE))
+    if last is None:
+        return f"{holder} (no beat recorded)"
+    age = time.time() - float(last)
+    return f"{holder}, last beat {age:.0f} s ago" if age >= 0 else \
+        f"{holder}, last beat {-age:.0f} s in the future by this host's clock"
 
 
 class Periodic:
@@ -177,7 +214,8 @@ def hold(mutex: Mutex, name: str, wait_s: float = 120.0, grace_s: float = GRACE_
         LockBusyError: If a live holder kept the lock for all of ``wait_s``.
     """
     deadline = time.monotonic() + wait_s
-    unrecorded_since: float | None = None
+    seen: Any = None  # the record last seen, and since when (this host's monotonic clock)
+    seen_since = time.monotonic()
     waited = False
     while True:
         handle = mutex.create(holder_record())
@@ -187,20 +225,16 @@ def hold(mutex: Mutex, name: str, wait_s: float = 120.0, grace_s: float = GRACE_
         if found is None:
             continue  # released while we looked
         held, record = found
-        if record:
-            unrecorded_since = None
-        elif unrecorded_since is None:
-            unrecorded_since = time.monotonic()
-        unrecorded_for = 0.0 if unrecorded_since is None else time.monotonic() - unrecorded_since
-        if holder_gone(record, grace_s, unrecorded_for):
-            log.warning("Breaking lock %s: its holder %s:%s is gone (dead, or silent for "
-                        "more than %.0f s)", name, record.get(HOLDER_HOST, "?"),
-                        record.get(HOLDER_PID, "?"), grace_s)
+        if (held, record) != seen:
+            seen, seen_since = (held, record), time.monotonic()
+        why = holder_gone(record, grace_s, time.monotonic() - seen_since)
+        if why is not None:
+            log.warning("Breaking lock %s: its holder %s is gone (%s)", name,
+                        describe_holder(record), why)
             mutex.remove(held)  # that object only: a new holder's has another handle
             continue
         if time.monotonic() >= deadline:
-            raise LockBusyError(f"{name!r} is held by another process "
-                                f"({record.get(HOLDER_HOST, '?')}:{record.get(HOLDER_PID, '?')})")
+            raise LockBusyError(name, record)
         if not waited and on_wait is not None:
             on_wait(record)
         waited = True
@@ -272,3 +306,23 @@ def running_trials(storage: Any, name: str) -> int:
     except KeyError:
         return 0
     return len(storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)))
+
+
+def stored_locks(storage: Any) -> list[tuple[str, dict[str, Any]]]:
+    """The locks held in an Optuna storage now: each one's name and holder record."""
+    found = []
+    for summary in storage.get_all_studies():
+        if LOCK_SUFFIX in summary.study_name:
+            with contextlib.suppress(KeyError):  # released while we looked
+                found.append((summary.study_name,
+                              dict(storage.get_study_user_attrs(summary._study_id))))
+    return found
+
+
+def remove_stored_lock(storage: Any, name: str) -> bool:
+    """Delete a lock of an Optuna storage by name; False if there is none."""
+    try:
+        storage.delete_study(storage.get_study_id_from_name(name))
+    except KeyError:
+        return False
+    return True

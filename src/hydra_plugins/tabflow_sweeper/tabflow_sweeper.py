@@ -83,6 +83,7 @@ class TabflowOptunaSweeper(Sweeper):
                 worker cut the sweep short (``contract.Interrupted``, resumable): no
                 traceback unless ``HYDRA_FULL_ERROR=1`` asks for it, as for Hydra's errors.
         """
+        from hydra_plugins.tabflow_sweeper._locks import LockBusyError
         from hydra_plugins.tabflow_sweeper._sweep import SweepAbortedError, SweepInterruptedError
 
         try:
@@ -91,6 +92,8 @@ class TabflowOptunaSweeper(Sweeper):
             exit_cleanly(f"Sweep aborted: {e}", e)
         except SweepInterruptedError as e:
             exit_cleanly(str(e), e, code=e.code, interrupted=True)
+        except LockBusyError as e:  # another sweep process of the study, or a stale lock
+            exit_cleanly(f"Sweep stopped: {e}", e)
         except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM between trials
             study = self.sweeper.current_study
             exit_cleanly(

@@ -6,7 +6,7 @@ One module per command group; each adds its subcommands to the parser:
 * :mod:`.lifecycle`: ``promote``, ``rollback``: move the registry's aliases.
 * :mod:`.monitoring`: ``monitor``, ``profile``: check a registered model against new data.
 * :mod:`.servers`: ``ui``, ``server``, ``dashboard``, ``serve``: become a server.
-* :mod:`.recovery`: ``upload``: track what a tracking outage left on disk.
+* :mod:`.recovery`: ``upload``, ``unlock``: mend what an outage or a lost process left.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ tabflow: what to do after training, from the command line.
   tabflow rollback breast_cancer              production -> the version it replaced
   tabflow monitor breast_cancer new.csv       drift and performance of @production on new data
   tabflow upload multirun/<date>/<time>       track what a tracking outage left on disk
+  tabflow unlock                              list held locks; clear a stale one by name
   tabflow ui                                  the MLflow UI on 127.0.0.1:5000
   tabflow server                              a tracking server for several processes
   tabflow dashboard                           the Optuna dashboard for optuna.db
@@ -75,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(interrupted_line(e, args.command), file=sys.stderr, flush=True)
         return interrupt_code(e)
     except Exception as e:  # tabflow's own errors say what to do; others keep their traceback
-        if type(e).__name__ != "TrackingError":
+        if type(e).__name__ not in ("TrackingError", "LockBusyError"):
             raise
         exit_cleanly(f"Error: {e}", e)
     finally:

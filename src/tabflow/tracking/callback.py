@@ -57,6 +57,7 @@ class MlflowCallback(Callback):
 
     experiment_id: str | None = None
     parent_run_id: str | None = None
+    parent_before: str | None = None  # the parent's status before this sweep reopened it
     run_tags: dict[str, str] = field(default_factory=dict)
     last_run_id: str | None = None
     # The process that launched the sweep: its in-process jobs log in the background.
@@ -133,7 +134,8 @@ class MlflowCallback(Callback):
         self.launcher_pid = os.getpid()
         store = self._start(config)
         assert self.experiment_id is not None
-        self.parent_run_id = open_parent(store, self.experiment_id, config, self.run_tags)
+        self.parent_run_id, self.parent_before = open_parent(store, self.experiment_id, config,
+                                                             self.run_tags)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         """Hand the sweep to its end step (registration), or close its parent as failed."""
@@ -145,7 +147,7 @@ class MlflowCallback(Callback):
         self.flush()
         store = self._connect(config)
         if error is not None:
-            close_parent(store, self.parent_run_id, error)
+            close_parent(store, self.parent_run_id, error, self.parent_before)
             return
         sweep_dir = Path(config.hydra.sweep.dir)
         try:

@@ -15,7 +15,13 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from hydra_plugins.tabflow_sweeper._locks import LOCK_SUFFIX, lock_timing, pid_alive, storage_lock
+from hydra_plugins.tabflow_sweeper._locks import (
+    LOCK_SUFFIX,
+    LockBusyError,
+    lock_timing,
+    pid_alive,
+    storage_lock,
+)
 from hydra_plugins.tabflow_sweeper._stores import optuna_storage
 from tabflow.config import redact_override
 from tabflow.contract import (
@@ -65,8 +71,12 @@ def parent_tags(config: DictConfig, provenance: dict[str, str]) -> dict[str, str
 
 
 def open_parent(store: Store, experiment_id: str, config: DictConfig,
-                provenance: dict[str, str]) -> str:
-    """Create the sweep's parent run, or attach to its study's; return its id."""
+                provenance: dict[str, str]) -> tuple[str, str | None]:
+    """Create the sweep's parent run, or attach to its study's.
+
+    Returns:
+        Its id, and the status it had before this sweep reopened it (None: created now).
+    """
     tags = parent_tags(config, provenance)
     storage = config.hydra.sweeper.get("storage") if TAG_STUDY in tags else None
     if not storage:
@@ -79,11 +89,11 @@ def open_parent(store: Store, experiment_id: str, config: DictConfig,
 
 
 def _attach_or_create(store: Store, experiment_id: str, config: DictConfig,
-                      tags: dict[str, str]) -> str:
+                      tags: dict[str, str]) -> tuple[str, str | None]:
     if TAG_STUDY in tags:
         previous = latest_sweep(store, experiment_id, tags[TAG_STUDY], tags[TAG_STORAGE])
         if previous is not None:
-            return _reattach(store, experiment_id, previous, tags)
+            return _reattach(store, experiment_id, previous, tags), str(previous.info.status)
     sweeper = config.hydra.sweeper
     run = store.client.create_run(
         experiment_id, tags=tags,
@@ -101,7 +111,7 @@ def _attach_or_create(store: Store, experiment_id: str, config: DictConfig,
         store.client.log_artifact(parent_run_id, str(lock), "environment")
     log.info("MLflow parent run %s (experiment %r, %s)", parent_run_id,
              config.tracking.experiment, config.tracking.uri)
-    return parent_run_id
+    return parent_run_id, None
 
 
 def _reattach(store: Store, experiment_id: str, parent: Any, tags: dict[str, str]) -> str:
@@ -162,11 +172,24 @@ def _process_gone(tags: dict[str, str]) -> bool:
     return not pid_alive(int(tags.get(PID, "0")))
 
 
-def close_parent(store: Store, parent_run_id: str, error: BaseException | None) -> None:
-    """Close a parent run: FINISHED, or KILLED / FAILED with the error that ended the sweep."""
-    if error is None:
+def close_parent(store: Store, parent_run_id: str, error: BaseException | None,
+                 before: str | None = None) -> None:
+    """Close a parent run: FINISHED, or KILLED / FAILED with the error that ended the sweep.
+
+    A re-run that could not start (another process held the study's lock) leaves a
+    finished parent as it was: nothing of the sweep it records changed.
+    """
+    if error is None or (before == "FINISHED" and _lock_busy(error)):
         store.client.set_terminated(parent_run_id, "FINISHED")
         return
     status = "KILLED" if isinstance(error, (KeyboardInterrupt, Interrupted)) else "FAILED"
     log_run_data(store, parent_run_id, tags={TAG_ERROR: f"{type(error).__name__}: {error}"[:5000]})
     store.client.set_terminated(parent_run_id, status)
+
+
+def _lock_busy(error: BaseException | None) -> bool:
+    while error is not None:
+        if isinstance(error, LockBusyError):
+            return True
+        error = error.__cause__
+    return False

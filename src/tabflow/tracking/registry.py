@@ -275,3 +275,23 @@ def registry_lock(store: Store, name: str, wait_s: float = 300.0
               f"({holder.get(HOLDER_HOST, '?')}:{holder.get(HOLDER_PID, '?')})", flush=True)
 
     return hold(Mutex(create, inspect, remove, beat), lock, wait_s, on_wait=announce)
+
+
+def registry_locks(store: Store) -> list[tuple[str, dict[str, Any]]]:
+    """The registry locks held now (``<model>~lock``): each one's name and holder record."""
+    suffix = f"{LOCK_SUFFIX}lock"
+    return [(m.name, dict(m.tags)) for m in store.client.search_registered_models()
+            if m.name.endswith(suffix)]
+
+
+def remove_registry_lock(store: Store, lock: str) -> bool:
+    """Delete a registry lock by name; False if there is none."""
+    from mlflow.exceptions import MlflowException
+
+    if not lock.endswith(f"{LOCK_SUFFIX}lock"):
+        return False  # never a model that isn't a lock
+    try:
+        store.client.delete_registered_model(lock)
+    except MlflowException:
+        return False
+    return True
