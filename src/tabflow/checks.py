@@ -340,13 +340,15 @@ def _fail(kind: str, error: Exception) -> None:
 
 
 def check_stores(cfg: DictConfig, sweeping: bool) -> None:
-    """Refuse SQLite store files that are corrupt or belong to something else."""
+    """Refuse SQLite store files that are read-only, damaged or belong to something else."""
     from hydra_plugins.tabflow_sweeper._stores import check_sqlite_store
 
-    if cfg.tracking.enabled:
-        check_sqlite_store(str(cfg.tracking.uri), "experiments", "MLflow tracking store")
+    if cfg.tracking.enabled:  # a sweep checks the file's integrity before it writes
+        check_sqlite_store(str(cfg.tracking.uri), "experiments", "MLflow tracking store",
+                           integrity=sweeping)
     if sweeping and cfg.hydra.sweeper.get("storage"):
-        check_sqlite_store(str(cfg.hydra.sweeper.storage), "studies", "Optuna study storage")
+        check_sqlite_store(str(cfg.hydra.sweeper.storage), "studies", "Optuna study storage",
+                           integrity=True)
 
 
 def _check_all(config: DictConfig, sweeping: bool) -> None:

@@ -189,11 +189,21 @@ def test_tracking_server_dying_mid_sweep_loses_nothing(tmp_path):
 
 
 @pytest.mark.parametrize("store", ["mlflow.db", "optuna.db"])
-@pytest.mark.parametrize("damage", ["corrupt", "foreign"])
+@pytest.mark.parametrize("damage", ["corrupt", "foreign", "damaged"])
 def test_corrupt_or_foreign_store_is_named_and_left_untouched(project_root, store, damage):
     path = project_root / store
     if damage == "corrupt":
         path.write_bytes(b"SQLite format 3\x00" + bytes(range(256)) * 64)
+    elif damage == "damaged":  # a real store, garbage over pages in its middle
+        marker = "experiments" if store == "mlflow.db" else "studies"
+        with sqlite3.connect(path) as con:
+            con.execute(f"CREATE TABLE {marker} (id INTEGER PRIMARY KEY, name TEXT)")
+            con.execute(f"CREATE INDEX by_name ON {marker} (name)")
+            con.executemany(f"INSERT INTO {marker} (name) VALUES (?)",
+                            [(f"{i:05d}" + "x" * 80,) for i in range(3000)])
+        data = bytearray(path.read_bytes())
+        data[4096 * 20:4096 * 22] = b"\x07" * 8192
+        path.write_bytes(bytes(data))
     else:
         with sqlite3.connect(path) as con:
             con.execute("CREATE TABLE customers (id INTEGER, name TEXT)")
@@ -203,6 +213,8 @@ def test_corrupt_or_foreign_store_is_named_and_left_untouched(project_root, stor
                     "hydra.sweeper.n_trials=2")
     assert out.returncode == 2, out.stdout[-2000:] + out.stderr[-2000:]
     assert f"Store error: {path}" in out.stderr and "left untouched" in out.stderr
+    if damage == "damaged":
+        assert "is damaged" in out.stderr and ".recover" in out.stderr
     assert "Traceback" not in out.stderr
     assert path.read_bytes() == before  # not overwritten, not migrated
     assert not list(project_root.glob("multirun/*/*/0"))  # no trial ran

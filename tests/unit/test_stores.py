@@ -64,3 +64,53 @@ def test_a_store_creation_stopped_midway_leaves_nothing_and_the_next_one_succeed
     store = connect(uri)
     assert [e.name for e in store.client.search_experiments()] == ["Default"]
     assert sorted(p.name for p in tmp_path.iterdir() if "creating" in p.name) == []
+
+
+def _store_with_rows(path):
+    with sqlite3.connect(path) as con:
+        con.execute("CREATE TABLE experiments (id INTEGER PRIMARY KEY, name TEXT)")
+        con.execute("CREATE INDEX by_name ON experiments (name)")
+        con.executemany("INSERT INTO experiments (name) VALUES (?)",
+                        [(f"experiment {i:05d} " + "x" * 80,) for i in range(3000)])
+
+
+def test_a_damaged_store_is_found_before_a_sweep_writes_into_it(tmp_path):
+    """Garbage over pages in the middle of the file: it still opens, and reads may work."""
+    path = tmp_path / "mlflow.db"
+    _store_with_rows(path)
+    url = f"sqlite:///{path}"
+    check_sqlite_store(url, "experiments", "MLflow tracking store", integrity=True)  # healthy
+    data = bytearray(path.read_bytes())
+    page = 4096
+    data[page * 20:page * 22] = b"\x07" * (page * 2)
+    path.write_bytes(bytes(data))
+    before = path.read_bytes()
+    check_sqlite_store(url, "experiments", "MLflow tracking store")  # opening alone misses it
+    with pytest.raises(ForeignDatabaseError) as damaged:
+        check_sqlite_store(url, "experiments", "MLflow tracking store", integrity=True)
+    message = str(damaged.value)
+    assert f"{path}, the MLflow tracking store, is damaged" in message
+    assert f"sqlite3 {path} .recover" in message and "Move it aside" not in message
+    assert path.read_bytes() == before
+
+
+def test_a_read_only_store_is_named_so_and_kept(tmp_path):
+    """A read-only mount of a healthy project: not "unreadable", never "move it aside"."""
+    import subprocess
+
+    source, mounted = tmp_path / "project", tmp_path / "ro"
+    source.mkdir()
+    mounted.mkdir()
+    _store_with_rows(source / "mlflow.db")
+    if subprocess.run(["mount", "--bind", "-o", "ro", str(source), str(mounted)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("no permission to mount a read-only bind mount here")
+    try:
+        with pytest.raises(ForeignDatabaseError) as refused:
+            check_sqlite_store(f"sqlite:///{mounted / 'mlflow.db'}", "experiments",
+                               "MLflow tracking store", integrity=True)
+    finally:
+        subprocess.run(["umount", str(mounted)], check=True)
+    message = str(refused.value)
+    assert "can't be written here" in message and "is kept as it is" in message
+    assert "Move it aside" not in message and "not a readable" not in message

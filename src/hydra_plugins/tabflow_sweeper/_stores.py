@@ -70,22 +70,28 @@ class ForeignDatabaseError(RuntimeError):
     """A SQLite file exists but is not a store of the expected kind (or is corrupt)."""
 
 
-def check_sqlite_store(url: str, marker_table: str, kind: str) -> None:
-    """Refuse a SQLite file that is corrupt or belongs to something else.
+def check_sqlite_store(url: str, marker_table: str, kind: str, integrity: bool = False
+                       ) -> None:
+    """Refuse a SQLite file that is read-only, damaged, or belongs to something else.
 
     Opening a foreign database as a store would create the store's tables inside it, and a
-    corrupt one fails deep inside SQLAlchemy; both are stopped here, naming the file.
+    corrupt one fails deep inside SQLAlchemy; both are stopped here, naming the file. Each
+    fault gets its own one-line diagnosis, since each has its own fix: a read-only store is
+    healthy (it must not be moved aside), a damaged one is restored, a foreign one moved.
 
     Args:
         url: The store's URL; only ``sqlite:///`` files that exist are checked.
         marker_table: A table every store of this kind has (MLflow: ``experiments``,
             Optuna: ``studies``).
         kind: What the store is, for the message.
+        integrity: Also run ``PRAGMA quick_check`` (a sweep is about to write into it;
+            milliseconds on a small store, about a second per GB).
 
     Raises:
-        ForeignDatabaseError: If the file is not a SQLite database, or holds tables but
-            not ``marker_table``.
+        ForeignDatabaseError: If the file can't be written here, is not a SQLite database,
+            is damaged, or holds tables but not ``marker_table``.
     """
+    import os
     import sqlite3
 
     if not url.startswith("sqlite:///"):
@@ -93,14 +99,33 @@ def check_sqlite_store(url: str, marker_table: str, kind: str) -> None:
     path = Path(url.removeprefix("sqlite:///"))
     if not path.is_file() or path.stat().st_size == 0:
         return
+    unwritable = next((p for p in (path, path.parent) if not os.access(p, os.W_OK)), None)
+    if unwritable is not None:
+        raise ForeignDatabaseError(
+            f"{path} can't be written here ({unwritable} is read-only); the {kind} is kept "
+            f"as it is. Make it writable (chmod u+w, or mount it read-write), or copy it to "
+            f"a writable place and point the store there")
+    restore = (f"restore it from a backup, or save what SQLite can still read: sqlite3 "
+               f"{path} .recover | sqlite3 {path.with_suffix('.recovered.db')}, and move that "
+               f"into place")
     try:
         with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as con:
             tables = {row[0] for row in con.execute(
                 "SELECT name FROM sqlite_master WHERE type = 'table'")}
+            problems = ([row[0] for row in con.execute("PRAGMA quick_check(3)")]
+                        if integrity and marker_table in tables else ["ok"])
     except sqlite3.DatabaseError as e:
+        if "malformed" in str(e):
+            raise ForeignDatabaseError(
+                f"{path}, the {kind}, is damaged ({e}); it is left untouched: "
+                f"{restore}") from e
         raise ForeignDatabaseError(
             f"{path} is not a readable SQLite database ({e}); it is left untouched. Move it "
             f"aside (or restore it from a backup) and run again for a fresh {kind}") from e
+    if problems != ["ok"]:
+        raise ForeignDatabaseError(
+            f"{path}, the {kind}, is damaged (PRAGMA quick_check: {problems[0][:120]}); it "
+            f"is left untouched and nothing was written to it: {restore}")
     if tables and marker_table not in tables:
         raise ForeignDatabaseError(
             f"{path} is a SQLite database but not an {kind} (its tables: "
