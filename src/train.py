@@ -7,6 +7,7 @@ Tracking and registration happen in a Hydra callback (``tabflow.tracking.callbac
 entry only runs the job and returns the objective to the sweeper.
 """
 
+import logging
 import os
 import sys
 from pathlib import Path
@@ -65,6 +66,10 @@ if __name__ == "__main__":
     # Ctrl-C and SIGTERM anywhere end with one line; the sweeper and the sweep's end say
     # more when they are the ones interrupted (see contract.Interrupted).
     raise_on_sigterm()
+    # A log line that can't be written (a full disk under the job's log file) is dropped,
+    # not printed to stderr as a traceback of its own; the error it reports still stops
+    # the command with one line.
+    logging.raiseExceptions = False
     try:
         check_callbacks(sys.argv[1:])
         main()

@@ -351,6 +351,44 @@ def check_stores(cfg: DictConfig, sweeping: bool) -> None:
                            integrity=True)
 
 
+# What a sweep writes to disk, measured on the bundled sets: about 0.1 MB a trial (its job
+# dir, its rows in both stores), plus room for the registered model, its report and the
+# data caches. A disk that fills mid-sweep stops it (resumable); this says so up front.
+BASE_MB, PER_TRIAL_MB = 50.0, 0.1
+
+
+class DiskSpaceError(RuntimeError):
+    """Too little free space for a sweep to write its job dirs, stores and model."""
+
+
+def check_free_space(cfg: DictConfig) -> None:
+    """Refuse a sweep the disk can't hold, naming the MB it needs and the MB that are free.
+
+    Raises:
+        DiskSpaceError: If a filesystem the sweep writes to (its job dirs, the project root
+            with its SQLite stores) has less free space than the estimate.
+    """
+    import shutil
+    from pathlib import Path
+
+    n_trials = cfg.hydra.sweeper.get("n_trials") or 100
+    needed = BASE_MB + PER_TRIAL_MB * int(n_trials)
+    seen: set[int] = set()
+    for place in (Path(str(cfg.hydra.sweep.dir)).absolute(), Path(str(cfg.paths.root))):
+        existing = next(p for p in (place, *place.parents) if p.exists())
+        device = existing.stat().st_dev
+        if device in seen:
+            continue
+        seen.add(device)
+        free = shutil.disk_usage(existing).free / 2**20
+        if free < needed:
+            raise DiskSpaceError(
+                f"the sweep needs about {needed:.0f} MB free on {existing} (the job dirs and "
+                f"store rows of {n_trials} trials, the registered model and its report); "
+                f"{free:.0f} MB are free. Free some space, or point hydra.sweep.dir and the "
+                f"stores (TABFLOW_ROOT) at another disk")
+
+
 def _check_all(config: DictConfig, sweeping: bool) -> None:
     from hydra_plugins.tabflow_sweeper._stores import ForeignDatabaseError
     from tabflow.sources import DataError  # imported here: pandas loads only once a run starts
@@ -363,6 +401,11 @@ def _check_all(config: DictConfig, sweeping: bool) -> None:
         check_stores(config, sweeping=sweeping)
     except ForeignDatabaseError as e:
         _fail("Store", e)
+    if sweeping:
+        try:
+            check_free_space(config)
+        except DiskSpaceError as e:
+            _fail("Disk", e)
     try:
         check_data(config)
     except DataError as e:

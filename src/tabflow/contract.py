@@ -43,6 +43,7 @@ from hydra_plugins.tabflow_sweeper._contract import (
     Interrupted,
     SignalInterrupt,
     as_list,
+    disk_full,
     effective_n_jobs,
     exit_cleanly,
     interrupt_code,

@@ -411,3 +411,76 @@ def test_run_left_open_in_a_reused_worker_never_receives_another_jobs_data(proje
         assert "left active by job" in run.data.tags["error"]
         assert set(run.data.metrics) == {"leaked_metric"}  # no other job's data
         assert "mlflow.parentRunId" not in run.data.tags
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 60 MB tmpfs as the project root (skipped where mounting isn't allowed)."""
+    root = tmp_path / "disk"
+    root.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=60m", "tmpfs", str(root)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("no permission to mount a tmpfs here (the full-disk test needs one)")
+    try:
+        yield root
+    finally:
+        subprocess.run(["umount", "-l", str(root)], check=False)
+
+
+def test_a_disk_that_fills_mid_sweep_stops_it_in_one_line_and_a_rerun_finishes(small_disk):
+    import shutil
+    import time
+
+    from tests.helpers import project_env, seed_store, without_report
+
+    seed_store(small_disk)
+    args = [sys.executable, str(TRAIN), *without_report(
+        ("-m", "model=logreg", "sweep=narrow", "hydra.sweeper.n_trials=12"))]
+    # Before anything: a sweep the disk can't hold is refused, naming the MB it needs.
+    filler = small_disk / "filler"
+    with filler.open("wb") as f:
+        f.truncate(0)
+        f.write(b"\0" * int(shutil.disk_usage(small_disk).free - 20 * 2**20))
+    refused = run_train(small_disk, "-m", "model=logreg", "sweep=narrow",
+                        "hydra.sweeper.n_trials=12")
+    assert refused.returncode == 2 and "Disk error: the sweep needs about 51 MB free on" \
+        in refused.stderr, refused.stderr[-2000:]
+    assert not list(small_disk.glob("multirun/*/*/0"))
+    filler.unlink()
+
+    sweep = subprocess.Popen(args, cwd=small_disk, env=project_env(small_disk),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not list(small_disk.glob("multirun/*/*/2/metrics.json")):
+            assert sweep.poll() is None and time.monotonic() < deadline, "no trial finished"
+            time.sleep(0.05)
+        with filler.open("wb") as f:  # the disk fills while trials run
+            while True:
+                try:
+                    f.write(b"\0" * 2**20)
+                    f.flush()
+                except OSError:
+                    break
+        out, err = sweep.communicate(timeout=120)
+    finally:
+        sweep.kill()
+    assert sweep.returncode == 1, out[-2000:] + err[-2000:]
+    assert "Traceback" not in err, err[-3000:]
+    assert err.strip().splitlines()[-1].startswith("Sweep stopped: the disk is full (")
+    assert "re-run the same command to resume study" in err
+
+    filler.unlink()  # space freed: the same command finishes the study
+    again = run_train(small_disk, "-m", "model=logreg", "sweep=narrow",
+                      "hydra.sweeper.n_trials=12")
+    assert_ok(again)
+    assert "Registered breast_cancer version 1 as @staging" in again.stdout
+    study = optuna.load_study(study_name=optuna.get_all_study_names(
+        f"sqlite:///{small_disk}/optuna.db")[0], storage=f"sqlite:///{small_disk}/optuna.db")
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(done) >= 12 and not [t for t in study.trials
+                                    if t.state == optuna.trial.TrialState.RUNNING]
+    _, runs = runs_of(small_disk)  # nothing recorded was lost: each finished trial has its run
+    tracked = {int(r.data.tags["optuna.trial"]) for r in runs
+               if r.data.tags.get("tabflow.role") == "trial" and r.info.status == "FINISHED"}
+    assert tracked == {t.number for t in done}

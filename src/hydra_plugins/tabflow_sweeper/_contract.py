@@ -125,6 +125,20 @@ def exit_cleanly(message: str, error: BaseException | None = None, code: int = 1
     raise (Interrupted if interrupted else CleanExit)(code, message) from error
 
 
+def disk_full(error: BaseException | None) -> str | None:
+    """If an error (or one behind it) is a full disk (ENOSPC, or SQLite's own word), its text."""
+    import errno
+
+    while error is not None:
+        text = str(error).splitlines()[0] if str(error) else type(error).__name__
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            return text
+        if "database or disk is full" in text or "No space left on device" in text:
+            return text
+        error = error.__cause__ or error.__context__
+    return None
+
+
 class SignalInterrupt(KeyboardInterrupt):
     """A signal other than Ctrl-C (SIGTERM) interrupting like Ctrl-C; it knows which."""
 

@@ -258,8 +258,13 @@ def study_mutex(storage: Any, name: str) -> Mutex:
             lock_id = storage.create_new_study([StudyDirection.MINIMIZE], name)
         except DuplicatedStudyError:
             return None
-        for key, value in record.items():  # a kill in between leaves it unrecorded
-            storage.set_study_user_attr(lock_id, key, value)
+        try:  # a kill in between leaves it unrecorded (broken after UNRECORDED_GRACE_S)
+            for key, value in record.items():
+                storage.set_study_user_attr(lock_id, key, value)
+        except Exception:  # a full disk: take back the half-made lock if the store lets us
+            with contextlib.suppress(Exception):
+                storage.delete_study(lock_id)
+            raise
         return lock_id
 
     def inspect() -> tuple[Any, dict[str, Any]] | None:

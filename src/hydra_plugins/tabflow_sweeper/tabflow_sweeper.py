@@ -19,7 +19,7 @@ from hydra.utils import instantiate
 from hydra_plugins.hydra_optuna_sweeper.config import OptunaSweeperConf
 from omegaconf import DictConfig
 
-from hydra_plugins.tabflow_sweeper._contract import exit_cleanly, interrupt_code
+from hydra_plugins.tabflow_sweeper._contract import disk_full, exit_cleanly, interrupt_code
 
 
 class TabflowOptunaSweeper(Sweeper):
@@ -94,6 +94,16 @@ class TabflowOptunaSweeper(Sweeper):
             exit_cleanly(str(e), e, code=e.code, interrupted=True)
         except LockBusyError as e:  # another sweep process of the study, or a stale lock
             exit_cleanly(f"Sweep stopped: {e}", e)
+        except Exception as e:
+            full = disk_full(e)
+            if full is None:
+                raise
+            study = self.sweeper.current_study
+            exit_cleanly(
+                f"Sweep stopped: the disk is full ({full[:160]}). "
+                "Nothing recorded is lost; free some space and re-run the same command to "
+                + (f"resume study {study}" if study else "start again"),
+                e, code=1, interrupted=True)
         except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM between trials
             study = self.sweeper.current_study
             exit_cleanly(

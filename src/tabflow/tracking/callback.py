@@ -29,7 +29,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from tabflow.contract import CODE_ROOT, MLFLOW_RUN_FILE, TRACKING_ERROR_FILE
+from tabflow.contract import CODE_ROOT, MLFLOW_RUN_FILE, TRACKING_ERROR_FILE, disk_full
 from tabflow.tracking.failures import (
     close_leaked_run,
     fail,
@@ -144,6 +144,10 @@ class MlflowCallback(Callback):
         assert self.experiment_id is not None
         # This hook runs in a `finally`: an exception in flight means the sweep failed.
         error = sys.exc_info()[1]
+        if disk_full(error) is not None:
+            # Every write would fail (and MLflow log a traceback for each): the re-run
+            # reopens the parent and logs the finished jobs from their dirs.
+            return
         self.flush()
         store = self._connect(config)
         if error is not None:
