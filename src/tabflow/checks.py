@@ -10,6 +10,7 @@ too, so bad data is reported before the first trial.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
@@ -285,6 +286,46 @@ def check_parallelism(cfg: DictConfig) -> None:
                           f"hydra.launcher.n_jobs={cores}")
 
 
+# A warm worker's memory, measured (bench/wide.py, a 50-column sweep: ~600 MB with
+# scikit-learn, MLflow and matplotlib loaded), plus room for the copies of the table a
+# fit makes (preprocessing, folds, the estimator's own).
+WORKER_MB, TABLE_COPIES = 600.0, 10
+
+
+def available_mb() -> float | None:
+    """The memory this machine can give new processes (Linux's MemAvailable), in MB."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def check_memory(cfg: DictConfig, table_mb: float) -> None:
+    """Refuse more parallel workers than the machine's free memory can hold.
+
+    Raises:
+        ConfigError: Naming the estimate per worker, the memory free, and an ``n_jobs``
+            that fits.
+    """
+    launcher = cfg.hydra.get("launcher") or {}
+    n_jobs = int(launcher.get("n_jobs") or 1) if launcher.get("_target_") == \
+        TABFLOW_LAUNCHER else 1
+    free = available_mb()
+    if n_jobs < 2 or free is None:
+        return
+    per_worker = WORKER_MB + TABLE_COPIES * table_mb
+    if n_jobs * per_worker > free:
+        fits = max(1, int(free // per_worker))
+        raise ConfigError(
+            f"hydra.launcher.n_jobs={n_jobs}: each worker needs about {per_worker:,.0f} MB "
+            f"(a process with scikit-learn and MLflow, and room for {TABLE_COPIES} copies of "
+            f"the {table_mb:,.0f} MB table), {n_jobs * per_worker:,.0f} MB in all, and "
+            f"{free:,.0f} MB are free; use hydra.launcher.n_jobs={fits}")
+
+
 def check_config(cfg: DictConfig, sweeping: bool) -> None:
     """Run every check; raise :class:`ConfigError` on the first problem."""
     check_code(cfg, sweeping)  # before any other: nothing a config names runs unchecked
@@ -312,6 +353,7 @@ def check_data(cfg: DictConfig) -> None:
     ds, splits = load_and_split(cfg)
     log.info("dataset %s: %d rows, %d numeric and %d categorical features, digest %s",
              ds.name, len(ds.y), len(ds.numeric), len(ds.categorical), ds.digest[:12])
+    check_memory(cfg, float(ds.X.memory_usage(deep=True).sum()) / 2**20)
     val_rows = len(splits.y_val)
     folds = cv_folds(cfg.cv, ds.task, val_rows)
     if folds and folds >= 2:
@@ -369,7 +411,6 @@ def check_free_space(cfg: DictConfig) -> None:
             with its SQLite stores) has less free space than the estimate.
     """
     import shutil
-    from pathlib import Path
 
     n_trials = cfg.hydra.sweeper.get("n_trials") or 100
     needed = BASE_MB + PER_TRIAL_MB * int(n_trials)

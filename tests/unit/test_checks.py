@@ -185,3 +185,19 @@ def test_more_folds_than_the_rarest_class_has_rows_is_refused(compose_cfg, capsy
 
     with pytest.raises(ConfigError, match=r"cv\.folds=10000: the rarest class has only \d+ rows"):
         check_data(compose_cfg("cv.folds=10000"))
+
+
+def test_more_workers_than_free_memory_holds_are_refused_naming_a_number_that_fits(
+        compose_cfg, monkeypatch):
+    """The machine's free memory is the one thing faked: a busy machine can't be ordered."""
+    from tabflow import checks
+
+    monkeypatch.setattr(checks, "available_mb", lambda: 2_000.0)
+    cfg = compose_cfg("sweep=narrow", "hydra.launcher.n_jobs=2")
+    with pytest.raises(ConfigError, match=re.escape(
+            "hydra.launcher.n_jobs=2: each worker needs about 1,600 MB (a process with "
+            "scikit-learn and MLflow, and room for 10 copies of the 100 MB table), 3,200 MB "
+            "in all, and 2,000 MB are free; use hydra.launcher.n_jobs=1")):
+        checks.check_memory(cfg, table_mb=100.0)
+    checks.check_memory(cfg, table_mb=10.0)  # 2 x 700 MB fit
+    checks.check_memory(compose_cfg("sweep=narrow"), table_mb=100.0)  # one worker: no check

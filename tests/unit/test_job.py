@@ -90,7 +90,7 @@ def test_batched_permutation_importance_agrees_with_scikit_learn(task):
     model = (RandomForestClassifier if task == "classification" else RandomForestRegressor)(
         n_estimators=30, random_state=0).fit(X[:300], y[:300])
     mean, std = importances(model, X[300:], y[300:], Task(task), seed=0, repeats=10,
-                            batch_rows=250)  # several batches
+                            batch_cells=250 * 3)  # several batches
     ref = permutation_importance(model, X[300:], y[300:], n_repeats=10, random_state=0)
     assert list(np.argsort(mean)) == list(np.argsort(ref.importances_mean)) == [2, 1, 0]
     np.testing.assert_allclose(mean, ref.importances_mean, atol=0.05)
@@ -146,3 +146,39 @@ def test_label_scores_equal_scikit_learns(n_classes):
                              ("f1", skm.f1_score)):
                 want[f"{name}{suffix}"] = fn(y, pred, average=average, zero_division=0)
         assert got == pytest.approx(want, abs=1e-12)
+
+
+@pytest.mark.parametrize("family", ["rf", "logreg", "knn"])
+def test_importance_on_a_wide_table_shuffles_the_models_top_columns_in_bounded_batches(family):
+    """1,000 columns: 50 shuffled (the signal among them), no predict call above the cap."""
+    import numpy as np
+    import pandas as pd
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from tabflow.config import Task
+    from tabflow.plots import importances
+
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame(rng.normal(size=(300, 1000)), columns=[f"x{i}" for i in range(1000)])
+    y = pd.Series((3 * X["x7"] + X["x900"] > 0).astype(int))
+    estimator = {"rf": RandomForestClassifier(n_estimators=50, random_state=0),
+                 "logreg": LogisticRegression(max_iter=500),
+                 "knn": KNeighborsClassifier()}[family]
+    model = make_pipeline(StandardScaler(), estimator).fit(X[:200], y[:200])
+    seen: list[int] = []
+    predict = model.predict
+
+    def counting(frame):
+        seen.append(frame.size)
+        return predict(frame)
+
+    model.predict = counting
+    mean, _ = importances(model, X[200:], y[200:], Task.classification, seed=0,
+                          batch_cells=1_000_000)
+    assert int((~np.isnan(mean)).sum()) == 50
+    assert not np.isnan(mean[7]) and mean[7] == np.nanmax(mean)
+    assert max(seen) <= 1_000_000 + X[200:].size  # one copy over the cap at most
