@@ -7,33 +7,19 @@ must land together (a promotion's run, tags and aliases), raising them once thos
 
 from __future__ import annotations
 
-import signal
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from tabflow.contract import SignalInterrupt
+from tabflow.contract import as_interrupt, held_signals
 
 
 @contextmanager
 def deferred_interrupts() -> Iterator[None]:
-    """Hold Ctrl-C and SIGTERM until the block ends, then raise the first that came.
-
-    Off the main thread (where Python delivers no signal) the block just runs.
-    """
-    if threading.current_thread() is not threading.main_thread():
+    """Hold Ctrl-C and SIGTERM until the block ends, then raise the first that came."""
+    with held_signals() as came:
         yield
-        return
-    came: list[int] = []
-    held = (signal.SIGINT, signal.SIGTERM)
-    previous = {s: signal.signal(s, lambda signum, _: came.append(signum)) for s in held}
-    try:
-        yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
     if came:
-        raise KeyboardInterrupt() if came[0] == signal.SIGINT else SignalInterrupt(came[0])
+        raise as_interrupt(came[0])
 
 
 def interrupted_line(error: BaseException, command: str) -> str:

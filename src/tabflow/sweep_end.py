@@ -74,6 +74,7 @@ from tabflow.tracking.store import Store
 
 KILL_AT = "TABFLOW_KILL_AT"  # fault injection for tests: SIGKILL at this step
 KILL_POINTS = ("best_chosen", "refit", "model_logged", "version_created", "alias_set")
+# ... and "report", reached only when the sweep writes its report (evaluation.figures).
 
 
 def _step(name: str) -> None:
@@ -180,12 +181,31 @@ def _summarise_and_register(sweep: SweepRun) -> None:
     if unchanged and lost is None:
         print(f"The best trial is unchanged: {config.registry.model_name} version "
               f"{previous['registry.version']} stays registered at @{config.registry.alias}")
+        if config.evaluation.figures and not _has_report(sweep):
+            _report_again(sweep, best, previous["registry.version"])
     else:
         if lost:
             print(f"The best trial is unchanged, but {config.registry.model_name} version "
                   f"{previous['registry.version']} {lost}: registering it again", flush=True)
         # A version taken over is still whole: point the alias back at it. Lost files: anew.
         register_best(sweep, best, adopt=lost is None or lost.startswith("no longer"))
+
+
+def _has_report(sweep: SweepRun) -> bool:
+    """Whether the parent run holds its report (a run killed while writing it has none)."""
+    return any(a.path == "report.html" for a in
+               sweep.store.client.list_artifacts(sweep.parent_run_id))
+
+
+def _report_again(sweep: SweepRun, best: Best, version: str) -> None:
+    """Write the report a registered sweep is missing (killed while writing it)."""
+    from tabflow.job import refit_final
+
+    print("Writing the sweep report it is missing (figures of the final model and the "
+          "search, report.html) ...", flush=True)
+    best_cfg = _best_config(best)
+    report(sweep, best, best_cfg, refit_final(best_cfg), sweep.config.registry.model_name,
+           version)
 
 
 def _registration_lost(sweep: SweepRun, version: str) -> str | None:
@@ -348,6 +368,7 @@ def report(sweep: SweepRun, best: Best, best_cfg: DictConfig, final: Any, name: 
 
     store, config, parent = sweep.store, sweep.config, sweep.parent_run_id
     metric = sweep.objective[0]
+    _step("report")
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "figures"
         figures = plots.model_figures(final.pipeline, final.X_test, final.y_test,

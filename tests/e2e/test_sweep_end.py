@@ -190,3 +190,19 @@ def test_sigterm_at_any_moment_ends_with_one_clean_line(tmp_path):
         interrupted += 1
         assert_ok(run_train(root, *base))  # and the re-run finishes the sweep
     assert interrupted >= 2  # the signals landed while the sweeps ran
+
+
+def test_a_sweep_killed_while_writing_its_report_gets_it_from_the_rerun(tmp_path):
+    """The version was registered, the report not: the re-run writes only what is missing."""
+    reporting = (*SWEEP[:-1], "evaluation.figures=true")
+    killed = run_train(tmp_path, *reporting, env={"TABFLOW_KILL_AT": "report"})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    parent, _, client = sweep_state(tmp_path)
+    assert "report.html" not in {a.path for a in client.list_artifacts(parent.info.run_id)}
+    again = run_train(tmp_path, *reporting)
+    assert_ok(again)
+    assert "version 1 stays registered" in again.stdout
+    assert "Writing the sweep report it is missing" in again.stdout
+    parent, _, client = sweep_state(tmp_path)
+    assert "report.html" in {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert_finished_once(tmp_path)

@@ -162,3 +162,29 @@ def test_provenance_counts_tracked_changes_only_and_hashes_the_diff(tmp_path):
     other = git_info(tmp_path)
     assert one["git.dirty"] == other["git.dirty"] == "true"
     assert one["git.diff_sha256"] != other["git.diff_sha256"]  # two dirty runs told apart
+
+
+def test_a_rerun_stopped_by_a_busy_lock_leaves_a_finished_parent_finished(tmp_path):
+    """Another process held the study's lock: nothing of the sweep the parent records ran."""
+    from hydra_plugins.tabflow_sweeper._contract import CleanExit
+    from hydra_plugins.tabflow_sweeper._locks import LockBusyError
+    from tabflow.tracking.parent import close_parent
+    from tabflow.tracking.store import connect
+    from tests.helpers import seed_store
+
+    seed_store(tmp_path)
+    store = connect(f"sqlite:///{tmp_path}/mlflow.db")
+    run_ids = []
+    for before in ("FINISHED", None):
+        run_id = store.client.create_run("0").info.run_id
+        store.client.set_terminated(run_id, "FINISHED")
+        store.client.update_run(run_id, status="RUNNING")  # reopened by the re-run
+        busy = LockBusyError("s~ask", {"holder_host": "elsewhere", "holder_pid": 1})
+        try:
+            raise CleanExit(1, str(busy)) from busy
+        except CleanExit as stopped:
+            close_parent(store, run_id, stopped, before)
+        run_ids.append(run_id)
+    kept, new = (store.client.get_run(r) for r in run_ids)
+    assert kept.info.status == "FINISHED" and "error" not in kept.data.tags
+    assert new.info.status == "FAILED"  # a parent this run created did fail

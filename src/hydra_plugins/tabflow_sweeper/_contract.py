@@ -17,12 +17,14 @@ It imports nothing of tabflow, and nothing heavy.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import sys
 import threading
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -162,6 +164,33 @@ def raise_on_sigterm() -> Any:
     if threading.current_thread() is not threading.main_thread():
         return None
     return signal.signal(signal.SIGTERM, _raise_interrupt)
+
+
+@contextlib.contextmanager
+def held_signals() -> Iterator[list[int]]:
+    """Hold Ctrl-C and SIGTERM while the block runs; yield the list of those that came.
+
+    For steps that must not be cut in two (a trial asked for but not yet recorded as this
+    process's, a promotion's writes): the caller acts on what came once the step is whole
+    (:func:`as_interrupt`). Off the main thread, where Python delivers no signal, it holds
+    nothing.
+    """
+    came: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield came
+        return
+    held = (signal.SIGINT, signal.SIGTERM)
+    previous = {s: signal.signal(s, lambda signum, _: came.append(signum)) for s in held}
+    try:
+        yield came
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def as_interrupt(signum: int) -> KeyboardInterrupt:
+    """The exception a signal raises: KeyboardInterrupt for Ctrl-C, SignalInterrupt else."""
+    return KeyboardInterrupt() if signum == signal.SIGINT else SignalInterrupt(signum)
 
 
 def restore_sigterm(previous: Any) -> None:

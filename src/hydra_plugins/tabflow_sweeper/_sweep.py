@@ -37,7 +37,9 @@ from hydra_plugins.tabflow_sweeper._contract import (
     ENV_STUDY,
     ENV_TRIAL,
     TRIAL_KEY,
+    as_interrupt,
     as_list,
+    held_signals,
     interrupt_code,
     raise_on_sigterm,
     restore_sigterm,
@@ -255,8 +257,11 @@ class TabflowOptunaSweeperImpl(OptunaSweeperImpl):
         With none left to start and none of this process's running, wait for the
         trials of other processes (``_study.await_others``).
         """
-        trials, progress.done = _study.ask_batch(study, stored, self.n_trials, batch,
-                                                 self.heartbeat, self.beats)
+        with held_signals() as came:  # a trial asked for is recorded as ours, or not asked
+            trials, progress.done = _study.ask_batch(study, stored, self.n_trials, batch,
+                                                     self.heartbeat, self.beats)
+        if came:
+            self._interrupted(study, trials, as_interrupt(came[0]))
         if trials or mine:
             return trials
         return _study.await_others(study, stored, self.n_trials, batch, mine, self.heartbeat,
@@ -289,10 +294,15 @@ class TabflowOptunaSweeperImpl(OptunaSweeperImpl):
             self._interrupted(study, trials, e)
         self.job_idx += len(returns)
         failures = []
-        for trial, ret in zip(trials, returns, strict=True):
-            failure = self.tell_outcome(study, trial, ret, progress)
-            if failure is not None:
-                failures.append(failure)
+        told = 0
+        try:
+            for trial, ret in zip(trials, returns, strict=True):
+                failure = self.tell_outcome(study, trial, ret, progress)
+                told += 1
+                if failure is not None:
+                    failures.append(failure)
+        except BaseException as e:  # Ctrl-C while telling: the rest are kept or retried
+            self._interrupted(study, trials[told:], e)
         progress.warn_if_flat(study, self.metric_name)
         return failures
 
@@ -356,7 +366,9 @@ class TabflowOptunaSweeperImpl(OptunaSweeperImpl):
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
                 for future in done:
                     ret = future.result()  # a lost worker raises: its trial stays `running`
-                    failure = self.tell_outcome(study, running.pop(future), ret, progress)
+                    # Popped once told: Ctrl-C while telling leaves it for interrupted_launch.
+                    failure = self.tell_outcome(study, running[future], ret, progress)
+                    del running[future]
                     if failure is not None:
                         failures.append(failure)
                 progress.warn_if_flat(study, self.metric_name)
@@ -402,6 +414,8 @@ class TabflowOptunaSweeperImpl(OptunaSweeperImpl):
                 self.beats.discard(trial)
             if _heartbeat.taken_over(study, trial):
                 continue  # another process failed it already, and retries it
+            if study._storage.get_trial(trial._trial_id).state is not TrialState.RUNNING:
+                continue  # told before the interrupt came
             out = Path(self._cfg.hydra.sweep.dir) / str(trial.number)
             values = finished_values(trial, out, self.metric_names, len(study.directions)) \
                 if self.numbered_dirs else None  # a subdir of the user's: not found
