@@ -264,14 +264,24 @@ def test_a_european_csv_is_read_with_its_separator_and_decimal_mark(tmp_path):
     assert "x1" in ds.numeric
 
 
-def test_numbers_with_a_decimal_comma_are_not_taken_for_categories(tmp_path):
-    path = tmp_path / "comma.csv"
-    rows = "\n".join(f'"{i},{i % 10}",{i % 2}' for i in range(40))
+@pytest.mark.parametrize(("cell", "task", "written", "fix", "value"), [
+    (lambda i: f"{i},{i % 10}", "classification", "a decimal comma", {"decimal": ","}, 1.1),
+    (lambda i: f"{1000 + i * 37:,}.5", "regression", "thousands separators",
+     {"thousands": ","}, 1037.5),  # the target: not "set dataset.task=classification"
+])
+def test_numbers_written_in_another_locale_name_the_option_that_reads_them(
+        tmp_path, cell, task, written, fix, value):
+    path = tmp_path / "locale.csv"
+    rows = "\n".join(f'"{cell(i)}",{i % 2}' for i in range(40))
     path.write_text(f"charges,y\n{rows}\n")
-    with pytest.raises(DataError, match=r"'charges' holds numbers written with a decimal "
-                                        r"comma .*dataset.decimal=','"):
-        load_dataset(csv_cfg(path, target="y"))
-    assert load_dataset(csv_cfg(path, target="y", decimal=",")).numeric == ("charges",)
+    target = "charges" if task == "regression" else "y"
+    option = next(iter(fix))
+    with pytest.raises(DataError, match=rf"'charges' holds numbers written with {written} "
+                                        rf".*dataset.{option}=','"):
+        load_dataset(csv_cfg(path, target=target, task=task))
+    ds = load_dataset(csv_cfg(path, target=target, task=task, **fix))
+    read = ds.y if task == "regression" else ds.X["charges"]
+    assert read.iloc[1] == pytest.approx(value) and pd.api.types.is_float_dtype(read)
 
 
 def test_a_latin1_file_names_its_encoding_option(tmp_path):
@@ -369,17 +379,6 @@ def test_dates_written_in_a_csv_are_refused_like_a_parquet_datetime(tmp_path):
         load_dataset(csv_cfg(path, target="y"))
     assert load_dataset(csv_cfg(path, target="y", categorical=["signed"])).categorical == (
         "signed",)  # said to be categories, they are
-
-
-def test_thousands_separators_get_their_option_not_a_task_change(tmp_path):
-    path = tmp_path / "money.csv"
-    rows = "\n".join(f'{i},"{1000 + i * 37:,}.5"' for i in range(40))
-    path.write_text(f"x,price\n{rows}\n")
-    with pytest.raises(DataError, match=r"'price' holds numbers written with thousands "
-                                        r"separators .*dataset.thousands=','"):
-        load_dataset(csv_cfg(path, target="price", task="regression"))
-    ds = load_dataset(csv_cfg(path, target="price", task="regression", thousands=","))
-    assert ds.y.iloc[1] == pytest.approx(1037.5)
 
 
 def test_column_names_keep_their_spaces_and_a_near_miss_says_how_it_is_written(tmp_path):
