@@ -340,7 +340,7 @@ def check_config(cfg: DictConfig, sweeping: bool) -> None:
         check_swept_values(cfg)
 
 
-def check_data(cfg: DictConfig) -> None:
+def check_data(cfg: DictConfig, sweeping: bool = True) -> None:
     """Load, check and split the dataset once, before any job.
 
     Bad data then stops the command with a clear message before a trial starts, and the
@@ -367,7 +367,8 @@ def check_data(cfg: DictConfig) -> None:
             raise ConfigError(f"cv.folds={folds}: {what} only {most} rows in train + "
                               f"validation, fewer than the folds; use at most "
                               f"cv.folds={max(2, most)}, or cv.folds=0 (the validation split)")
-    log.info("%s", describe_scoring(folds, cfg.cv, val_rows))
+    if sweeping:  # a single run has no trials to score; its line says what it fits on
+        log.info("%s", describe_scoring(folds, cfg.cv, val_rows))
     train_rows, test_rows = len(splits.y_train), len(splits.y_test)
     if train_rows < MIN_TRAIN_ROWS or test_rows < MIN_TEST_ROWS:
         log.warning("the split leaves %d training, %d validation and %d test rows: too few to "
@@ -448,7 +449,7 @@ def _check_all(config: DictConfig, sweeping: bool) -> None:
         except DiskSpaceError as e:
             _fail("Disk", e)
     try:
-        check_data(config)
+        check_data(config, sweeping)
     except DataError as e:
         _fail("Data", e)
     except ConfigError as e:

@@ -172,14 +172,46 @@ def run_job(cfg: DictConfig, output_dir: str | Path, save_model: bool = False,
         joblib.dump(pipeline, out / MODEL_FILE)
     # A single run reports its metrics; in a sweep the progress line does (hydra.verbose=true
     # shows every trial's metrics too).
-    log.log(logging.INFO if save_model else logging.DEBUG, "%s", format_metrics(metrics))
+    level = logging.INFO if save_model else logging.DEBUG
+    for line in metric_lines(metrics):
+        log.log(level, "%s", line)
     return metrics
 
 
 def format_metrics(metrics: dict[str, float]) -> str:
     """``name=value`` pairs for the console: counts and sizes whole, scores to 4 places."""
-    return "  ".join(f"{k}={v:.0f}" if k.endswith(("_bytes", "_folds")) else f"{k}={v:.4f}"
-                     for k, v in sorted(metrics.items()))
+    return "  ".join(_pair(k, v) for k, v in sorted(metrics.items()))
+
+
+def _pair(key: str, value: float) -> str:
+    return f"{key}={value:.0f}" if key.endswith(("_bytes", "_folds")) else f"{key}={value:.4f}"
+
+
+METRIC_GROUPS = {"train": "train", "val": "validation", "cv": "cv", "test": "test"}
+
+
+def metric_lines(metrics: dict[str, float], width: int = 100) -> list[str]:
+    """A run's metrics for the console: a line per split (wrapped), costs on their own.
+
+    ``validation: accuracy=0.9737  f1=0.9735 ...`` reads where 35 ``name=value`` pairs in
+    one line of 800 characters did not.
+    """
+    groups: dict[str, list[str]] = {}
+    for key, value in sorted(metrics.items()):
+        prefix, _, rest = key.partition("_")
+        name = METRIC_GROUPS.get(prefix)
+        groups.setdefault(name or "costs", []).append(_pair(rest if name else key, value))
+    lines = []
+    for name in (*METRIC_GROUPS.values(), "costs"):
+        line = f"{name}:"
+        for pair in groups.get(name, []):
+            if len(line) + 2 + len(pair) > width and line != f"{name}:":
+                lines.append(line)
+                line = " " * (len(name) + 1)
+            line += f"  {pair}"
+        if name in groups:
+            lines.append(line)
+    return lines
 
 
 def objective_value(metrics: dict[str, float], metric: Any) -> float | list[float]:

@@ -28,7 +28,9 @@ pytestmark = pytest.mark.slow
 def test_single_run_logs_one_run_with_metrics_and_model(tmp_path):
     proc = run_train(tmp_path, "model.n_estimators=30")
     assert_ok(proc)
-    assert "val_accuracy=" in proc.stdout + proc.stderr  # metrics printed
+    output = proc.stdout + proc.stderr
+    assert "validation:  accuracy=" in output and "test:  accuracy=" in output  # by split
+    assert "trials are scored" not in output  # a single run has no trials
     client, runs = runs_of(tmp_path)
     assert len(runs) == 1
     run = runs[0]
@@ -93,6 +95,9 @@ def test_sweep_tracks_every_trial_and_registers_the_best(tmp_path):
     best_child = client.get_run(parent.data.tags["best.run_id"])
     assert best_child.data.metrics["val_accuracy"] == max(
         c.data.metrics["val_accuracy"] for c in children)
+    # The console names the winning parameters under its "Best trial" line.
+    tuned = " ".join(f"{k}={best_child.data.params[k]}" for k in study.best_params)
+    assert f"\n  with {tuned}\n" in proc.stdout, proc.stdout[-1500:]
 
     # Served as registered: raw rows in, one prediction per row out.
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")

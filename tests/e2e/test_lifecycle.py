@@ -101,13 +101,43 @@ def test_promotion_compares_on_the_same_test_rows_and_respects_the_margin(regist
 def test_runs_and_experiments_commands(registry_root):
     root, _ = registry_root
     listed = tabflow(root, "experiments")
-    assert MODEL in listed.stdout
+    header, *rows = listed.stdout.splitlines()
+    assert header.split() == ["ID", "NAME", "SWEEPS", "LATEST", "SWEEP"]
+    assert any(row.split()[1:3] == [MODEL, "2"] for row in rows), listed.stdout  # 2 sweeps
     top = tabflow(root, "runs", MODEL, "--top", "2")
     assert top.returncode == 0, top.stderr
+    assert "RANK  TRIAL  VAL_ACCURACY  model.max_depth  model.n_estimators  RUN" in top.stdout
     lines = [ln for ln in top.stdout.splitlines() if ln.strip()[:1].isdigit()]
     assert len(lines) == 2 and "best run:" in top.stdout
     values = [float(ln.split()[2]) for ln in lines]
     assert values == sorted(values, reverse=True)
+    client = client_for(root)
+    best = client.get_run(lines[0].split()[-1])
+    assert lines[0].split()[3:5] == [best.data.params["model.max_depth"],
+                                     best.data.params["model.n_estimators"]]
+
+
+def test_every_sweep_is_listed_and_reachable_by_its_views(registry_root, capsys, monkeypatch):
+    """Two sweeps (seed 42, then seed 7): the older one is still there for runs and report."""
+    from tabflow.cli import main
+
+    root, _ = registry_root
+    monkeypatch.setenv("TABFLOW_ROOT", str(root))
+    uri = ["--tracking-uri", f"sqlite:///{root}/mlflow.db"]
+    assert main([*uri, "sweeps", MODEL]) == 0
+    header, *rows = capsys.readouterr().out.splitlines()
+    assert header.split() == ["SWEEP", "STARTED", "MODEL", "SPACE", "TRIALS", "BEST",
+                              "VERSION", "STATUS", "STUDY"]
+    newest, older = (r.split() for r in rows[:2])
+    assert [newest[0], older[0]] == ["-1", "-2"] and newest[3:5] == ["rf", "narrow"]
+    assert newest[5] == "3/3" and [newest[7], older[7]] == ["2", "1"]  # registered versions
+    assert main([*uri, "runs", MODEL, "--sweep", "-2", "--top", "1"]) == 0
+    assert older[-1] in capsys.readouterr().out  # the older sweep's study
+    assert main([*uri, "report", MODEL, "--sweep", older[-1], "--out",
+                 str(root / "older.html")]) == 0
+    assert f"registered: models:/{MODEL}/1 (@staging)" in capsys.readouterr().out
+    assert main([*uri, "runs", MODEL, "--sweep", "-9"]) == 1
+    assert f"tabflow sweeps {MODEL} lists them" in capsys.readouterr().err
 
 
 def test_report_command_writes_the_latest_sweeps_report(registry_root):

@@ -14,7 +14,7 @@ from tabflow.cli.views import _ranking
 
 def test_every_command_group_is_reachable():
     sub = next(a for a in parser()._actions if isinstance(a, argparse._SubParsersAction))
-    assert set(sub.choices) == {"experiments", "runs", "report", "promote", "rollback",
+    assert set(sub.choices) == {"experiments", "sweeps", "runs", "report", "promote", "rollback",
                                 "monitor", "profile", "upload", "unlock", "ui", "server",
                                 "dashboard", "serve"}
 

@@ -184,3 +184,19 @@ def test_importance_on_a_wide_table_shuffles_the_models_top_columns_in_bounded_b
     if family != "knn":  # 1,000 columns of noise drown a neighbour's distances
         assert mean[7] == np.nanmax(mean)
     assert max(seen) <= 1_000_000 + X[200:].size  # one copy over the cap at most
+
+
+def test_a_single_runs_metrics_read_a_line_per_split_within_the_width():
+    from tabflow.job import metric_lines
+
+    metrics = {f"{split}_{name}": 0.91 for split in ("val", "test") for name in (
+        "accuracy", "balanced_accuracy", "f1", "f1_macro", "log_loss", "precision",
+        "precision_macro", "recall", "recall_macro", "roc_auc")}
+    metrics.update({"fit_time_s": 0.0145, "model_size_bytes": 1742360.0})
+    lines = metric_lines(metrics)
+    assert lines[0].startswith("validation:  accuracy=0.9100  balanced_accuracy=0.9100")
+    assert all(len(line) <= 100 for line in lines)
+    assert [line.split(":")[0] for line in lines if not line.startswith(" ")] == [
+        "validation", "test", "costs"]
+    assert "costs:  fit_time_s=0.0145  model_size_bytes=1742360" in lines
+    assert sum(line.count("=") for line in lines) == len(metrics)  # every metric, once

@@ -2,7 +2,7 @@
 
 One module per command group; each adds its subcommands to the parser:
 
-* :mod:`.views`: ``experiments``, ``runs``, ``report``: read the tracking store.
+* :mod:`.views`: ``experiments``, ``sweeps``, ``runs``, ``report``: read the tracking store.
 * :mod:`.lifecycle`: ``promote``, ``rollback``: move the registry's aliases.
 * :mod:`.monitoring`: ``monitor``, ``profile``: check a registered model against new data.
 * :mod:`.servers`: ``ui``, ``server``, ``dashboard``, ``serve``: become a server.
@@ -29,8 +29,9 @@ from tabflow.interrupts import interrupted_line
 DESCRIPTION = """\
 tabflow: what to do after training, from the command line.
 
-  tabflow experiments                         experiments in the store
-  tabflow runs breast_cancer --top 5          best trials of the latest sweep
+  tabflow experiments                         experiments in the store, with sweep counts
+  tabflow sweeps breast_cancer                an experiment's sweeps, newest first
+  tabflow runs breast_cancer --top 5          best trials of the latest sweep (--sweep -2 ...)
   tabflow report breast_cancer                the latest sweep's summary and report.html
   tabflow promote breast_cancer               staging -> production if it beats it
   tabflow rollback breast_cancer              production -> the version it replaced

@@ -23,8 +23,15 @@ def add_commands(sub: Any) -> None:
     p = sub.add_parser("experiments", help="list the experiments in the store")
     p.set_defaults(func=experiments)
 
-    p = sub.add_parser("runs", help="the top trials of an experiment's latest sweep")
+    p = sub.add_parser("sweeps", help="an experiment's sweeps, newest first")
     p.add_argument("experiment", help="experiment name (the dataset name by default)")
+    p.set_defaults(func=list_sweeps)
+
+    which = {"help": "which sweep: -1 the latest (default), -2 the one before, ..., or a "
+                     "sweep's run id, run name or study name (`tabflow sweeps` lists them)"}
+    p = sub.add_parser("runs", help="the top trials of an experiment's sweep (the latest)")
+    p.add_argument("experiment", help="experiment name (the dataset name by default)")
+    p.add_argument("--sweep", **which)
     p.add_argument("--top", type=int, default=5, help="how many runs (default: %(default)s)")
     p.add_argument("--metric", help="rank by this metric (default: the sweep's objective)")
     p.add_argument("--ascending", action="store_true",
@@ -32,31 +39,77 @@ def add_commands(sub: Any) -> None:
                         "metric's own: rmse, mae, log_loss and times are minimised)")
     p.set_defaults(func=runs)
 
-    p = sub.add_parser("report", help="the latest sweep's summary and its report.html")
+    p = sub.add_parser("report", help="a sweep's summary and its report.html (the latest)")
     p.add_argument("experiment", help="experiment name (the dataset name by default)")
+    p.add_argument("--sweep", **which)
     p.add_argument("--out", help="where to write the report (default: "
                                  "outputs/report-<experiment>.html in the project root)")
     p.set_defaults(func=report)
 
 
+def _table(header: list[str], rows: list[list[str]]) -> None:
+    """Print rows under an upper-case header, columns as wide as their widest cell."""
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+def _when(run: Any) -> str:
+    import time
+
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(run.info.start_time / 1000))
+
+
 def experiments(args: argparse.Namespace) -> int:
-    """List the store's experiments."""
+    """List the store's experiments: id, name, how many sweeps, the latest one's start."""
+    from tabflow.tracking.queries import sweeps
     from tabflow.tracking.store import connect
     from tabflow.tracking.store import experiments as all_experiments
 
-    for exp in all_experiments(connect(args.tracking_uri, create=False)):
-        print(f"{exp.experiment_id:>4}  {exp.name}")
+    store = connect(args.tracking_uri, create=False)
+    rows = []
+    for exp in all_experiments(store):
+        found = sweeps(store, exp.experiment_id)
+        rows.append([exp.experiment_id, exp.name, str(len(found)),
+                     _when(found[0]) if found else "-"])
+    _table(["ID", "NAME", "SWEEPS", "LATEST SWEEP"], rows)
     return 0
 
 
-def _latest_sweep(store: Any, experiment: str) -> Any:
-    """The experiment's latest sweep parent run; None (and a message) when it has none."""
-    from tabflow.tracking.queries import latest_sweep
+def list_sweeps(args: argparse.Namespace) -> int:
+    """List an experiment's sweeps, newest first: when, model, space, trials, best, version."""
+    from tabflow.tracking.queries import sweeps
+    from tabflow.tracking.store import connect, experiment_id_of
+
+    store = connect(args.tracking_uri, create=False)
+    rows = []
+    for back, run in enumerate(sweeps(store, experiment_id_of(store, args.experiment)), 1):
+        tags, metrics = run.data.tags, run.data.metrics
+        best = next((f"{k.removeprefix('best_')}={v:.4f}" for k, v in sorted(metrics.items())
+                     if k.startswith("best_")), "-")
+        done = sum(int(v) for k, v in metrics.items() if k.startswith("trials_"))
+        rows.append([f"-{back}", _when(run), tags.get("choice.model", "?"),
+                     tags.get("choice.sweep", "?"), f"{done}/{tags.get('sweep.n_trials', '?')}",
+                     best, tags.get("registry.version", "-"), run.info.status,
+                     tags.get(TAG_STUDY, run.info.run_name)])
+    if not rows:
+        print(f"no sweep in experiment {args.experiment!r}", file=sys.stderr)
+        return 1
+    _table(["SWEEP", "STARTED", "MODEL", "SPACE", "TRIALS", "BEST", "VERSION", "STATUS",
+            "STUDY"], rows)
+    return 0
+
+
+def _latest_sweep(store: Any, experiment: str, which: str | None = None) -> Any:
+    """The sweep asked for (the latest by default); None (and a message) when there is none."""
+    from tabflow.tracking.queries import pick_sweep
     from tabflow.tracking.store import experiment_id_of
 
-    parent = latest_sweep(store, experiment_id_of(store, experiment))
+    parent = pick_sweep(store, experiment_id_of(store, experiment), which)
     if parent is None:
-        print(f"no sweep in experiment {experiment!r}", file=sys.stderr)
+        print(f"no sweep {which} in experiment {experiment!r} (tabflow sweeps {experiment} "
+              f"lists them)" if which else f"no sweep in experiment {experiment!r}",
+              file=sys.stderr)
     return parent
 
 
@@ -78,7 +131,7 @@ def runs(args: argparse.Namespace) -> int:
     from tabflow.tracking.store import connect
 
     store = connect(args.tracking_uri, create=False)
-    parent = _latest_sweep(store, args.experiment)
+    parent = _latest_sweep(store, args.experiment, args.sweep)
     if parent is None:
         return 1
     metric, direction = _ranking(args, parent)
@@ -86,10 +139,13 @@ def runs(args: argparse.Namespace) -> int:
                                               parent.info.run_id, metric, direction), args.top))
     print(f"sweep {parent.info.run_name} ({parent.info.run_id}), "
           f"study {parent.data.tags.get(TAG_STUDY, '?')}")
-    print(f"{'rank':>4}  {'trial':>5}  {metric:>14}  run")
-    for rank, run in enumerate(top, 1):
-        print(f"{rank:>4}  {run.data.tags.get(TAG_TRIAL, '?'):>5}  "
-              f"{run.data.metrics[metric]:>14.4f}  {run.info.run_id}")
+    # The tuned parameters as columns: the sweep's search space, as its parent records it.
+    tuned = [k.removeprefix("search_space.") for k in sorted(parent.data.params)
+             if k.startswith("search_space.")]
+    _table(["RANK", "TRIAL", metric.upper(), *tuned, "RUN"],
+           [[str(rank), run.data.tags.get(TAG_TRIAL, "?"), f"{run.data.metrics[metric]:.4f}",
+             *(run.data.params.get(k, "-") for k in tuned), run.info.run_id]
+            for rank, run in enumerate(top, 1)])
     if top:
         print(f"best run: {top[0].info.run_id}")
     pruned = pruned_trials(store, parent.info.experiment_id, parent.info.run_id)
@@ -105,7 +161,7 @@ def report(args: argparse.Namespace) -> int:
     from tabflow.tracking.store import connect, download_artifact
 
     store = connect(args.tracking_uri, create=False)
-    parent = _latest_sweep(store, args.experiment)
+    parent = _latest_sweep(store, args.experiment, args.sweep)
     if parent is None:
         return 1
     try:

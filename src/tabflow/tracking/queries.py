@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from tabflow.contract import (
@@ -35,6 +35,7 @@ class Best:
     trial: str
     value: float
     output_dir: str
+    params: dict[str, str] = field(default_factory=dict)  # its run's params, as logged
 
 
 def search(store: Store, experiment: str, filter_string: str = "",
@@ -56,6 +57,30 @@ def latest_sweep(store: Store, experiment_id: str, study: str | None = None,
     runs = store.client.search_runs([experiment_id], filter_string=" and ".join(conditions),
                                     order_by=["attributes.start_time DESC"], max_results=1)
     return runs[0] if runs else None
+
+
+def sweeps(store: Store, experiment_id: str) -> list[Any]:
+    """An experiment's sweep parent runs, newest first."""
+    return list(pages(store, experiment_id, f"tags.`{TAG_ROLE}` = 'sweep'",
+                      ["attributes.start_time DESC"]))
+
+
+def pick_sweep(store: Store, experiment_id: str, which: str | None) -> Any:
+    """The sweep a view asks for; None if there is no such sweep.
+
+    Args:
+        store: The tracking store.
+        experiment_id: The experiment.
+        which: None or ``-1`` (the newest), ``-N`` (N back), a sweep's run id or run name,
+            or a study name (its latest sweep).
+    """
+    if which is None or (which.startswith("-") and which[1:].isdigit()):
+        back = 1 if which is None else int(which[1:])
+        found = sweeps(store, experiment_id)
+        return found[back - 1] if 0 < back <= len(found) else None
+    return next((r for r in sweeps(store, experiment_id)
+                 if which in (r.info.run_id, r.info.run_name, r.data.tags.get(TAG_STUDY))),
+                None)
 
 
 def pages(store: Store, experiment_id: str, filter_string: str,
@@ -135,7 +160,8 @@ def best_trial_run(store: Store, experiment_id: str, parent_run_id: str, metric:
         raise TrackingError(f"no trial finished with {metric}: {counts or 'no trials'}; "
                             f"nothing is registered")
     return Best(best.info.run_id, best.data.tags.get(TAG_TRIAL, "?"),
-                best.data.metrics[metric], best.data.tags.get(TAG_OUTPUT_DIR, "")), counts
+                best.data.metrics[metric], best.data.tags.get(TAG_OUTPUT_DIR, ""),
+                dict(best.data.params)), counts
 
 
 def pruned_trials(store: Store, experiment_id: str, parent_run_id: str
