@@ -198,9 +198,11 @@ def metric_lines(metrics: dict[str, float], width: int = 100) -> list[str]:
     """
     groups: dict[str, list[str]] = {}
     for key, value in sorted(metrics.items()):
-        prefix, _, rest = key.partition("_")
+        prefix = key.partition("_")[0]
         name = METRIC_GROUPS.get(prefix)
-        groups.setdefault(name or "costs", []).append(_pair(rest if name else key, value))
+        shown = _pair(key, value)  # formatted by its full name (cv_folds is a count)
+        groups.setdefault(name or "costs", []).append(shown.removeprefix(f"{prefix}_")
+                                                      if name else shown)
     lines = []
     for name in (*METRIC_GROUPS.values(), "costs"):
         line = f"{name}:"

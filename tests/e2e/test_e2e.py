@@ -29,7 +29,7 @@ def test_single_run_logs_one_run_with_metrics_and_model(tmp_path):
     proc = run_train(tmp_path, "model.n_estimators=30")
     assert_ok(proc)
     output = proc.stdout + proc.stderr
-    assert "validation:  accuracy=" in output and "test:  accuracy=" in output  # by split
+    assert "train:  accuracy=" in output and "validation:  accuracy=" in output  # by split
     assert "trials are scored" not in output  # a single run has no trials
     client, runs = runs_of(tmp_path)
     assert len(runs) == 1
