@@ -118,6 +118,11 @@ def is_optuna_sweep(config: Any) -> bool:
 CODE_ROOT = Path(__file__).resolve().parents[2]
 
 
+def default_optuna_storage() -> str:
+    """The study storage ``tabflow`` commands read: TABFLOW_OPTUNA_STORAGE, else optuna.db."""
+    return os.environ.get("TABFLOW_OPTUNA_STORAGE", f"sqlite:///{project_root() / 'optuna.db'}")
+
+
 def project_root() -> Path:
     """The project root that anchors stores and data: ``TABFLOW_ROOT``, else the checkout.
 

@@ -31,6 +31,7 @@ from tabflow.sources import (
     READERS,
     DataError,
     check_unique,
+    is_text,
     read_file,
     read_options,
     source_identity,
@@ -190,7 +191,7 @@ _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}([ T]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\
 
 def _written_as_dates(values: pd.Series) -> bool:
     """Whether a text column holds dates (a sample of its cells, nearly all of them)."""
-    if not (values.dtype == object or pd.api.types.is_string_dtype(values)):
+    if not is_text(values):
         return False
     sample = values.dropna().head(1000).astype(str).str.strip()
     return bool(len(sample)) and float(sample.str.match(_DATE).mean()) > 0.9

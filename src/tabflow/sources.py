@@ -186,7 +186,7 @@ def _read_csv(path: Path, cfg: DictConfig) -> pd.DataFrame:
 def _check_number_formats(frame: pd.DataFrame, cfg: DictConfig) -> None:
     """Refuse numbers written in another locale, which would silently become categories."""
     for col in frame.columns:
-        if not _is_text(frame[col]):
+        if not is_text(frame[col]):
             continue
         values = frame[col].dropna().head(1000).astype(str)  # a sample tells the locale
         if not len(values):
@@ -203,7 +203,8 @@ def _check_number_formats(frame: pd.DataFrame, cfg: DictConfig) -> None:
                             f"semicolon-separated)")
 
 
-def _is_text(values: pd.Series) -> bool:
+def is_text(values: pd.Series) -> bool:
+    """Whether a column holds text (object or string dtype)."""
     return values.dtype == object or pd.api.types.is_string_dtype(values)
 
 
@@ -216,7 +217,7 @@ def _read_stray_tokens(frame: pd.DataFrame, cfg: DictConfig) -> pd.DataFrame:
     """
     as_text = {*cfg.categorical, *cfg.numeric}  # said by the user: read as they say
     for col in frame.columns:
-        if col in as_text or not _is_text(frame[col]):
+        if col in as_text or not is_text(frame[col]):
             continue
         filled = frame[col].dropna()
         numbers = pd.to_numeric(filled, errors="coerce")

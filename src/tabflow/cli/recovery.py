@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
-from tabflow.contract import project_root
+from tabflow.contract import default_optuna_storage
 
 
 def add_commands(sub: Any) -> None:
@@ -26,8 +25,7 @@ def add_commands(sub: Any) -> None:
                     "beating); --force removes it whatever its record says.")
     p.add_argument("lock", nargs="?", help="the lock to clear, e.g. breast_cancer-rf-wide-"
                                            "1a2b3c4d~ask or breast_cancer~lock")
-    p.add_argument("--storage", default=os.environ.get(
-        "TABFLOW_OPTUNA_STORAGE", f"sqlite:///{project_root() / 'optuna.db'}"),
+    p.add_argument("--storage", default=default_optuna_storage(),
         help="Optuna storage URL (default: %(default)s)")
     p.add_argument("--force", action="store_true",
                    help="remove it although its holder may be alive (you checked it is not)")

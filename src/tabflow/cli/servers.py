@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tabflow.contract import project_root
+from tabflow.contract import default_optuna_storage, project_root
 
 
 def add_commands(sub: Any) -> None:
@@ -44,8 +44,7 @@ def add_commands(sub: Any) -> None:
     p.set_defaults(func=server)
 
     p = sub.add_parser("dashboard", help="the Optuna dashboard for the study storage")
-    p.add_argument("--storage", default=os.environ.get(
-        "TABFLOW_OPTUNA_STORAGE", f"sqlite:///{project_root() / 'optuna.db'}"),
+    p.add_argument("--storage", default=default_optuna_storage(),
         help="Optuna storage URL (default: %(default)s)")
     p.add_argument("--host", default="127.0.0.1",
                    help="interface to bind (default: %(default)s; 0.0.0.0 exposes it)")
