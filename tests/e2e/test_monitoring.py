@@ -324,10 +324,6 @@ def test_retrain_refuses_a_planted_override_before_anything_is_recorded(registry
     assert (canary / "keep.txt").read_text() == "still here"
 
 
-# Open (issue 30): a signal between a trial's ask and its launch can still leave it RUNNING
-# (seen once under CI's load: the trial had its owner but no parameters yet).
-@pytest.mark.xfail(strict=False, reason="issue 30: a trial asked for but not yet launched "
-                   "may be left RUNNING")
 def test_ctrl_c_during_retraining_closes_every_run_and_trial(registry):
     """Ctrl-C while the retraining sweep fits: one line, exit 130, nothing left RUNNING."""
     import signal

@@ -239,13 +239,15 @@ def tell(study: optuna.Study, trial: Trial, **kwargs: Any) -> None:
 
 def await_others(study: optuna.Study, stored: bool, n_trials: int, batch: int, mine: int,
                  heartbeat: Heartbeat | None, beats: TrialBeats | None,
-                 timed_out: Callable[[], bool]) -> list[Trial]:
+                 timed_out: Callable[[], bool],
+                 ask: Callable[[], list[Trial]] | None = None) -> list[Trial]:
     """Wait while other sweep processes run the study's last trials; take over dead ones.
 
     Without heartbeats this process ends at once, as before: it could not tell a dead
     process from a slow one. With them it stays until the others' trials finish (then
     returns none) or one of their processes stops beating (then its trial, queued again,
-    is started here and returned), so a study always reaches its total.
+    is started here and returned), so a study always reaches its total. ``ask`` starts
+    that trial (default: :func:`ask_batch`); the sweeper's records it as its own.
     """
     others, _ = others_running(study, mine)
     if others <= 0:
@@ -261,7 +263,8 @@ def await_others(study: optuna.Study, stored: bool, n_trials: int, batch: int, m
         time.sleep(heartbeat.poll_s)
         others, work = others_running(study, mine)
         if work or others <= 0:  # a trial is stale (fail it, start its retry), or all ended
-            trials, _ = ask_batch(study, stored, n_trials, batch, heartbeat, beats)
+            trials = ask() if ask is not None else \
+                ask_batch(study, stored, n_trials, batch, heartbeat, beats)[0]
             if trials or others <= 0:
                 return trials
     return []

@@ -126,6 +126,9 @@ class TabflowOptunaSweeperImpl(OptunaSweeperImpl):
         self.metric_names: list[str] = []  # the objective's metrics, as the job names them
         self.current_study: str | None = None  # the study being swept, for messages
         self.numbered_dirs = True  # trials' output dirs are named by trial number
+        # Trials this process started and has not told yet: the ones an interrupt must
+        # settle (kept if their job finished, else marked for a retry), wherever it lands.
+        self.open_trials: list[Trial] = []
 
     @property
     def _cfg(self) -> DictConfig:
@@ -257,15 +260,23 @@ class TabflowOptunaSweeperImpl(OptunaSweeperImpl):
         With none left to start and none of this process's running, wait for the
         trials of other processes (``_study.await_others``).
         """
-        with held_signals() as came:  # a trial asked for is recorded as ours, or not asked
-            trials, progress.done = _study.ask_batch(study, stored, self.n_trials, batch,
-                                                     self.heartbeat, self.beats)
-        if came:
-            self._interrupted(study, trials, as_interrupt(came[0]))
+        trials = self._ask_held(study, stored, progress, batch)
         if trials or mine:
             return trials
         return _study.await_others(study, stored, self.n_trials, batch, mine, self.heartbeat,
-                                   self.beats, lambda: self._timed_out(progress))
+                                   self.beats, lambda: self._timed_out(progress),
+                                   ask=lambda: self._ask_held(study, stored, progress, batch))
+
+    def _ask_held(self, study: optuna.Study, stored: bool, progress: Progress, batch: int
+                  ) -> list[Trial]:
+        """Start trials with signals held: each is on :attr:`open_trials`, or not asked."""
+        with held_signals() as came:
+            trials, progress.done = _study.ask_batch(study, stored, self.n_trials, batch,
+                                                     self.heartbeat, self.beats)
+            self.open_trials += trials
+        if came:
+            self._interrupted(study, self.open_trials, as_interrupt(came[0]))
+        return trials
 
     def run_batches(self, study: optuna.Study, stored: bool, space: SearchSpace,
                     progress: Progress) -> tuple[list[tuple[int, str]], bool]:
@@ -275,34 +286,37 @@ class TabflowOptunaSweeperImpl(OptunaSweeperImpl):
             The failures, and whether the timeout stopped the sweep.
         """
         failures: list[tuple[int, str]] = []
-        while not self._timed_out(progress):
-            trials = self._ask(study, stored, progress, self.n_jobs, 0)
-            if not trials:
-                return failures, False
-            failures += self.run_batch(study, trials, space, progress)
-            self._check_failure_rate(study, failures, progress, False)
+        try:
+            while not self._timed_out(progress):
+                trials = self._ask(study, stored, progress, self.n_jobs, 0)
+                if not trials:
+                    return failures, False
+                failures += self.run_batch(study, trials, space, progress)
+                self._check_failure_rate(study, failures, progress, False)
+        except KeyboardInterrupt as e:  # between an ask and its launch: settle what is open
+            self._interrupted(study, self.open_trials, e)
         return failures, True
 
     def run_batch(self, study: optuna.Study, trials: list[Trial], space: SearchSpace,
                   progress: Progress) -> list[tuple[int, str]]:
         """Launch a batch of trials, tell the study each outcome; return the failures."""
         assert self.launcher is not None
-        overrides = self.trial_overrides(trials, space)
         try:
+            overrides = self.trial_overrides(trials, space)
             returns = self.launcher.launch(overrides, initial_job_idx=self.job_idx)
+        except SweepAbortedError:  # trial_overrides failed the batch: the config's fault
+            raise
         except BaseException as e:  # Ctrl-C, SIGTERM, a crashed launcher or worker
-            self._interrupted(study, trials, e)
+            self._interrupted(study, self.open_trials, e)
         self.job_idx += len(returns)
         failures = []
-        told = 0
         try:
             for trial, ret in zip(trials, returns, strict=True):
                 failure = self.tell_outcome(study, trial, ret, progress)
-                told += 1
                 if failure is not None:
                     failures.append(failure)
         except BaseException as e:  # Ctrl-C while telling: the rest are kept or retried
-            self._interrupted(study, trials[told:], e)
+            self._interrupted(study, self.open_trials, e)
         progress.warn_if_flat(study, self.metric_name)
         return failures
 
@@ -312,11 +326,19 @@ class TabflowOptunaSweeperImpl(OptunaSweeperImpl):
         if self.beats is not None:
             self.beats.discard(trial)
         if _heartbeat.taken_over(study, trial):
+            self.open_trials.remove(trial)  # another process retries it
             log.warning("trial %d DROPPED: this process stopped beating for longer than the "
                         "grace period (paused or cut off), so another one failed the trial "
                         "and retries it; its retry counts instead", trial.number)
             return None
         record_outputs(trial, ret)
+        outcome = self._tell(study, trial, ret, progress)
+        # Told: no longer open (an interrupt before this line finds it told, and keeps it).
+        self.open_trials.remove(trial)
+        return outcome
+
+    def _tell(self, study: optuna.Study, trial: Trial, ret: JobReturn, progress: Progress
+              ) -> tuple[int, str] | None:
         pruned = pruned_error(ret)
         if pruned is not None:
             _study.tell(study, trial, state=TrialState.PRUNED)
@@ -366,7 +388,7 @@ class TabflowOptunaSweeperImpl(OptunaSweeperImpl):
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
                 for future in done:
                     ret = future.result()  # a lost worker raises: its trial stays `running`
-                    # Popped once told: Ctrl-C while telling leaves it for interrupted_launch.
+                    # Popped once told; Ctrl-C while telling leaves it on open_trials.
                     failure = self.tell_outcome(study, running[future], ret, progress)
                     del running[future]
                     if failure is not None:
@@ -375,11 +397,11 @@ class TabflowOptunaSweeperImpl(OptunaSweeperImpl):
                 self._check_failure_rate(study, failures, progress, timed_out)
         except SweepAbortedError:  # trials still running are cut short, and retried later
             self.launcher.stop_workers()  # type: ignore[attr-defined]
-            self.interrupted_launch(study, list(running.values()))
+            self.interrupted_launch(study, self.open_trials)
             raise
         except BaseException as e:  # Ctrl-C, SIGTERM, a lost worker
             self.launcher.stop_workers()  # type: ignore[attr-defined]
-            self._interrupted(study, list(running.values()), e)
+            self._interrupted(study, self.open_trials, e)
 
     def _interrupted(self, study: optuna.Study, trials: list[Trial], e: BaseException
                      ) -> NoReturn:
