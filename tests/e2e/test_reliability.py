@@ -427,10 +427,6 @@ def small_disk(tmp_path):
         subprocess.run(["umount", "-l", str(root)], check=False)
 
 
-# Open (issue 30): under CI's load a write outside the sweeper (a job's run, in the
-# background writer) can still hit the full disk and MLflow logs that with a traceback.
-@pytest.mark.xfail(strict=False, reason="issue 30: MLflow may log a traceback for a job's "
-                   "write that hits the full disk")
 def test_a_disk_that_fills_mid_sweep_stops_it_in_one_line_and_a_rerun_finishes(small_disk):
     import shutil
     import time

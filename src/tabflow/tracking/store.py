@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from hydra_plugins.tabflow_sweeper._stores import (
     sqlite_init_lock,
     tune_sqlite,
 )
+from tabflow.contract import disk_full
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -26,6 +28,29 @@ class TrackingError(RuntimeError):
 # Messages of processes racing on a fresh SQLite store's schema set-up.
 _SCHEMA_RACE = ("already exists", "UNIQUE constraint failed", "database is locked",
                 "no such table", "duplicate column", "alembic")
+
+
+class _DiskFullFilter(logging.Filter):
+    """Drops the tracebacks logged for writes that a full disk refuses.
+
+    MLflow's session scope (and the background writer) log one per failed write; the
+    sweep stops with one line that says so and how to resume.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.exc_info is None or disk_full(record.exc_info[1]) is None
+
+
+# Where those tracebacks come from: MLflow's session scope, and the writer's catch-all.
+_DISK_FULL_LOGGERS = ("mlflow.store.db.utils", "tabflow.tracking.writer")
+
+
+def quiet_disk_full() -> None:
+    """Install :class:`_DiskFullFilter` once (when tabflow opens a store, not at import)."""
+    for name in _DISK_FULL_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DiskFullFilter) for f in logger.filters):
+            logger.addFilter(_DiskFullFilter())
 
 
 @dataclass
@@ -67,7 +92,8 @@ def connect(uri: str, create: bool = True) -> Store:
     import mlflow
     from mlflow import MlflowClient
 
-    tune_sqlite()
+    tune_sqlite(uri)
+    quiet_disk_full()
     try:
         check_sqlite_store(uri, "experiments", "MLflow tracking store")
     except ForeignDatabaseError as e:
