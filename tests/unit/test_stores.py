@@ -37,6 +37,21 @@ def test_a_corrupt_file_is_refused_naming_it(tmp_path):
         check_sqlite_store(f"sqlite:///{path}", "experiments", "MLflow tracking store")
 
 
+def test_only_tabflows_own_stores_are_switched_to_wal(tmp_path):
+    """The connection listener is process-wide; an app's own SQLite database keeps its mode."""
+    import sqlalchemy
+
+    storage = optuna_storage(f"sqlite:///{tmp_path}/optuna.db")
+    assert storage is not None
+    with sqlite3.connect(tmp_path / "optuna.db") as con:
+        assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    theirs = sqlalchemy.create_engine(f"sqlite:///{tmp_path}/app.db")
+    with theirs.connect() as con:
+        con.execute(sqlalchemy.text("CREATE TABLE t (x INTEGER)"))
+        assert con.execute(sqlalchemy.text("PRAGMA journal_mode")).scalar() == "delete"
+    theirs.dispose()
+
+
 def test_an_optuna_store_opens_once_per_process(tmp_path):
     url = f"sqlite:///{tmp_path}/optuna.db"
     assert optuna_storage(url) is optuna_storage(url)

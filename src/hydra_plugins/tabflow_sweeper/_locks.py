@@ -22,6 +22,7 @@ ahead neither keeps a dead holder's lock forever nor breaks a live one's.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import socket
@@ -50,7 +51,10 @@ class _HideLockStudies(logging.Filter):
         return LOCK_SUFFIX not in record.getMessage()
 
 
-logging.getLogger("optuna.storages._rdb.storage").addFilter(_HideLockStudies())
+@functools.cache
+def _hide_lock_studies() -> None:
+    """Install :class:`_HideLockStudies` once, when a lock is first made (not at import)."""
+    logging.getLogger("optuna.storages._rdb.storage").addFilter(_HideLockStudies())
 
 
 def lock_timing(heartbeat: Any) -> dict[str, float]:
@@ -252,6 +256,8 @@ def study_mutex(storage: Any, name: str) -> Mutex:
     """A mutex that is a study named ``name`` in an Optuna storage."""
     from optuna.exceptions import DuplicatedStudyError
     from optuna.study import StudyDirection
+
+    _hide_lock_studies()
 
     def create(record: dict[str, Any]) -> Any:
         try:

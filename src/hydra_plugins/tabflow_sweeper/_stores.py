@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -33,9 +34,11 @@ def sqlite_init_lock(uri: str) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-@functools.cache
-def tune_sqlite() -> None:
-    """Make every SQLite connection this process opens write-ahead logged, synced at checkpoints.
+_TUNED: set[str] = set()  # the SQLite files tabflow opened as stores (real paths)
+
+
+def tune_sqlite(url: str) -> None:
+    """Make the connections to the SQLite store at ``url`` write-ahead logged.
 
     With SQLite's defaults (a rollback journal, ``synchronous=FULL``) each commit waits on
     several fsyncs, and a trial commits a dozen times (Optuna's ask, attributes and tell;
@@ -44,18 +47,31 @@ def tune_sqlite() -> None:
     nothing committed, only a power cut can lose the last commits, and the file is never
     corrupted. Readers (the UI, ``tabflow runs``) no longer block a sweep's writes.
     Keep the ``-wal`` and ``-shm`` files next to a store when copying it while in use.
+    Other SQLite databases of the process (an app's own) keep their settings.
     """
+    if url.startswith("sqlite:///"):
+        _TUNED.add(os.path.realpath(url.removeprefix("sqlite:///")))
+        _listen_for_connections()
+
+
+@functools.cache
+def _listen_for_connections() -> None:
     import sqlite3
 
     from sqlalchemy import event
     from sqlalchemy.engine import Engine
 
+    # MLflow and Optuna make their engines inside: the listener is on every engine, and
+    # acts on connections to the files tune_sqlite() was given.
     @event.listens_for(Engine, "connect")
     def _pragmas(dbapi_connection: Any, connection_record: Any) -> None:
         if not isinstance(dbapi_connection, sqlite3.Connection):
             return
         cursor = dbapi_connection.cursor()
         try:
+            files = {row[2] for row in cursor.execute("PRAGMA database_list") if row[1] == "main"}
+            if not any(f and os.path.realpath(f) in _TUNED for f in files):
+                return
             # A no-op once set (it is stored in the file); needs a moment with no writer,
             # so a busy database keeps its mode until the next connection.
             cursor.execute("PRAGMA journal_mode=WAL")
@@ -153,7 +169,7 @@ def optuna_storage(url: str, attempts: int = 5, heartbeat: Any = None) -> Any:
     from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
     check_sqlite_store(url, "studies", "Optuna study storage")
-    tune_sqlite()
+    tune_sqlite(url)
     for attempt in range(attempts):
         try:
             with sqlite_init_lock(url):
