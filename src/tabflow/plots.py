@@ -253,9 +253,22 @@ def sweep_figures(storage: str, study_name: str, metric: str) -> dict[str, Figur
             except (ValueError, RuntimeError, ZeroDivisionError):
                 continue
             fig = np.asarray(axes).flat[0].figure
-            fig.set_size_inches(max(6.4, fig.get_figwidth()), 4.8)
+            _readable(name, fig, np.asarray(axes).size)
             figures[name] = fig
     return figures
+
+
+def _readable(name: str, fig: Figure, panels: int) -> None:
+    """Size a study plot for what it shows, so that no label overlaps another.
+
+    A slice plot has a panel per parameter (3.2 inches each); the parallel-coordinate
+    plot's axis names are tilted; long labels are kept whole by saving with a tight box.
+    """
+    width = max(6.4, 3.2 * panels) if name == "slice" else max(6.4, fig.get_figwidth())
+    fig.set_size_inches(width, 4.8)
+    if name == "parallel_coordinate":
+        for ax in fig.axes:
+            ax.tick_params(axis="x", labelrotation=25)
 
 
 def save_figures(figures: dict[str, Any], folder: Path) -> list[Path]:
@@ -266,7 +279,7 @@ def save_figures(figures: dict[str, Any], folder: Path) -> list[Path]:
     paths = []
     for name, fig in figures.items():
         path = folder / f"{name}.png"
-        fig.savefig(path, dpi=110)
+        fig.savefig(path, dpi=110, bbox_inches="tight")  # long labels kept whole
         plt.close(fig)  # optuna's plots come from pyplot; our own Figures are unmanaged
         paths.append(path)
     return paths

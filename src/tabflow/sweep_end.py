@@ -392,8 +392,12 @@ def report(sweep: SweepRun, best: Best, best_cfg: DictConfig, final: Any, name: 
             "dataset": f"{final.dataset['name']} ({final.dataset['digest'][:12]}, "
                        f"{final.dataset['n_rows']} rows)",
         }
+        from tabflow.estimators import RESERVED_MODEL_KEYS, role
+
+        # The model's settings, naming only the class this task uses (not its twin).
+        unused = {f"model.{k}" for k in RESERVED_MODEL_KEYS - {"name", role(final.task)}}
         params = {k: v for k, v in flatten(OmegaConf.to_container(best_cfg)).items()
-                  if k.startswith(("model.", "preprocessing."))}
+                  if k.startswith(("model.", "preprocessing.")) and k not in unused}
         page = plots.write_report(Path(tmp) / "report.html",
                                   f"Sweep report: {config.tracking.experiment}", summary,
                                   params, final.metrics, paths)

@@ -11,6 +11,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import matplotlib.image
 import mlflow
 import pytest
 
@@ -52,6 +53,13 @@ def test_sweep_report_and_figures_are_on_the_parent_run(registry_root):
         tracking_uri=f"sqlite:///{root}/mlflow.db"))
     report = local.read_text()
     assert "Best parameters" in report and "model.n_estimators" in report
+    # The task's own estimator only (a classification sweep has no use for the regressor).
+    assert "model.classifier" in report and "model.regressor" not in report
+    # The slice plot has room for each of the space's 2 parameters (3.2 inches at 110 dpi).
+    slice_png = mlflow.artifacts.download_artifacts(
+        run_id=parent.info.run_id, artifact_path="figures/slice.png",
+        tracking_uri=f"sqlite:///{root}/mlflow.db")
+    assert matplotlib.image.imread(slice_png).shape[1] >= 2 * 300
     assert "test_accuracy" in report and report.count("data:image/png;base64,") >= 7
     assert parent.data.metrics["registration_time_s"] < 30
 
