@@ -73,6 +73,11 @@ def test_sweep_tracks_every_trial_and_registers_the_best(tmp_path):
         n_est = child.data.params["model.n_estimators"]
         assert f"model.n_estimators={n_est}" in overrides
         assert 50 <= int(n_est) <= 150 and 3 <= int(child.data.params["model.max_depth"]) <= 8
+        # The searched values stand out: a tag, and the run's description in the UI.
+        depth = child.data.params["model.max_depth"]
+        tuned = f"model.n_estimators={n_est} model.max_depth={depth}"
+        assert child.data.tags["tabflow.tuned"] == tuned
+        assert child.data.tags["mlflow.note.content"] == tuned
         assert child.data.tags.get("mlflow.source.git.commit") == head_commit()
         assert "config.yaml" in {a.path for a in client.list_artifacts(child.info.run_id)}
     assert trials == {0, 1, 2}

@@ -36,6 +36,7 @@ from tabflow.contract import (
     TAG_DIGEST,
     TAG_ERROR,
     TAG_JOB_NUM,
+    TAG_NOTE,
     TAG_OUTPUT_DIR,
     TAG_OVERRIDES,
     TAG_PARENT,
@@ -43,6 +44,7 @@ from tabflow.contract import (
     TAG_RETRY_OF,
     TAG_ROLE,
     TAG_TRIAL,
+    TAG_TUNED,
     TAG_UPLOADED,
     TRIAL_KEY,
     read_json,
@@ -102,6 +104,11 @@ class JobRecord:
         """The job's command-line overrides, secrets redacted."""
         return [redact_override(str(o)) for o in self.hydra.overrides.task]
 
+    def tuned(self) -> dict[str, Any]:
+        """This trial's values of the parameters its sweep searches (``hydra.sweeper.params``)."""
+        space = OmegaConf.select(self.hydra, "sweeper.params", default=None) or {}
+        return {key: OmegaConf.select(self.job, str(key), default=None) for key in space}
+
     @property
     def run_name(self) -> str:
         """``trial-<n>`` in a sweep, ``<model>-run`` for a single run."""
@@ -128,6 +135,9 @@ def start_tags(record: JobRecord, parent_run_id: str | None, provenance: dict[st
         tags[TAG_JOB_NUM] = str(record.hydra.job.num)
     if record.trial is not None:
         tags[TAG_TRIAL] = str(record.trial)
+        tuned = record.tuned()
+        if tuned:  # what sets this trial apart, where the UI shows it (its description)
+            tags[TAG_TUNED] = tags[TAG_NOTE] = " ".join(f"{k}={v}" for k, v in tuned.items())
         attempt = None if uploaded else replaced_attempt()
         if attempt is not None:  # a retry: linked to the attempt it replaces
             tags[TAG_RETRY_OF] = attempt
