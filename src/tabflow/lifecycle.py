@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -40,6 +40,9 @@ from tabflow.tracking.registry import (
     tag_version,
 )
 from tabflow.tracking.store import Store, best_config
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
 STAGING, PRODUCTION = "staging", "production"
 OVER_BUDGET = "OVER BUDGET"
@@ -80,6 +83,12 @@ class Comparison:
 
 def version_rows(store: Store, version: Any) -> tuple[Rows, str]:
     """Rebuild a version's data as it was split, from its sweep's config: (rows, digest)."""
+    rows, digest, _ = version_data(store, version)
+    return rows, digest
+
+
+def version_data(store: Store, version: Any) -> tuple[Rows, str, DictConfig]:
+    """A version's data as it was split, its digest, and the config that read it."""
     import pandas as pd
 
     from tabflow.splits import load_and_split
@@ -97,7 +106,7 @@ def version_rows(store: Store, version: Any) -> tuple[Rows, str]:
                 y_train=pd.concat([splits.y_train, splits.y_val]),
                 X_test=splits.X_test, y_test=splits.y_test, target=str(cfg.dataset.target),
                 task=ds.task)
-    return rows, ds.digest
+    return rows, ds.digest, cfg
 
 
 def _artifacts_gone(name: str, version: str, error: Exception) -> RegistryError:

@@ -84,6 +84,8 @@ def test_ui_shows_the_sweep_and_the_registered_model(tmp_path):
     # Bound to localhost by default, and the runs page is announced in the model-training view.
     assert f"on http://127.0.0.1:{port}" in log.read_text()
     assert "workflowType=machine_learning" in log.read_text()
+    # Page views write no access line per request (tabflow ui --verbose does).
+    assert 'HTTP/1.1"' not in log.read_text()
 
 
 def test_ui_binds_to_localhost_unless_asked_and_then_names_the_allowed_hosts():

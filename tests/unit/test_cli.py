@@ -15,8 +15,8 @@ from tabflow.cli.views import _ranking
 def test_every_command_group_is_reachable():
     sub = next(a for a in parser()._actions if isinstance(a, argparse._SubParsersAction))
     assert set(sub.choices) == {"experiments", "sweeps", "runs", "report", "promote", "rollback",
-                                "monitor", "profile", "upload", "unlock", "ui", "server",
-                                "dashboard", "serve"}
+                                "monitor", "profile", "holdout", "upload", "unlock", "ui",
+                                "server", "dashboard", "serve"}
 
 
 def test_help_is_plain_text(capsys):
@@ -70,7 +70,7 @@ def test_serve_uses_this_environment_and_the_resolved_version():
 
 @pytest.mark.parametrize("argv", [["experiments"], ["runs", "x"], ["report", "x"],
                                   ["promote", "x"], ["rollback", "x"], ["serve", "x"],
-                                  ["upload", "multirun"]])
+                                  ["holdout", "x"], ["upload", "multirun"]])
 def test_commands_on_an_empty_project_create_no_store(tmp_path, capsys, argv):
     from tabflow.cli import main
 
@@ -91,6 +91,31 @@ def test_serving_with_nothing_in_production_names_promote(tmp_path, capsys):
     assert main(["--tracking-uri", uri, "serve", "churn"]) == 2
     err = capsys.readouterr().err
     assert "churn has no version at @production" in err and "tabflow promote churn" in err
+
+
+def test_holdout_names_what_it_can_write_and_what_is_missing(tmp_path, capsys):
+    from tabflow.cli import main
+    from tabflow.tracking.store import connect
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    assert main(["--tracking-uri", uri, "holdout", "churn", "--out", "rows.xlsx"]) == 2
+    assert "write a .csv or .parquet file" in capsys.readouterr().err
+    connect(uri).client.create_registered_model("churn")
+    assert main(["--tracking-uri", uri, "holdout", "churn"]) == 2
+    assert "churn" in capsys.readouterr().err
+    assert not (tmp_path / "churn-holdout.csv").exists()
+
+
+def test_servers_write_access_lines_only_when_verbose(monkeypatch):
+    from tabflow.cli import servers
+
+    assert servers.server_env("sqlite:///x.db")["UVICORN_ACCESS_LOG"] == "false"
+    monkeypatch.delenv("UVICORN_ACCESS_LOG", raising=False)
+    assert "UVICORN_ACCESS_LOG" not in servers.server_env("sqlite:///x.db", verbose=True)
+    args = parser().parse_args(["dashboard", "--verbose"])
+    assert "--quiet" not in servers.dashboard_command(args.storage, args.host, args.port,
+                                                      args.verbose)
+    assert parser().parse_args(["serve", "m"]).verbose is False
 
 
 def test_the_ui_starts_few_workers_on_a_small_machine(monkeypatch):

@@ -51,6 +51,18 @@ def add_commands(sub: Any) -> None:
     which.add_argument("--version", help="a version number")
     p.set_defaults(func=profile)
 
+    p = sub.add_parser("holdout", help="write the held-out test rows of a registered version "
+                                       "(rows it never trained on), e.g. to try monitor")
+    p.add_argument("name", help="registered model name")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--alias", default=None, help="the alias of the version (default: "
+                                                     "production)")
+    which.add_argument("--version", help="a version number")
+    p.add_argument("--out", type=Path, default=None,
+                   help="CSV or Parquet file to write (default: NAME-holdout.csv); a CSV is "
+                        "written like the training file (separator, decimal mark, encoding)")
+    p.set_defaults(func=holdout)
+
 
 def monitor(args: argparse.Namespace) -> int:
     """Check a version against a batch; print the table and verdict; exit with the gate."""
@@ -103,4 +115,36 @@ def profile(args: argparse.Namespace) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"{args.name} version {version}: training profile logged at {uri}")
+    return 0
+
+
+def holdout(args: argparse.Namespace) -> int:
+    """Write a version's test split (features and target), as its sweep split the data."""
+    from tabflow.lifecycle import RegistryError, version_data
+    from tabflow.monitoring.batch import MonitorError
+    from tabflow.monitoring.monitor import find_version
+    from tabflow.tracking.store import connect
+
+    out: Path = args.out or Path(f"{args.name}-holdout.csv")
+    if out.suffix.lower() not in (".csv", ".parquet"):
+        print(f"error: --out {out}: write a .csv or .parquet file", file=sys.stderr)
+        return 2
+    store = connect(args.tracking_uri, create=False)
+    alias = None if args.version else (args.alias or "production")
+    try:
+        version = find_version(store, args.name, alias, args.version)
+        rows, _, cfg = version_data(store, version)
+    except (MonitorError, RegistryError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    frame = rows.X_test.assign(**{rows.target: rows.y_test.to_numpy()})
+    if out.suffix.lower() == ".parquet":
+        frame.to_parquet(out, index=False)
+    else:  # read back by `tabflow monitor` with the training file's options
+        data = cfg.dataset
+        frame.to_csv(out, index=False, sep=data.get("sep") or ",",
+                     decimal=data.get("decimal") or ".",
+                     encoding=data.get("encoding") or "utf-8-sig")
+    print(f"Wrote {len(frame)} rows of {args.name} version {version.version} to {out}: its "
+          f"held-out test split (features and {rows.target!r}), rows it never trained on")
     return 0

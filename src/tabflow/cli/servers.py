@@ -24,6 +24,7 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--port", type=int, default=5000)
     p.add_argument("--workers", type=int, default=default_workers(),
                    help="server processes (default: %(default)s, from this machine's cores)")
+    _verbose(p)
     p.set_defaults(func=ui)
 
     p = sub.add_parser("server", help="a tracking server for several sweep processes or "
@@ -41,6 +42,7 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--basic-auth", action="store_true",
                    help="require a login (MLflow's basic-auth app); clients pass "
                         "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD")
+    _verbose(p)
     p.set_defaults(func=server)
 
     p = sub.add_parser("dashboard", help="the Optuna dashboard for the study storage")
@@ -49,13 +51,20 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--host", default="127.0.0.1",
                    help="interface to bind (default: %(default)s; 0.0.0.0 exposes it)")
     p.add_argument("--port", type=int, default=8080)
+    _verbose(p)
     p.set_defaults(func=dashboard)
 
     p = sub.add_parser("serve", help="serve a registered model over REST (mlflow models serve)")
     p.add_argument("name", help="registered model name")
     p.add_argument("--alias", default="production", help="(default: %(default)s)")
     p.add_argument("--port", type=int, default=8000)
+    _verbose(p)
     p.set_defaults(func=serve)
+
+
+def _verbose(parser: Any) -> None:
+    parser.add_argument("--verbose", action="store_true",
+                        help="log every request (an access line each; off by default)")
 
 
 def default_workers() -> int:
@@ -109,7 +118,8 @@ def ui(args: argparse.Namespace) -> int:
     for exp in found:
         print(f"  {exp.name}: {runs_page(base, exp.experiment_id)}", flush=True)
     # The UI needs no background job runners (they serve MLflow's GenAI features).
-    env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **server_env(args.tracking_uri)}
+    env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+           **server_env(args.tracking_uri, args.verbose)}
     os.execve(cmd[0], cmd, env)  # become the server
 
 
@@ -130,22 +140,23 @@ def server(args: argparse.Namespace) -> int:
           f"{args.artifacts_destination}); point workers at it with\n"
           f"  MLFLOW_TRACKING_URI={base} python src/train.py -m tracking=server ...",
           flush=True)
-    os.execve(cmd[0], cmd, server_env(args.backend_store_uri))  # become the server
+    os.execve(cmd[0], cmd, server_env(args.backend_store_uri, args.verbose))  # become it
 
 
-def dashboard_command(storage: str, host: str, port: int) -> list[str]:
+def dashboard_command(storage: str, host: str, port: int, verbose: bool = False
+                      ) -> list[str]:
     """Return the ``optuna-dashboard`` command for a study storage."""
     return [str(Path(sys.executable).parent / "optuna-dashboard"), storage, "--host", host,
-            "--port", str(port), "--quiet"]
+            "--port", str(port), *(() if verbose else ("--quiet",))]
 
 
 def dashboard(args: argparse.Namespace) -> int:
     """Become the Optuna dashboard."""
-    cmd = dashboard_command(args.storage, args.host, args.port)
+    cmd = dashboard_command(args.storage, args.host, args.port, args.verbose)
     print(f"Optuna dashboard on http://{args.host}:{args.port} for {args.storage} "
           f"(Ctrl-C stops it); each trial's user attributes hold its MLflow run id "
           f"(mlflow_run_id) and its metrics", flush=True)
-    os.execve(cmd[0], cmd, server_env(args.tracking_uri))  # become the server
+    os.execve(cmd[0], cmd, server_env(args.tracking_uri, args.verbose))  # become the server
 
 
 def serve_command(name: str, version: str, port: int) -> list[str]:
@@ -154,15 +165,18 @@ def serve_command(name: str, version: str, port: int) -> list[str]:
             "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)]
 
 
-def server_env(tracking_uri: str) -> dict[str, str]:
+def server_env(tracking_uri: str, verbose: bool = False) -> dict[str, str]:
     """Return the environment for MLflow's servers.
 
     They start helpers by name (``uvicorn``), so this environment's ``bin`` must be on
-    ``PATH`` even when the virtual environment is not activated.
+    ``PATH`` even when the virtual environment is not activated. Unless ``verbose``,
+    uvicorn (the server of ``mlflow server`` and ``mlflow models serve``) writes no access
+    line per request: a few UI page views made hundreds.
     """
     bin_dir = str(Path(sys.executable).parent)
     path = os.environ.get("PATH", "")
-    return {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri,
+    quiet = {} if verbose else {"UVICORN_ACCESS_LOG": "false"}
+    return {**os.environ, **quiet, "MLFLOW_TRACKING_URI": tracking_uri,
             "PATH": f"{bin_dir}{os.pathsep}{path}" if path else bin_dir}
 
 
@@ -191,7 +205,7 @@ def serve(args: argparse.Namespace) -> int:
         print(f"error: {args.name} version {version.version} is not served: {why}; only models "
               f"tabflow logged are loaded (docs/security.md)", file=sys.stderr)
         return 2
-    env = server_env(args.tracking_uri)
+    env = server_env(args.tracking_uri, args.verbose)
     cmd = serve_command(args.name, str(version.version), args.port)
     print(f"Serving models:/{args.name}@{args.alias} (version {version.version}) on "
           f"http://127.0.0.1:{args.port}/invocations", flush=True)
