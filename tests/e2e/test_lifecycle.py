@@ -17,6 +17,7 @@ import pytest
 
 from tests.helpers import assert_ok, client_for, load_dataset_frame, run_train, runs_of
 from tests.helpers import run_tabflow as tabflow
+from tests.helpers.browser import CHROMIUM, screenshot
 from tests.helpers.services import free_port, start_server, stop_server, wait_http
 
 # Its tests share one sweep (the module-scoped fixture), on one worker (helpers/scheduling).
@@ -60,6 +61,9 @@ def test_sweep_report_and_figures_are_on_the_parent_run(registry_root):
         run_id=parent.info.run_id, artifact_path="figures/slice.png",
         tracking_uri=f"sqlite:///{root}/mlflow.db")
     assert matplotlib.image.imread(slice_png).shape[1] >= 2 * 300
+    if CHROMIUM:  # the page as a person sees it: looked at in test-artifacts/
+        shot = screenshot(local.as_uri(), root / "profile", "sweep-report", "1200,4600")
+        assert shot.stat().st_size > 50_000
     assert "test_accuracy" in report and report.count("data:image/png;base64,") >= 7
     assert parent.data.metrics["registration_time_s"] < 30
 
@@ -146,6 +150,46 @@ def test_every_sweep_is_listed_and_reachable_by_its_views(registry_root, capsys,
     assert f"registered: models:/{MODEL}/1 (@staging)" in capsys.readouterr().out
     assert main([*uri, "runs", MODEL, "--sweep", "-9"]) == 1
     assert f"tabflow sweeps {MODEL} lists them" in capsys.readouterr().err
+
+
+def test_views_read_a_sqlite_store_as_mlflow_does_without_importing_it(registry_root):
+    """`tabflow experiments`, `sweeps` and `runs` read the tables; MLflow's client agrees."""
+    import subprocess
+    import sys
+
+    from tabflow.tracking.lite import open_lite
+    from tabflow.tracking.queries import best_first, ranked_trials, sweeps
+    from tabflow.tracking.store import connect, experiments
+
+    root, _ = registry_root
+    uri = f"sqlite:///{root}/mlflow.db"
+    lite, store = open_lite(uri), connect(uri, create=False)
+    assert lite is not None
+    assert [(e.experiment_id, e.name) for e in lite.experiments()] == [
+        (e.experiment_id, e.name) for e in experiments(store)]
+    exp_id = lite.experiment_id(MODEL)
+    assert exp_id == store.client.get_experiment_by_name(MODEL).experiment_id
+
+    def whole(run):
+        return (run.info.run_id, run.info.run_name, run.info.status, run.info.start_time,
+                run.data.tags, run.data.params, run.data.metrics)
+
+    ours, theirs = lite.sweeps(exp_id), sweeps(store, exp_id)
+    assert len(ours) == 2 and [whole(r) for r in ours] == [whole(r) for r in theirs]
+    for parent in ours:
+        trials = lite.trials(exp_id, parent.info.run_id)
+        assert len(trials) == 3
+        ranked = list(ranked_trials(store, exp_id, parent.info.run_id, "val_accuracy",
+                                    "maximize"))
+        assert [whole(r) for r in best_first(trials, "val_accuracy", "maximize")] == [
+            whole(r) for r in ranked]
+    code = ("import sys; from tabflow.cli import main; codes = [main(a) for a in "
+            "(['experiments'], ['sweeps', 'breast_cancer'], ['runs', 'breast_cancer'])]; "
+            "sys.exit(9 if 'mlflow' in sys.modules else max(codes))")
+    proc = subprocess.run([sys.executable, "-c", code], env={**os.environ, "TABFLOW_ROOT":
+                          str(root)}, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr  # 9: MLflow was imported
+    assert "best run:" in proc.stdout
 
 
 def test_report_command_writes_the_latest_sweeps_report(registry_root):

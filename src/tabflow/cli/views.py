@@ -60,16 +60,71 @@ def _when(run: Any) -> str:
     return time.strftime("%Y-%m-%d %H:%M", time.localtime(run.info.start_time / 1000))
 
 
+class _Views:
+    """What the views read, from either source: a SQLite store's tables, else MLflow.
+
+    On a SQLite store (the default) the tables are read directly (``tracking.lite``): no
+    MLflow import, so a view answers in a fraction of a second. Anything else (a server,
+    PostgreSQL, a missing file, whose error MLflow's path words) goes through MLflow.
+    """
+
+    def __init__(self, uri: str) -> None:
+        from tabflow.tracking.lite import open_lite
+
+        self.uri = uri
+        self.lite = open_lite(uri)
+        self._store: Any = None
+
+    @property
+    def store(self) -> Any:
+        if self._store is None:
+            from tabflow.tracking.store import connect
+
+            self._store = connect(self.uri, create=False)
+        return self._store
+
+    def experiments(self) -> list[Any]:
+        from tabflow.tracking.store import experiments
+
+        return self.lite.experiments() if self.lite else experiments(self.store)
+
+    def experiment_id(self, name: str) -> str:
+        from tabflow.tracking.store import TrackingError, experiment_id_of
+
+        if self.lite is None:
+            return experiment_id_of(self.store, name)
+        found = self.lite.experiment_id(name)
+        if found is None:
+            raise TrackingError(f"no experiment named {name!r} at {self.uri}")
+        return found
+
+    def sweeps(self, experiment_id: str) -> list[Any]:
+        from tabflow.tracking.queries import sweeps
+
+        return self.lite.sweeps(experiment_id) if self.lite else sweeps(self.store,
+                                                                         experiment_id)
+
+    def ranked(self, parent: Any, metric: str, direction: str, top: int
+               ) -> tuple[list[Any], list[tuple[int, int]]]:
+        """A sweep's ``top`` best trials (the one tie rule) and its pruned trials."""
+        from tabflow.tracking import queries
+
+        experiment_id, run_id = parent.info.experiment_id, parent.info.run_id
+        if self.lite is not None:
+            trials = self.lite.trials(experiment_id, run_id)
+            return (queries.best_first(trials, metric, direction)[:top],
+                    queries.pruned_of(trials))
+        ranked = queries.ranked_trials(self.store, experiment_id, run_id, metric, direction)
+        return (list(itertools.islice(ranked, top)),
+                queries.pruned_trials(self.store, experiment_id, run_id))
+
+
 def experiments(args: argparse.Namespace) -> int:
     """List the store's experiments: id, name, how many sweeps, the latest one's start."""
-    from tabflow.tracking.queries import sweeps
-    from tabflow.tracking.store import connect
-    from tabflow.tracking.store import experiments as all_experiments
-
-    store = connect(args.tracking_uri, create=False)
+    views = _Views(args.tracking_uri)
     rows = []
-    for exp in all_experiments(store):
-        found = sweeps(store, exp.experiment_id)
+    for exp in views.experiments():
+        found = views.sweeps(exp.experiment_id)
         rows.append([exp.experiment_id, exp.name, str(len(found)),
                      _when(found[0]) if found else "-"])
     _table(["ID", "NAME", "SWEEPS", "LATEST SWEEP"], rows)
@@ -78,12 +133,9 @@ def experiments(args: argparse.Namespace) -> int:
 
 def list_sweeps(args: argparse.Namespace) -> int:
     """List an experiment's sweeps, newest first: when, model, space, trials, best, version."""
-    from tabflow.tracking.queries import sweeps
-    from tabflow.tracking.store import connect, experiment_id_of
-
-    store = connect(args.tracking_uri, create=False)
+    views = _Views(args.tracking_uri)
     rows = []
-    for back, run in enumerate(sweeps(store, experiment_id_of(store, args.experiment)), 1):
+    for back, run in enumerate(views.sweeps(views.experiment_id(args.experiment)), 1):
         tags, metrics = run.data.tags, run.data.metrics
         best = next((f"{k.removeprefix('best_')}={v:.4f}" for k, v in sorted(metrics.items())
                      if k.startswith("best_")), "-")
@@ -100,12 +152,11 @@ def list_sweeps(args: argparse.Namespace) -> int:
     return 0
 
 
-def _latest_sweep(store: Any, experiment: str, which: str | None = None) -> Any:
+def _latest_sweep(views: _Views, experiment: str, which: str | None = None) -> Any:
     """The sweep asked for (the latest by default); None (and a message) when there is none."""
-    from tabflow.tracking.queries import pick_sweep
-    from tabflow.tracking.store import experiment_id_of
+    from tabflow.tracking.queries import choose_sweep
 
-    parent = pick_sweep(store, experiment_id_of(store, experiment), which)
+    parent = choose_sweep(views.sweeps(views.experiment_id(experiment)), which)
     if parent is None:
         print(f"no sweep {which} in experiment {experiment!r} (tabflow sweeps {experiment} "
               f"lists them)" if which else f"no sweep in experiment {experiment!r}",
@@ -127,16 +178,12 @@ def _ranking(args: argparse.Namespace, parent: Any) -> tuple[str, str]:
 
 def runs(args: argparse.Namespace) -> int:
     """Print the latest sweep's best trials, ranked as the sweep ranked them."""
-    from tabflow.tracking.queries import pruned_trials, ranked_trials
-    from tabflow.tracking.store import connect
-
-    store = connect(args.tracking_uri, create=False)
-    parent = _latest_sweep(store, args.experiment, args.sweep)
+    views = _Views(args.tracking_uri)
+    parent = _latest_sweep(views, args.experiment, args.sweep)
     if parent is None:
         return 1
     metric, direction = _ranking(args, parent)
-    top = list(itertools.islice(ranked_trials(store, parent.info.experiment_id,
-                                              parent.info.run_id, metric, direction), args.top))
+    top, pruned = views.ranked(parent, metric, direction, args.top)
     print(f"sweep {parent.info.run_name} ({parent.info.run_id}), "
           f"study {parent.data.tags.get(TAG_STUDY, '?')}")
     # The tuned parameters as columns: the sweep's search space, as its parent records it.
@@ -148,7 +195,6 @@ def runs(args: argparse.Namespace) -> int:
             for rank, run in enumerate(top, 1)])
     if top:
         print(f"best run: {top[0].info.run_id}")
-    pruned = pruned_trials(store, parent.info.experiment_id, parent.info.run_id)
     if pruned:
         print(f"pruned (stopped early by the sweep's pruner, never ranked): {len(pruned)} "
               f"trial(s): " + ", ".join(f"{t} at step {s}" for t, s in pruned[:20])
@@ -161,7 +207,9 @@ def report(args: argparse.Namespace) -> int:
     from tabflow.tracking.store import connect, download_artifact
 
     store = connect(args.tracking_uri, create=False)
-    parent = _latest_sweep(store, args.experiment, args.sweep)
+    views = _Views(args.tracking_uri)
+    views._store = store  # the report's downloads need MLflow anyway
+    parent = _latest_sweep(views, args.experiment, args.sweep)
     if parent is None:
         return 1
     try:

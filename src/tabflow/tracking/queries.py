@@ -8,7 +8,7 @@ the best finite value, ties to the earliest trial, as Optuna's ``best_trial``.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,11 +74,15 @@ def pick_sweep(store: Store, experiment_id: str, which: str | None) -> Any:
         which: None or ``-1`` (the newest), ``-N`` (N back), a sweep's run id or run name,
             or a study name (its latest sweep).
     """
+    return choose_sweep(sweeps(store, experiment_id), which)
+
+
+def choose_sweep(found: list[Any], which: str | None) -> Any:
+    """The sweep ``which`` names among an experiment's sweeps (newest first); None if none."""
     if which is None or (which.startswith("-") and which[1:].isdigit()):
         back = 1 if which is None else int(which[1:])
-        found = sweeps(store, experiment_id)
         return found[back - 1] if 0 < back <= len(found) else None
-    return next((r for r in sweeps(store, experiment_id)
+    return next((r for r in found
                  if which in (r.info.run_id, r.info.run_name, r.data.tags.get(TAG_STUDY))),
                 None)
 
@@ -124,6 +128,20 @@ def ranked_trials(store: Store, experiment_id: str, parent_run_id: str, metric: 
     yield from sorted(tied, key=_trial_order)
 
 
+def best_first(runs: list[Any], metric: str, direction: str) -> list[Any]:
+    """Runs in memory ranked as :func:`ranked_trials` ranks them (the same tie rule)."""
+    sign = -1.0 if direction == "maximize" else 1.0
+    ranked = [r for r in runs if r.info.status == "FINISHED"
+              and math.isfinite(r.data.metrics.get(metric, math.nan))]
+    return sorted(ranked, key=lambda r: (sign * r.data.metrics[metric], *_trial_order(r)))
+
+
+def pruned_of(runs: Iterable[Any]) -> list[tuple[int, int]]:
+    """Pruned trials among runs: (trial number, the step its pruner stopped it at)."""
+    return sorted((int(run.data.tags.get(TAG_TRIAL, -1)), int(run.data.tags[TAG_PRUNED_AT]))
+                  for run in runs if TAG_PRUNED_AT in run.data.tags)
+
+
 def _trial_order(run: Any) -> tuple[float, int]:
     """A run's trial number, then its start: parallel trials may start out of order."""
     trial = run.data.tags.get(TAG_TRIAL)
@@ -167,7 +185,4 @@ def best_trial_run(store: Store, experiment_id: str, parent_run_id: str, metric:
 def pruned_trials(store: Store, experiment_id: str, parent_run_id: str
                   ) -> list[tuple[int, int]]:
     """A sweep's pruned trials: (trial number, the step its pruner stopped it at)."""
-    found = [(int(run.data.tags.get(TAG_TRIAL, -1)), int(run.data.tags[TAG_PRUNED_AT]))
-             for run in pages(store, experiment_id, _trials_of(parent_run_id))
-             if TAG_PRUNED_AT in run.data.tags]
-    return sorted(found)
+    return pruned_of(pages(store, experiment_id, _trials_of(parent_run_id)))  # streamed
