@@ -23,6 +23,7 @@ from tabflow.contract import (
     project_root,
     raise_on_sigterm,
     restore_sigterm,
+    skip_exit_gc,
 )
 from tabflow.interrupts import interrupted_line
 
@@ -84,5 +85,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         restore_sigterm(previous)
 
 
+def run() -> None:
+    """The ``tabflow`` command (console script and ``python -m tabflow``).
+
+    :func:`main`, then an exit that skips the interpreter's last heap scan
+    (``contract.skip_exit_gc``).
+    """
+    try:
+        code = main()
+    finally:
+        skip_exit_gc()
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()
