@@ -7,40 +7,15 @@ are kept in test-artifacts/.
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
-from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
 
-from tests.helpers import REPO, assert_ok, run_train
+from tests.helpers import assert_ok, run_train
+from tests.helpers.browser import CHROMIUM, page_with, screenshot
 from tests.helpers.services import free_port, start_server, stop_server, wait_http
 
 pytestmark = pytest.mark.slow
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-ARTIFACTS = REPO / "test-artifacts"
-# Headless flags that keep Chromium off the network (this machine has none) and sandboxed
-# in a fresh profile.
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--virtual-time-budget=20000"]
-
-
-def browse(url: str, profile: Path, *extra: str) -> str:
-    out = subprocess.run([str(CHROMIUM), *FLAGS, f"--user-data-dir={profile}", *extra, url],
-                         capture_output=True, text=True, timeout=120)
-    return out.stdout
-
-
-def page_with(url: str, profile: Path, *needles: str, tries: int = 4) -> str:
-    """Return the rendered page once it shows every needle (the UI loads data lazily)."""
-    dom = ""
-    for _ in range(tries):
-        dom = browse(url, profile, "--dump-dom")
-        if all(n in dom for n in needles):
-            break
-    return dom
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed "
@@ -65,9 +40,15 @@ def test_ui_shows_the_sweep_and_the_registered_model(tmp_path):
         assert parent.info.run_name in dom  # the sweep's parent run...
         assert "<strong>4</strong> matching runs" in dom  # ...with its 3 trials nested in it
         assert "Model training" in dom
-        ARTIFACTS.mkdir(exist_ok=True)
-        shot = ARTIFACTS / "ui-experiment-runs.png"
-        browse(runs_url, tmp_path / "profile", "--window-size=1400,900", f"--screenshot={shot}")
+        # The sweep saved a view of the runs table: its objective and tuned values as
+        # columns, sorted by the objective (`tabflow ui` prints its address).
+        view_url = f"{runs_url}&viewStateShareKey=tabflow"
+        view = page_with(view_url, tmp_path / "profile", "val_accuracy", "model.max_depth",
+                         size="2600,900")
+        assert "tabflow: val_accuracy and tuned values" in view
+        assert "val_accuracy" in view and "model.n_estimators" in view
+        assert "Sort: val_accuracy" in view
+        shot = screenshot(view_url, tmp_path / "profile", "ui-experiment-runs")
         assert shot.stat().st_size > 10_000
         # The list shows one alias per model ("+1" for more); the model's page shows all.
         models = page_with(f"{base}/#/models?workflowType=machine_learning",
@@ -77,13 +58,12 @@ def test_ui_shows_the_sweep_and_the_registered_model(tmp_path):
         # registry.auto_promote=true: the first version went straight on to production.
         versions = page_with(model_page, tmp_path / "profile", "staging", "production")
         assert "staging" in versions and "production" in versions
-        browse(model_page, tmp_path / "profile", "--window-size=1400,900",
-               f"--screenshot={ARTIFACTS / 'ui-registered-model.png'}")
+        screenshot(model_page, tmp_path / "profile", "ui-registered-model")
     finally:
         stop_server(server)
     # Bound to localhost by default, and the runs page is announced in the model-training view.
     assert f"on http://127.0.0.1:{port}" in log.read_text()
-    assert "workflowType=machine_learning" in log.read_text()
+    assert "workflowType=machine_learning&viewStateShareKey=tabflow" in log.read_text()
     # Page views write no access line per request (tabflow ui --verbose does).
     assert 'HTTP/1.1"' not in log.read_text()
 

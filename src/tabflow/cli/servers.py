@@ -99,24 +99,27 @@ def ui_command(tracking_uri: str, host: str, port: int,
     return cmd
 
 
-def runs_page(base: str, experiment_id: str) -> str:
+def runs_page(base: str, experiment_id: str, view: str | None = None) -> str:
     """Return the UI address of an experiment's runs, in the model-training view.
 
-    MLflow 3's UI opens on its GenAI view unless the address asks for the classic one.
+    MLflow 3's UI opens on its GenAI view unless the address asks for the classic one;
+    ``view`` opens a saved view of the runs table (the one each sweep saves).
     """
-    return f"{base}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+    page = f"{base}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+    return f"{page}&viewStateShareKey={view}" if view else page
 
 
 def ui(args: argparse.Namespace) -> int:
     """Print each experiment's runs page, then become the MLflow UI server."""
-    from tabflow.tracking.store import connect, experiments
+    from tabflow.tracking.store import RUNS_VIEW_ID, RUNS_VIEW_TAG, connect, experiments
 
     cmd = ui_command(args.tracking_uri, args.host, args.port, workers=args.workers)
     base = f"http://{args.host}:{args.port}"
     found = experiments(connect(args.tracking_uri, create=False))
     print(f"MLflow UI on {base} (Ctrl-C stops it); runs of each experiment:")
     for exp in found:
-        print(f"  {exp.name}: {runs_page(base, exp.experiment_id)}", flush=True)
+        view = RUNS_VIEW_ID if RUNS_VIEW_TAG in exp.tags else None  # saved by its sweeps
+        print(f"  {exp.name}: {runs_page(base, exp.experiment_id, view)}", flush=True)
     # The UI needs no background job runners (they serve MLflow's GenAI features).
     env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
            **server_env(args.tracking_uri, args.verbose)}

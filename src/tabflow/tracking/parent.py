@@ -39,13 +39,14 @@ from tabflow.contract import (
     TAG_STUDY,
     TAG_TRIAL,
     Interrupted,
+    as_list,
     is_optuna_sweep,
     primary_objective,
 )
 from tabflow.sweep_identity import model_label, study_name, sweep_label
 from tabflow.tracking.queries import latest_sweep, pages
 from tabflow.tracking.records import choice_tags, log_run_data, sanitize_key
-from tabflow.tracking.store import Store
+from tabflow.tracking.store import Store, save_runs_view
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,9 @@ def open_parent(store: Store, experiment_id: str, config: DictConfig,
         Its id, and the status it had before this sweep reopened it (None: created now).
     """
     tags = parent_tags(config, provenance)
+    space = config.hydra.sweeper.get("params") or {}
+    save_runs_view(store, experiment_id, [str(m) for m in as_list(config.objective.metric)],
+                   [sanitize_key(str(k)) for k in space])
     storage = config.hydra.sweeper.get("storage") if TAG_STUDY in tags else None
     if not storage:
         return _attach_or_create(store, experiment_id, config, tags)

@@ -15,7 +15,7 @@ from hydra_plugins.tabflow_sweeper._stores import (
     sqlite_init_lock,
     tune_sqlite,
 )
-from tabflow.contract import disk_full
+from tabflow.contract import disk_full, lower_is_better
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -194,6 +194,38 @@ def ensure_experiment(store: Store, name: str, root: Path) -> str:
         if experiment is None:
             raise
         return str(experiment.experiment_id)
+
+
+# A saved view of the experiment's runs table (MLflow >= 3.15 "Views"): the UI opens the
+# runs with these columns instead of none of the 200 metrics and params a sweep logs.
+RUNS_VIEW_ID = "tabflow"
+RUNS_VIEW_TAG = f"mlflow.sharedViewState.{RUNS_VIEW_ID}"
+
+
+def save_runs_view(store: Store, experiment_id: str, metrics: list[str], tuned: list[str]
+                   ) -> None:
+    """Save the experiment's runs view: its objective and tuned values as columns.
+
+    Stored as MLflow's UI stores a saved view (an experiment tag holding the envelope
+    ``{name, createdAt, state}``, the state deflated), so it is listed under *Views* and
+    opened by ``?viewStateShareKey=tabflow``. Each sweep updates it with its own columns.
+    """
+    import base64
+    import json
+    import zlib
+
+    def column(kind: str, key: str) -> str:  # MLflow's canonical column key
+        return f"{kind}.`{key}`"
+
+    # The dataset column is left out: it is the experiment's own, and it is wide.
+    columns = [column("attributes", "Duration"), *(column("metrics", m) for m in metrics),
+               *(column("params", k) for k in tuned)]
+    state = {"selectedColumns": columns, "orderByKey": column("metrics", metrics[0]),
+             "orderByAsc": lower_is_better(metrics[0])}
+    deflated = base64.b64encode(zlib.compress(json.dumps(state).encode())).decode()
+    envelope = {"name": f"tabflow: {', '.join(metrics)} and tuned values",
+                "createdAt": int(time.time() * 1000), "state": f"deflate;{deflated}"}
+    store.client.set_experiment_tag(experiment_id, RUNS_VIEW_TAG, json.dumps(envelope))
 
 
 def experiment_id_of(store: Store, name: str) -> str:
