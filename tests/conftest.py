@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -39,17 +38,6 @@ def compose_cfg(project_root: Path) -> Iterator[Callable[..., DictConfig]]:
 
     yield _compose
     GlobalHydra.instance().clear()
-
-
-def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
-    """``-n auto``: a worker per core and one more per two cores (3 on CI's 2 cores).
-
-    The end-to-end tests spend about a sixth of their time waiting (servers starting,
-    subprocesses writing, locks and heartbeats), which a third worker fills: measured on
-    2 cores, 85% of the CPU was busy with two workers.
-    """
-    cores = os.cpu_count() or 1
-    return cores + max(1, cores // 2)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

@@ -11,6 +11,7 @@ import urllib.request
 import pytest
 
 from tests.helpers import REPO, TRAIN, assert_ok, run_train
+from tests.helpers.browser import CHROMIUM, page_with, screenshot
 from tests.helpers.services import free_port, start_server, stop_server, wait_http
 
 # Its tests share one sweep (the module-scoped fixture), on one worker (helpers/scheduling).
@@ -86,6 +87,12 @@ def test_optuna_dashboard_shows_the_study_with_mlflow_run_ids(swept_root):
             assert len(attrs["mlflow_run_id"]) == 32 and float(attrs["fit_time_s"]) > 0
         with urllib.request.urlopen(f"{base}/dashboard", timeout=10) as r:
             assert r.status == 200
+        if CHROMIUM:  # the study's page as a person sees it: looked at in test-artifacts/
+            page = f"{base}/dashboard/studies/{study['study_id']}"
+            dom = page_with(page, swept_root / "profile", study["study_name"])
+            assert study["study_name"] in dom
+            shot = screenshot(page, swept_root / "profile", "optuna-dashboard")
+            assert shot.stat().st_size > 10_000
     finally:
         stop_server(proc)
 

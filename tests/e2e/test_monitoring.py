@@ -16,9 +16,9 @@ from pathlib import Path
 import palmerpenguins
 import pytest
 
-from tests.e2e.test_ui import ARTIFACTS, CHROMIUM, browse, page_with
 from tests.helpers import assert_ok, client_for, run_train
 from tests.helpers import run_tabflow as tabflow
+from tests.helpers.browser import ARTIFACTS, CHROMIUM, browse, page_with
 from tests.helpers.services import free_port, start_server, stop_server, wait_http
 
 # Its tests share one sweep (the module-scoped fixture), on one worker (helpers/scheduling).

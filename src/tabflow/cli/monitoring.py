@@ -44,24 +44,25 @@ def add_commands(sub: Any) -> None:
 
     p = sub.add_parser("profile", help="log the training profile of a version registered "
                                        "without one")
-    p.add_argument("name", help="registered model name")
-    which = p.add_mutually_exclusive_group()
-    which.add_argument("--alias", default=None, help="the alias of the version (default: "
-                                                     "production)")
-    which.add_argument("--version", help="a version number")
+    _version_arguments(p)
     p.set_defaults(func=profile)
 
     p = sub.add_parser("holdout", help="write the held-out test rows of a registered version "
                                        "(rows it never trained on), e.g. to try monitor")
-    p.add_argument("name", help="registered model name")
-    which = p.add_mutually_exclusive_group()
-    which.add_argument("--alias", default=None, help="the alias of the version (default: "
-                                                     "production)")
-    which.add_argument("--version", help="a version number")
+    _version_arguments(p)
     p.add_argument("--out", type=Path, default=None,
                    help="CSV or Parquet file to write (default: NAME-holdout.csv); a CSV is "
                         "written like the training file (separator, decimal mark, encoding)")
     p.set_defaults(func=holdout)
+
+
+def _version_arguments(parser: Any) -> None:
+    """A registered model's name, and which version: ``--alias`` or ``--version``."""
+    parser.add_argument("name", help="registered model name")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--alias", default=None, help="the alias of the version (default: "
+                                                     "production)")
+    which.add_argument("--version", help="a version number")
 
 
 def monitor(args: argparse.Namespace) -> int:
