@@ -68,12 +68,12 @@ class _Views:
     PostgreSQL, a missing file, whose error MLflow's path words) goes through MLflow.
     """
 
-    def __init__(self, uri: str) -> None:
+    def __init__(self, uri: str, store: Any = None) -> None:
         from tabflow.tracking.lite import open_lite
 
         self.uri = uri
         self.lite = open_lite(uri)
-        self._store: Any = None
+        self._store: Any = store  # an MLflow connection the command holds already
 
     @property
     def store(self) -> Any:
@@ -207,8 +207,7 @@ def report(args: argparse.Namespace) -> int:
     from tabflow.tracking.store import connect, download_artifact
 
     store = connect(args.tracking_uri, create=False)
-    views = _Views(args.tracking_uri)
-    views._store = store  # the report's downloads need MLflow anyway
+    views = _Views(args.tracking_uri, store)  # the report's downloads need MLflow anyway
     parent = _latest_sweep(views, args.experiment, args.sweep)
     if parent is None:
         return 1
