@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 from types import SimpleNamespace
 
 import pytest
@@ -164,7 +165,9 @@ def test_unlock_lists_held_locks_and_clears_only_a_stale_one_unless_forced(tmp_p
     assert main(cli) == 0
     listed = capsys.readouterr().out.splitlines()
     assert len(listed) == 2
-    assert listed[0].startswith("s-1~ask  held by elsewhere:7, last beat 3600 s in the future")
+    # An hour ahead, less the moments the test took to get here (3599 under load).
+    assert re.match(r"s-1~ask  held by elsewhere:7, last beat 3(600|5\d\d) s in the future",
+                    listed[0]), listed[0]
     assert listed[0].endswith("live")
     assert "churn~lock  held by elsewhere:9, last beat 600 s ago" in listed[1]
     assert "STALE (silent for 600 s, more than 60 s): tabflow unlock churn~lock" in listed[1]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -149,7 +150,8 @@ def test_a_beat_in_the_future_is_judged_by_whether_it_changes(storage):
     with pytest.raises(LockBusyError) as busy, storage_lock(storage, "skew~ask", wait_s=0):
         pass
     message = str(busy.value)
-    assert "elsewhere:7, last beat 3600 s in the future" in message
+    # An hour ahead, less the moments the test took to get here (3599 under load).
+    assert re.search(r"elsewhere:7, last beat 3(600|5\d\d) s in the future", message), message
     assert "clear the lock with: tabflow unlock skew~ask" in message
     start = time.monotonic()
     with storage_lock(storage, "skew~ask", wait_s=10, grace_s=1):
