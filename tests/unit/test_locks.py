@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import optuna
 import pytest
@@ -129,6 +130,20 @@ def test_pid_alive_tells_live_from_gone():
     child.wait()
     assert not pid_alive(child.pid)
     assert not pid_alive(0)
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux's /proc")
+def test_a_process_that_ended_but_was_not_reaped_is_gone():
+    # A zombie: ended, not yet waited for (where PID 1 reaps no orphans, it stays forever).
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    deadline = time.monotonic() + 30
+    while Path(f"/proc/{child.pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z":
+        assert time.monotonic() < deadline, "the child did not end"
+        time.sleep(0.05)
+    try:
+        assert not pid_alive(child.pid)
+    finally:
+        child.wait()
 
 
 def test_running_trials_counts_only_running_ones(tmp_path, storage):

@@ -30,6 +30,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 LOCK_SUFFIX = "~"
@@ -92,7 +93,13 @@ def holder_record() -> dict[str, Any]:
 
 
 def pid_alive(pid: int) -> bool:
-    """Whether a process of this machine is alive."""
+    """Whether a process of this machine is alive (a zombie is not: it has ended).
+
+    A process that ended stays in the process table until its parent reaps it; where
+    PID 1 does not reap orphans (a container started without an init), it stays
+    forever, and ``kill(pid, 0)`` alone would call it alive: its locks never broken,
+    its runs never closed.
+    """
     if pid <= 0:
         return False
     try:
@@ -101,7 +108,11 @@ def pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True  # alive, someone else's
-    return True
+    try:  # Linux: the state follows the name, which may hold spaces and parentheses
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no /proc here (macOS): kill() said it exists
+    return stat.rpartition(")")[2].split()[:1] != ["Z"]
 
 
 def holder_gone(record: dict[str, Any], grace_s: float, unchanged_for_s: float) -> str | None:
