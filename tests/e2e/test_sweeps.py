@@ -177,7 +177,7 @@ def test_killed_sweep_resumes_to_the_configured_total(tmp_path, sig, workers):
     assert {t.number for t in interrupted} <= retried  # each interrupted trial ran again
     children = by_role(runs, "trial")
     finished = [c for c in children if c.info.status == "FINISHED"]
-    assert len(finished) == 6
+    assert len(finished) == 6, run_table(children, study, tmp_path, resumed)
     assert {c.info.status for c in children} - {"FINISHED"} <= {"FAILED", "KILLED"}
     assert sorted(int(c.data.tags["optuna.trial"]) for c in finished) == sorted(
         t.number for t in complete)
@@ -187,11 +187,38 @@ def test_killed_sweep_resumes_to_the_configured_total(tmp_path, sig, workers):
     assert len(client.search_model_versions("name='synthetic'")) == 1
 
 
+def run_table(children, study, root: Path, resumed) -> str:
+    """What a failed resume left: each trial run and trial, and both sweeps' output."""
+    rows = [f"run trial={c.data.tags.get('optuna.trial')} job={c.data.tags.get('hydra.job.num')}"
+            f" {c.info.status} pid={c.data.tags.get('tabflow.pid')} "
+            f"error={c.data.tags.get('error', '')[:200]}" for c in children]
+    rows += [f"trial {t.number} {t.state.name} {t.user_attrs}" for t in study.trials]
+    return "\n".join([*rows, (root / "first-run.log").read_text()[-3000:],
+                      (resumed.stdout + resumed.stderr)[-3000:]])
+
+
 def test_changed_experiment_starts_a_new_study(tmp_path):
     base = ("-m", "model=rf", "sweep=narrow", "hydra.sweeper.n_trials=2",
             "registry.enabled=false")
     assert_ok(run_train(tmp_path, *base))
     assert_ok(run_train(tmp_path, *base, "hydra.sweeper.n_trials=3"))  # same study, 1 more
+    client, runs = runs_of(tmp_path)
+    (before,) = by_role(runs, "sweep")
+    logged = client.get_metric_history(before.info.run_id, "trials_finished")
+    # The same command again, or one asking for fewer trials: the study is complete, it
+    # says so, and the parent run keeps the record of the sweep that ran.
+    for n in (3, 1):
+        again = run_train(tmp_path, *base, f"hydra.sweeper.n_trials={n}")
+        assert_ok(again)
+        line = next(x for x in (again.stdout + again.stderr).splitlines() if "complete" in x)
+        assert f"it is complete (3 {'of 3 trials' if n == 3 else 'trials, 1 asked for'}, " \
+               f"best trial" in line and "hydra.sweeper.study_name=" in line, line
+        assert " of 1 " not in line
+        after = client.get_run(before.info.run_id)
+        assert (after.info.status, after.info.end_time) == ("FINISHED", before.info.end_time)
+        assert after.data.tags == before.data.tags  # sweep.n_trials=3, resumes, sweep dir
+        assert after.data.metrics == before.data.metrics
+        assert client.get_metric_history(before.info.run_id, "trials_finished") == logged
     assert_ok(run_train(tmp_path, *base, "preprocessing=minmax"))     # another experiment
     _, runs = runs_of(tmp_path)
     parents = by_role(runs, "sweep")

@@ -269,13 +269,18 @@ class TabflowOptunaSweeperImpl(OptunaSweeperImpl):
 
     def _ask_held(self, study: optuna.Study, stored: bool, progress: Progress, batch: int
                   ) -> list[Trial]:
-        """Start trials with signals held: each is on :attr:`open_trials`, or not asked."""
+        """Start trials with signals held: each is on :attr:`open_trials`, or not asked.
+
+        A signal that came meanwhile is raised once they are: the sweep loop settles the
+        open trials after it stopped its workers, so that no job still running changes
+        its dir while its trial is judged.
+        """
         with held_signals() as came:
             trials, progress.done = _study.ask_batch(study, stored, self.n_trials, batch,
                                                      self.heartbeat, self.beats)
             self.open_trials += trials
         if came:
-            self._interrupted(study, self.open_trials, as_interrupt(came[0]))
+            raise as_interrupt(came[0])
         return trials
 
     def run_batches(self, study: optuna.Study, stored: bool, space: SearchSpace,
