@@ -92,6 +92,9 @@ class SweepRun:
     experiment_id: str
     parent_run_id: str
     provenance: dict[str, str]
+    # False: a finished study re-run with nothing to run. Its parent keeps the record of
+    # the sweep that ran (tags, metrics, end time); only a lost registration is mended.
+    reopened: bool = True
 
     @property
     def objective(self) -> tuple[str, str]:
@@ -147,14 +150,17 @@ def _finish_closing_parent(sweep: SweepRun) -> None:
     try:
         _summarise_and_register(sweep)
     except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM while registering
-        close_parent(sweep.store, sweep.parent_run_id, e)
+        if sweep.reopened:
+            close_parent(sweep.store, sweep.parent_run_id, e)
         exit_cleanly(f"Sweep interrupted ({e or 'Ctrl-C'}) while registering its best model. "
                      f"Re-run the same command to finish (the study is complete: it only "
                      f"registers)", e, code=interrupt_code(e), interrupted=True)
     except BaseException as e:
-        sweep.store.client.set_terminated(sweep.parent_run_id, "FAILED")
+        if sweep.reopened:
+            sweep.store.client.set_terminated(sweep.parent_run_id, "FAILED")
         fail(f"the sweep's results could not be tracked: {e}", e)
-    close_parent(sweep.store, sweep.parent_run_id, None)
+    if sweep.reopened:
+        close_parent(sweep.store, sweep.parent_run_id, None)
 
 
 def _summarise_and_register(sweep: SweepRun) -> None:
@@ -164,14 +170,18 @@ def _summarise_and_register(sweep: SweepRun) -> None:
     previous = store.client.get_run(parent).data.tags
     best, counts = best_trial_run(store, sweep.experiment_id, parent, metric, direction)
     # The same best trial, already registered under this name (a re-run, or a resume).
-    unchanged = previous.get("best.run_id") == best.run_id and "registry.version" in previous \
+    same_best = previous.get("best.run_id") == best.run_id
+    unchanged = same_best and "registry.version" in previous \
         and previous.get("registry.model") == config.registry.model_name
-    summary = {f"trials_{status.lower()}": n for status, n in counts.items()}
-    log_run_data(store, parent, metrics={f"best_{metric}": best.value, **summary},
-                 tags={"best.run_id": best.run_id, "best.trial": best.trial})
-    results = Path(config.hydra.sweep.dir) / RESULTS_FILE
-    if results.exists():
-        store.client.log_artifact(parent, str(results))
+    lost = _registration_lost(sweep, previous["registry.version"]) \
+        if unchanged and config.registry.enabled else None
+    if sweep.reopened or not same_best or lost is not None:  # else its summary stands
+        summary = {f"trials_{status.lower()}": n for status, n in counts.items()}
+        log_run_data(store, parent, metrics={f"best_{metric}": best.value, **summary},
+                     tags={"best.run_id": best.run_id, "best.trial": best.trial})
+        results = Path(config.hydra.sweep.dir) / RESULTS_FILE
+        if results.exists():
+            store.client.log_artifact(parent, str(results))
     print(f"Best trial {best.trial}: {metric}={best.value:.4f} (run {best.run_id}); "
           f"trials: {counts}", flush=True)
     tuned = [f"{k}={best.params[k]}" for k in (config.hydra.sweeper.get("params") or {})
@@ -181,7 +191,6 @@ def _summarise_and_register(sweep: SweepRun) -> None:
     _step("best_chosen")
     if not config.registry.enabled:
         return
-    lost = _registration_lost(sweep, previous["registry.version"]) if unchanged else None
     if unchanged and lost is None:
         print(f"The best trial is unchanged: {config.registry.model_name} version "
               f"{previous['registry.version']} stays registered at @{config.registry.alias}")

@@ -23,4 +23,15 @@ app may use are re-exported here (its public API).
 from hydra_plugins.tabflow_sweeper._hooks import HookError
 from hydra_plugins.tabflow_sweeper._hooks import check_settings as check_sweeper_settings
 
-__all__ = ["HookError", "check_sweeper_settings"]
+
+def study_is_complete(storage: str, name: str, n_trials: int) -> bool:
+    """Whether re-running the study would run nothing (``_study.is_complete``).
+
+    Loads Optuna only when called: Hydra imports this package at start-up.
+    """
+    from hydra_plugins.tabflow_sweeper._study import is_complete
+
+    return is_complete(storage, name, n_trials)
+
+
+__all__ = ["HookError", "check_sweeper_settings", "study_is_complete"]

@@ -89,6 +89,29 @@ def count_done(trials: list[FrozenTrial]) -> int:
     return sum(counts_toward_total(t, retried) for t in trials)
 
 
+def is_complete(storage: str, name: str, n_trials: int) -> bool:
+    """Whether a re-run of this study would run nothing: it holds ``n_trials`` results.
+
+    Not when a trial runs or waits (in this or another process, or left by a killed one),
+    or an interrupted trial awaits its retry. Reads the study; creates nothing.
+
+    Args:
+        storage: The study's storage URL.
+        name: The study's name.
+        n_trials: How many trials the sweep asks for.
+    """
+    try:
+        study = optuna.load_study(study_name=name, storage=optuna_storage(storage))
+    except KeyError:  # no such study yet
+        return False
+    trials = study.get_trials(deepcopy=False)
+    retried = _heartbeat.retried(trials)
+    pending = any(t.state in (TrialState.RUNNING, TrialState.WAITING)
+                  or (t.state is TrialState.FAIL and t.user_attrs.get(ATTR_INTERRUPTED)
+                      and t.number not in retried) for t in trials)
+    return not pending and count_done(trials) >= n_trials
+
+
 def reclaim_interrupted(study: optuna.Study) -> list[int]:
     """Fail trials a killed sweep left RUNNING, and queue every interrupted trial again.
 

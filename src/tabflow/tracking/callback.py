@@ -58,6 +58,7 @@ class MlflowCallback(Callback):
     experiment_id: str | None = None
     parent_run_id: str | None = None
     parent_before: str | None = None  # the parent's status before this sweep reopened it
+    parent_reopened: bool = True  # False: a finished study's re-run left its parent as it was
     run_tags: dict[str, str] = field(default_factory=dict)
     last_run_id: str | None = None
     # The process that launched the sweep: its in-process jobs log in the background.
@@ -134,8 +135,8 @@ class MlflowCallback(Callback):
         self.launcher_pid = os.getpid()
         store = self._start(config)
         assert self.experiment_id is not None
-        self.parent_run_id, self.parent_before = open_parent(store, self.experiment_id, config,
-                                                             self.run_tags)
+        self.parent_run_id, self.parent_before, self.parent_reopened = open_parent(
+            store, self.experiment_id, config, self.run_tags)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         """Hand the sweep to its end step (registration), or close its parent as failed."""
@@ -151,7 +152,8 @@ class MlflowCallback(Callback):
         self.flush()
         store = self._connect(config)
         if error is not None:
-            close_parent(store, self.parent_run_id, error, self.parent_before)
+            if self.parent_reopened:  # else it still records the sweep that ran
+                close_parent(store, self.parent_run_id, error, self.parent_before)
             return
         sweep_dir = Path(config.hydra.sweep.dir)
         try:
@@ -165,7 +167,8 @@ class MlflowCallback(Callback):
                  f"\n  and re-run this command (the study is complete: it only registers)", e)
         from tabflow.sweep_end import SweepRun, finish
 
-        finish(SweepRun(store, config, self.experiment_id, self.parent_run_id, self.run_tags))
+        finish(SweepRun(store, config, self.experiment_id, self.parent_run_id, self.run_tags,
+                        self.parent_reopened))
 
     # ------------------------------------------------------------------------ jobs
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:

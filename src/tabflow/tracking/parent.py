@@ -2,7 +2,8 @@
 
 Sweep processes that share a stored study elect one parent run: the first to take the
 study's ``~parent`` lock creates it, the others find it and attach to it. A re-run of a
-study reopens its parent and closes the trial runs a killed sweep left RUNNING.
+study reopens its parent and closes the trial runs a killed sweep left RUNNING; a re-run
+of a finished study that has nothing to run leaves its parent as it was.
 """
 
 from __future__ import annotations
@@ -11,10 +12,11 @@ import logging
 import socket
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from omegaconf import DictConfig
 
+from hydra_plugins.tabflow_sweeper import study_is_complete
 from hydra_plugins.tabflow_sweeper._locks import (
     LOCK_SUFFIX,
     LockBusyError,
@@ -71,13 +73,17 @@ def parent_tags(config: DictConfig, provenance: dict[str, str]) -> dict[str, str
     return tags
 
 
-def open_parent(store: Store, experiment_id: str, config: DictConfig,
-                provenance: dict[str, str]) -> tuple[str, str | None]:
-    """Create the sweep's parent run, or attach to its study's.
+class Parent(NamedTuple):
+    """The sweep's parent run, as this process found it."""
 
-    Returns:
-        Its id, and the status it had before this sweep reopened it (None: created now).
-    """
+    run_id: str
+    before: str | None  # its status before this sweep (None: created now)
+    reopened: bool  # False: a finished study re-run with nothing to run; left as it was
+
+
+def open_parent(store: Store, experiment_id: str, config: DictConfig,
+                provenance: dict[str, str]) -> Parent:
+    """Create the sweep's parent run, or attach to its study's."""
     tags = parent_tags(config, provenance)
     space = config.hydra.sweeper.get("params") or {}
     save_runs_view(store, experiment_id, [str(m) for m in as_list(config.objective.metric)],
@@ -93,11 +99,17 @@ def open_parent(store: Store, experiment_id: str, config: DictConfig,
 
 
 def _attach_or_create(store: Store, experiment_id: str, config: DictConfig,
-                      tags: dict[str, str]) -> tuple[str, str | None]:
+                      tags: dict[str, str]) -> Parent:
     if TAG_STUDY in tags:
         previous = latest_sweep(store, experiment_id, tags[TAG_STUDY], tags[TAG_STORAGE])
         if previous is not None:
-            return _reattach(store, experiment_id, previous, tags), str(previous.info.status)
+            before = str(previous.info.status)
+            stored = tags[TAG_STORAGE] not in ("None", "")  # an in-memory study runs anew
+            if before == "FINISHED" and stored and study_is_complete(
+                    tags[TAG_STORAGE], tags[TAG_STUDY], int(config.hydra.sweeper.n_trials)):
+                # Its record (tags, end time, metrics) stays that of the sweep that ran.
+                return Parent(str(previous.info.run_id), before, reopened=False)
+            return Parent(_reattach(store, experiment_id, previous, tags), before, True)
     sweeper = config.hydra.sweeper
     run = store.client.create_run(
         experiment_id, tags=tags,
@@ -115,7 +127,7 @@ def _attach_or_create(store: Store, experiment_id: str, config: DictConfig,
         store.client.log_artifact(parent_run_id, str(lock), "environment")
     log.info("MLflow parent run %s (experiment %r, %s)", parent_run_id,
              config.tracking.experiment, config.tracking.uri)
-    return parent_run_id, None
+    return Parent(parent_run_id, None, True)
 
 
 def _reattach(store: Store, experiment_id: str, parent: Any, tags: dict[str, str]) -> str:
