@@ -119,6 +119,15 @@ def test_servers_write_access_lines_only_when_verbose(monkeypatch):
     assert parser().parse_args(["serve", "m"]).verbose is False
 
 
+def test_servers_start_no_job_runner_unless_the_environment_asks(monkeypatch):
+    from tabflow.cli import servers
+
+    monkeypatch.delenv(servers.JOBS, raising=False)
+    assert servers.server_env("sqlite:///x.db")[servers.JOBS] == "false"
+    monkeypatch.setenv(servers.JOBS, "true")  # the user's choice stands
+    assert servers.server_env("sqlite:///x.db")[servers.JOBS] == "true"
+
+
 def test_the_ui_starts_few_workers_on_a_small_machine(monkeypatch):
     from tabflow.cli import servers
 
