@@ -112,6 +112,15 @@ def tracking_server(backend_store_uri: str, artifacts: Path, log: Path) -> Itera
     url = f"http://127.0.0.1:{port}"
     try:
         wait_http(f"{url}/health", proc)
+        assert not job_runners(proc)  # MLflow's server-side jobs stay off (tabflow's default)
         yield url
     finally:
         stop_server(proc)
+
+
+def job_runners(proc: subprocess.Popen) -> list[str]:
+    """The processes of MLflow's server-side job runner among a server's descendants."""
+    import psutil
+
+    tree = [" ".join(c.cmdline()) for c in psutil.Process(proc.pid).children(recursive=True)]
+    return [c for c in tree if "huey" in c or "_job_runner" in c]
