@@ -187,32 +187,40 @@ def _pair(key: str, value: float) -> str:
     return f"{key}={value:.0f}" if key.endswith(("_bytes", "_folds")) else f"{key}={value:.4f}"
 
 
-METRIC_GROUPS = {"train": "train", "val": "validation", "cv": "cv", "test": "test"}
+# What a run prints of its scores: the main metrics of each task, a row per split. The rest
+# (precision, recall, per-class averages) are in metrics.json and the MLflow run.
+MAIN_METRICS = ("accuracy", "balanced_accuracy", "f1_macro", "roc_auc", "log_loss",
+                "rmse", "mae", "r2")
+SPLITS = {"train": "train", "val": "validation", "test": "test"}
 
 
-def metric_lines(metrics: dict[str, float], width: int = 100) -> list[str]:
-    """A run's metrics for the console: a line per split (wrapped), costs on their own.
+def metric_lines(metrics: dict[str, float]) -> list[str]:
+    """A run's main metrics as a small table (a row per split), then its costs.
 
-    ``validation: accuracy=0.9737  f1=0.9735 ...`` reads where 35 ``name=value`` pairs in
-    one line of 800 characters did not.
+    Under k-fold CV a row of standard deviations over the folds follows validation's.
+    35 ``name=value`` pairs in one line of 800 characters did not read.
     """
-    groups: dict[str, list[str]] = {}
-    for key, value in sorted(metrics.items()):
-        prefix = key.partition("_")[0]
-        name = METRIC_GROUPS.get(prefix)
-        shown = _pair(key, value)  # formatted by its full name (cv_folds is a count)
-        groups.setdefault(name or "costs", []).append(shown.removeprefix(f"{prefix}_")
-                                                      if name else shown)
-    lines = []
-    for name in (*METRIC_GROUPS.values(), "costs"):
-        line = f"{name}:"
-        for pair in groups.get(name, []):
-            if len(line) + 2 + len(pair) > width and line != f"{name}:":
-                lines.append(line)
-                line = " " * (len(name) + 1)
-            line += f"  {pair}"
-        if name in groups:
-            lines.append(line)
+    columns = [m for m in MAIN_METRICS if any(f"{s}_{m}" in metrics for s in SPLITS)]
+    widths = [max(len(c), 6) for c in columns]
+
+    def row(label: str, values: list[float | None]) -> str:
+        cells = ("-" if v is None else f"{v:.4f}" for v in values)
+        return f"{label:<14}" + "".join(f"  {c:>{w}}" for c, w in zip(cells, widths, strict=True))
+
+    lines = [f"{'':<14}" + "".join(f"  {c:>{w}}" for c, w in zip(columns, widths, strict=True))]
+    for prefix, label in SPLITS.items():
+        values = [metrics.get(f"{prefix}_{c}") for c in columns]
+        if any(v is not None for v in values):
+            lines.append(row(label, values))
+        spread = [metrics.get(f"{prefix}_{c}_std") for c in columns]
+        if any(v is not None for v in spread):
+            lines.append(row(f"  ± ({int(metrics.get('cv_folds', 0))}-fold)", spread))
+    costs = {k: v for k, v in metrics.items()
+             if k.partition("_")[0] not in (*SPLITS, "cv")}
+    if costs:
+        lines.append("costs:  " + "  ".join(_pair(k, v) for k, v in sorted(costs.items())))
+    lines.append(f"({len(metrics)} metrics in all: metrics.json in the output dir, and the "
+                 f"MLflow run)")
     return lines
 
 

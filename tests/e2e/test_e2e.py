@@ -6,6 +6,7 @@ mlruns/ and the Hydra run dirs, and checks what a user would look at afterwards.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import mlflow
@@ -29,7 +30,10 @@ def test_single_run_logs_one_run_with_metrics_and_model(tmp_path):
     proc = run_train(tmp_path, "model.n_estimators=30")
     assert_ok(proc)
     output = proc.stdout + proc.stderr
-    assert "train:  accuracy=" in output and "validation:  accuracy=" in output  # by split
+    # A small table of the main metrics, a row per split (the rest are in the run).
+    assert re.search(r"\s+accuracy\s+balanced_accuracy\s+f1_macro\s+roc_auc\s+log_loss", output)
+    assert re.search(r"validation\s+0\.\d{4}\s+0\.\d{4}", output)
+    assert re.search(r"\((\d+) metrics in all: metrics.json in the output dir", output)
     assert "trials are scored" not in output  # a single run has no trials
     client, runs = runs_of(tmp_path)
     assert len(runs) == 1

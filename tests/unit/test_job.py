@@ -186,17 +186,24 @@ def test_importance_on_a_wide_table_shuffles_the_models_top_columns_in_bounded_b
     assert max(seen) <= 1_000_000 + X[200:].size  # one copy over the cap at most
 
 
-def test_a_single_runs_metrics_read_a_line_per_split_within_the_width():
+def test_a_single_run_prints_its_main_metrics_as_a_small_table():
     from tabflow.job import metric_lines
 
-    metrics = {f"{split}_{name}": 0.91 for split in ("val", "test") for name in (
-        "accuracy", "balanced_accuracy", "f1", "f1_macro", "log_loss", "precision",
-        "precision_macro", "recall", "recall_macro", "roc_auc")}
-    metrics.update({"fit_time_s": 0.0145, "model_size_bytes": 1742360.0})
+    names = ("accuracy", "balanced_accuracy", "f1", "f1_macro", "log_loss", "precision",
+             "precision_macro", "recall", "recall_macro", "roc_auc")
+    metrics = {f"{split}_{name}": 0.91 for split in ("train", "val") for name in names}
+    metrics.update({f"val_{name}_std": 0.02 for name in names})
+    metrics.update({"fit_time_s": 0.0145, "model_size_bytes": 1742360.0, "cv_folds": 3.0})
     lines = metric_lines(metrics)
-    assert lines[0].startswith("validation:  accuracy=0.9100  balanced_accuracy=0.9100")
-    assert all(len(line) <= 100 for line in lines)
-    assert [line.split(":")[0] for line in lines if not line.startswith(" ")] == [
-        "validation", "test", "costs"]
+    header = lines[0].split()
+    assert header == ["accuracy", "balanced_accuracy", "f1_macro", "roc_auc", "log_loss"]
+    table = {line[:14].strip(): line[14:].split() for line in lines[1:4]}
+    assert table == {"train": ["0.9100"] * 5, "validation": ["0.9100"] * 5,
+                     "± (3-fold)": ["0.0200"] * 5}
     assert "costs:  fit_time_s=0.0145  model_size_bytes=1742360" in lines
-    assert sum(line.count("=") for line in lines) == len(metrics)  # every metric, once
+    assert lines[-1] == f"({len(metrics)} metrics in all: metrics.json in the output dir, " \
+                        "and the MLflow run)"
+    assert len(lines) == 6 and all(len(line) <= 100 for line in lines)
+    regression = metric_lines({"train_rmse": 1.5, "val_rmse": 2.25, "val_r2": 0.5})
+    assert regression[0].split() == ["rmse", "r2"]
+    assert regression[1].split() == ["train", "1.5000", "-"]
