@@ -178,9 +178,10 @@ def run_job(cfg: DictConfig, output_dir: str | Path, save_model: bool = False,
     return metrics
 
 
-def format_metrics(metrics: dict[str, float]) -> str:
-    """``name=value`` pairs for the console: counts and sizes whole, scores to 4 places."""
-    return "  ".join(_pair(k, v) for k, v in sorted(metrics.items()))
+def main_metrics(metrics: dict[str, float], split: str) -> str:
+    """One split's main metrics (:data:`MAIN_METRICS`) as ``name=value`` pairs."""
+    return "  ".join(_pair(m, metrics[f"{split}_{m}"]) for m in MAIN_METRICS
+                     if f"{split}_{m}" in metrics)
 
 
 def _pair(key: str, value: float) -> str:

@@ -253,7 +253,7 @@ def register_best(sweep: SweepRun, best: Best, adopt: bool = True) -> None:
     without its alias) is adopted rather than made again, unless ``adopt`` is False (its
     files were lost: a new model and version are made).
     """
-    from tabflow.job import format_metrics, refit_final  # scikit-learn, only when registering
+    from tabflow.job import main_metrics, refit_final  # scikit-learn, only when registering
 
     store, config, parent = sweep.store, sweep.config, sweep.parent_run_id
     name, alias = config.registry.model_name, config.registry.alias
@@ -296,8 +296,9 @@ def register_best(sweep: SweepRun, best: Best, adopt: bool = True) -> None:
                  tags={"registry.model": name, "registry.version": version,
                        "registry.alias": alias})
     print(f"Registered {name} version {version} as @{alias} in {seconds:.2f}s: "
-          f"models:/{name}@{alias}\n  {format_metrics(final.metrics)}\n  serving: "
-          f"{serving_line(serving)}", flush=True)
+          f"models:/{name}@{alias}\n  test:  {main_metrics(final.metrics, 'test')}  "
+          f"(refit {final.metrics['refit_time_s']:.2f} s; every test metric is on the parent "
+          f"run)\n  serving: {serving_line(serving)}", flush=True)
     if config.evaluation.figures:
         print("Writing the sweep report (figures of the final model and the search, "
               "report.html) ...", flush=True)

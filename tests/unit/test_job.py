@@ -118,11 +118,14 @@ def test_the_default_breast_cancer_trial_is_scored_by_three_folds(compose_cfg, t
     assert metrics["val_accuracy"] not in {k / 57 for k in range(58)}  # finer than 57 rows
 
 
-def test_console_metrics_show_sizes_and_counts_whole():
-    from tabflow.job import format_metrics
+def test_console_metrics_show_sizes_whole_and_scores_to_four_places():
+    from tabflow.job import main_metrics, metric_lines
 
-    line = format_metrics({"model_size_bytes": 1742360.0, "cv_folds": 3.0, "val_f1": 0.912345})
-    assert line == "cv_folds=3  model_size_bytes=1742360  val_f1=0.9123"
+    lines = metric_lines({"model_size_bytes": 1742360.0, "cv_folds": 3.0, "val_f1_macro": 0.912345,
+                          "fit_time_s": 0.01234})
+    assert "costs:  fit_time_s=0.0123  model_size_bytes=1742360" in lines
+    assert main_metrics({"test_roc_auc": 0.98765, "test_f1": 0.5, "test_accuracy": 0.9},
+                        "test") == "accuracy=0.9000  roc_auc=0.9877"  # main ones, in order
 
 
 @pytest.mark.parametrize("n_classes", [2, 3, 5])
