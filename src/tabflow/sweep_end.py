@@ -184,10 +184,8 @@ def _summarise_and_register(sweep: SweepRun) -> None:
             store.client.log_artifact(parent, str(results))
     print(f"Best trial {best.trial}: {metric}={best.value:.4f} (run {best.run_id}); "
           f"trials: {counts}", flush=True)
-    tuned = [f"{k}={best.params[k]}" for k in (config.hydra.sweeper.get("params") or {})
-             if k in best.params]
-    if tuned:
-        print(f"  with {' '.join(tuned)}", flush=True)
+    if best.tuned:
+        print(f"  with {best.tuned}", flush=True)
     _step("best_chosen")
     if not config.registry.enabled:
         return

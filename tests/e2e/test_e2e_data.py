@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import mlflow
 import optuna
 import pandas as pd
@@ -74,6 +76,14 @@ def test_csv_sweep_searches_preprocessing_and_serves_raw_rows(tmp_path):
     chosen = {t.number: t.params["preprocessing.scaler"] for t in study.trials}
     assert chosen == {int(c.data.tags["optuna.trial"]): c.data.params["preprocessing.scaler"]
                       for c in children}
+    # A command-line dimension counts as tuned like the config's: on each trial's tag, in
+    # the parent's search space, and in the best trial's line.
+    assert all(f"preprocessing.scaler={chosen[int(c.data.tags['optuna.trial'])]}"
+               in c.data.tags["tabflow.tuned"] for c in children)
+    assert parent.data.params["search_space.preprocessing.scaler"] == \
+        "choice(standard,minmax,robust)"
+    assert re.search(r"  with model\.n_estimators=\d+ model\.max_depth=\d+ "
+                     r"preprocessing\.scaler=(standard|minmax|robust)", proc.stdout)
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
     model = mlflow.pyfunc.load_model("models:/customers@staging")
     # Rows read from the same file with pandas, names as written: the signature takes them.

@@ -90,9 +90,15 @@ def test_families_sweep_searches_each_family_in_its_own_space(tmp_path):
         for key, value in trial.params.items():
             if ":" in key:
                 assert child.data.params[key.split(":", 1)[1]] == str(value)
+        # Its tuned values are exactly what Optuna sampled for it: its family's dimensions.
+        tuned = dict(pair.split("=", 1) for pair in child.data.tags["tabflow.tuned"].split())
+        assert tuned == {k.split(":", 1)[-1]: str(v) for k, v in trial.params.items()}
     version = client.get_model_version_by_alias("breast_cancer", "staging")
     best = client.get_run(version.tags["best.run_id"])
     assert best.data.params["model.name"] == study.best_trial.params["model"]
+    assert f"  with model={study.best_trial.params['model']}" in proc.stdout
+    assert parent.data.params["search_space.model"].startswith("choice(")
+    assert "rf: " in parent.data.params["search_space.model.n_estimators"]  # conditional
 
 
 def launch(root: Path, *args: str) -> subprocess.Popen:

@@ -20,8 +20,17 @@ Modules named with a leading underscore are skipped by Hydra's plugin scan. The 
 app may use are re-exported here (its public API).
 """
 
+from typing import Any
+
 from hydra_plugins.tabflow_sweeper._hooks import HookError
 from hydra_plugins.tabflow_sweeper._hooks import check_settings as check_sweeper_settings
+
+
+def search_space(cfg: Any) -> dict[str, str]:
+    """Every dimension a sweep searches, config and command line (``_identity.search_space``)."""
+    from hydra_plugins.tabflow_sweeper._identity import search_space as space
+
+    return space(cfg)
 
 
 def study_is_complete(storage: str, name: str, n_trials: int) -> bool:
@@ -34,4 +43,4 @@ def study_is_complete(storage: str, name: str, n_trials: int) -> bool:
     return is_complete(storage, name, n_trials)
 
 
-__all__ = ["HookError", "check_sweeper_settings", "study_is_complete"]
+__all__ = ["HookError", "check_sweeper_settings", "search_space", "study_is_complete"]

@@ -30,6 +30,30 @@ def sweep_overrides(overrides: list[str]) -> list[str]:
                   if o.is_sweep_override() and o.input_line is not None)
 
 
+def search_space(cfg: DictConfig) -> dict[str, str]:
+    """Every dimension a sweep searches, as ``{key: expression}``.
+
+    ``hydra.sweeper.params``, a conditional space's ``conditional_params`` (``"rf: ...;
+    hgb: ..."`` where families share a key) and the command line's sweep overrides
+    (``'preprocessing.scaler=choice(a,b)'``), which win as upstream's sweeper lets them.
+    Read in the launching process: a trial's own config holds its values, not the
+    expressions.
+    """
+    sweeper = cfg.hydra.sweeper
+    space = {str(k): str(v) for k, v in (sweeper.get("params") or {}).items()}
+    # A conditional space's dimensions, each with its expression per family.
+    per_key: dict[str, list[str]] = {}
+    for family, dims in (sweeper.get("conditional_params") or {}).items():
+        for k, v in (dims or {}).items():
+            per_key.setdefault(str(k), []).append(f"{family}: {v}")
+    space.update({k: "; ".join(v) for k, v in per_key.items()})
+    parsed = OverridesParser.create().parse_overrides(list(cfg.hydra.overrides.task))
+    for o in parsed:
+        if o.is_sweep_override() and o.input_line is not None:
+            space[o.key_or_group] = o.input_line.split("=", 1)[1]  # no +/++ prefix
+    return space
+
+
 def plain(node: Any) -> Any:
     """A config node as plain, resolved Python data (anything else as it is)."""
     return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node

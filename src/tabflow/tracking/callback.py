@@ -29,6 +29,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from hydra_plugins.tabflow_sweeper import search_space
 from tabflow.contract import CODE_ROOT, MLFLOW_RUN_FILE, TRACKING_ERROR_FILE, disk_full
 from tabflow.tracking.failures import (
     close_leaked_run,
@@ -60,6 +61,8 @@ class MlflowCallback(Callback):
     parent_before: str | None = None  # the parent's status before this sweep reopened it
     parent_reopened: bool = True  # False: a finished study's re-run left its parent as it was
     run_tags: dict[str, str] = field(default_factory=dict)
+    # The sweep's dimensions, read where its command line is (the launching process).
+    searched: list[str] | None = None
     last_run_id: str | None = None
     # The process that launched the sweep: its in-process jobs log in the background.
     launcher_pid: int | None = None
@@ -137,6 +140,7 @@ class MlflowCallback(Callback):
         assert self.experiment_id is not None
         self.parent_run_id, self.parent_before, self.parent_reopened = open_parent(
             store, self.experiment_id, config, self.run_tags)
+        self.searched = list(search_space(config))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         """Hand the sweep to its end step (registration), or close its parent as failed."""
@@ -181,7 +185,8 @@ class MlflowCallback(Callback):
         try:
             note_process(record.out)
             self._job_run_id = open_job_run(self._connect(config), self.experiment_id, record,
-                                            self.parent_run_id, self.run_tags)
+                                            self.parent_run_id, self.run_tags,
+                                            searched=self.searched)
         except Exception as e:
             record_job_error(record.out, "opening the job's MLflow run", e)
 

@@ -104,10 +104,25 @@ class JobRecord:
         """The job's command-line overrides, secrets redacted."""
         return [redact_override(str(o)) for o in self.hydra.overrides.task]
 
-    def tuned(self) -> dict[str, Any]:
-        """This trial's values of the parameters its sweep searches (``hydra.sweeper.params``)."""
-        space = OmegaConf.select(self.hydra, "sweeper.params", default=None) or {}
-        return {key: OmegaConf.select(self.job, str(key), default=None) for key in space}
+    def tuned(self, searched: list[str] | None = None) -> dict[str, str]:
+        """This trial's values of the parameters its sweep searches, as the sweeper set them.
+
+        The sweeper hands a trial its sampled values as overrides; those of the searched
+        keys are the tuned ones (in a conditional space, only its family's).
+
+        Args:
+            searched: The sweep's dimensions (``search_space`` of the launching process's
+                config, command-line ones included); None: ``hydra.sweeper.params``.
+        """
+        if searched is None:
+            searched = list(OmegaConf.select(self.hydra, "sweeper.params", default=None) or {})
+        keys = set(searched)
+        found = {}
+        for override in self.overrides:
+            key, _, value = override.partition("=")
+            if key.lstrip("+~") in keys:
+                found[key.lstrip("+~")] = value
+        return found
 
     @property
     def run_name(self) -> str:
@@ -123,7 +138,7 @@ def note_process(out: Path) -> None:
 
 
 def start_tags(record: JobRecord, parent_run_id: str | None, provenance: dict[str, str],
-               uploaded: bool = False) -> dict[str, str]:
+               uploaded: bool = False, searched: list[str] | None = None) -> dict[str, str]:
     """Return the tags a job's run is created with."""
     tags = {**provenance, TAG_OUTPUT_DIR: str(record.out.resolve()),
             TAG_ROLE: "trial" if parent_run_id else "run",
@@ -135,7 +150,7 @@ def start_tags(record: JobRecord, parent_run_id: str | None, provenance: dict[st
         tags[TAG_JOB_NUM] = str(record.hydra.job.num)
     if record.trial is not None:
         tags[TAG_TRIAL] = str(record.trial)
-        tuned = record.tuned()
+        tuned = record.tuned(searched)
         if tuned:  # what sets this trial apart, where the UI shows it (its description)
             tags[TAG_TUNED] = tags[TAG_NOTE] = " ".join(f"{k}={v}" for k, v in tuned.items())
         attempt = None if uploaded else replaced_attempt()
@@ -148,9 +163,9 @@ def start_tags(record: JobRecord, parent_run_id: str | None, provenance: dict[st
 
 def open_job_run(store: Store, experiment_id: str, record: JobRecord,
                  parent_run_id: str | None, provenance: dict[str, str],
-                 uploaded: bool = False) -> str:
+                 uploaded: bool = False, searched: list[str] | None = None) -> str:
     """Create the job's run and note its id in the job dir; return the id."""
-    tags = start_tags(record, parent_run_id, provenance, uploaded)
+    tags = start_tags(record, parent_run_id, provenance, uploaded, searched)
     run = store.client.create_run(experiment_id, tags=tags, run_name=record.run_name)
     record.out.mkdir(parents=True, exist_ok=True)
     (record.out / MLFLOW_RUN_FILE).write_text(run.info.run_id)

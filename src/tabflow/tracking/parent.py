@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 
 from omegaconf import DictConfig
 
-from hydra_plugins.tabflow_sweeper import study_is_complete
+from hydra_plugins.tabflow_sweeper import search_space, study_is_complete
 from hydra_plugins.tabflow_sweeper._locks import (
     LOCK_SUFFIX,
     LockBusyError,
@@ -85,9 +85,8 @@ def open_parent(store: Store, experiment_id: str, config: DictConfig,
                 provenance: dict[str, str]) -> Parent:
     """Create the sweep's parent run, or attach to its study's."""
     tags = parent_tags(config, provenance)
-    space = config.hydra.sweeper.get("params") or {}
     save_runs_view(store, experiment_id, [str(m) for m in as_list(config.objective.metric)],
-                   [sanitize_key(str(k)) for k in space])
+                   [sanitize_key(k) for k in search_space(config)])
     storage = config.hydra.sweeper.get("storage") if TAG_STUDY in tags else None
     if not storage:
         return _attach_or_create(store, experiment_id, config, tags)
@@ -116,8 +115,7 @@ def _attach_or_create(store: Store, experiment_id: str, config: DictConfig,
         run_name=f"sweep-{sweep_label(config)}-{time.strftime('%Y%m%d-%H%M%S')}",
     )
     parent_run_id = str(run.info.run_id)
-    params = {f"search_space.{sanitize_key(str(k))}": str(v)
-              for k, v in (sweeper.get("params") or {}).items()}
+    params = {f"search_space.{sanitize_key(k)}": v for k, v in search_space(config).items()}
     params["sweep.sampler"] = str(sweeper.get("sampler", {}).get("_target_", ""))
     params["sweep.direction"] = str(sweeper.get("direction"))
     params["objective.metric"] = str(config.objective.metric)

@@ -21,6 +21,7 @@ from tabflow.contract import (
     TAG_STORAGE,
     TAG_STUDY,
     TAG_TRIAL,
+    TAG_TUNED,
 )
 from tabflow.tracking.store import Store, TrackingError, experiment_id_of
 
@@ -36,6 +37,7 @@ class Best:
     value: float
     output_dir: str
     params: dict[str, str] = field(default_factory=dict)  # its run's params, as logged
+    tuned: str = ""  # its values of the searched parameters (its run's tabflow.tuned tag)
 
 
 def search(store: Store, experiment: str, filter_string: str = "",
@@ -179,7 +181,7 @@ def best_trial_run(store: Store, experiment_id: str, parent_run_id: str, metric:
                             f"nothing is registered")
     return Best(best.info.run_id, best.data.tags.get(TAG_TRIAL, "?"),
                 best.data.metrics[metric], best.data.tags.get(TAG_OUTPUT_DIR, ""),
-                dict(best.data.params)), counts
+                dict(best.data.params), best.data.tags.get(TAG_TUNED, "")), counts
 
 
 def pruned_trials(store: Store, experiment_id: str, parent_run_id: str
