@@ -101,6 +101,25 @@ def test_each_quickstart_command_composes_and_passes_its_checks(compose_cfg, lin
             assert cfg.tracking.experiment == "churn"
 
 
+DATA_LINES = {}  # one Quickstart line per distinct dataset setting
+for _line in TRAIN:
+    _plain = [a for a in split_args(_line)[1] if a.startswith("dataset")]
+    DATA_LINES.setdefault(" ".join(_plain) or "dataset=breast_cancer", _line)
+
+
+@pytest.mark.parametrize("line", DATA_LINES.values(), ids=list(DATA_LINES))
+def test_each_quickstart_dataset_reads_from_the_checkout(compose_cfg, monkeypatch, line):
+    """The data each line names is there and reads (the shipped CSV from data/raw/)."""
+    from tabflow.data import load_dataset
+
+    _, plain, _ = split_args(line)
+    cfg = compose_cfg(*plain)
+    monkeypatch.chdir(REPO)  # where the README's commands run; nothing is cached there
+    ds = load_dataset(cfg.dataset, None)
+    assert len(ds.X) > 100 and len(ds.y) == len(ds.X)
+    assert not set(cfg.dataset.drop or []) & set(ds.X.columns)  # dropped as asked
+
+
 def test_the_parallel_example_starts_a_new_study_as_its_comment_says(compose_cfg):
     (parallel,) = [t for t in TRAIN if "hydra.launcher.n_jobs=2" in t.args]
     assert "new study" in parallel.comment and "complete" in parallel.comment
