@@ -12,8 +12,6 @@ clone (e2e/test_fresh_clone.py), a finished study's re-run (e2e/test_sweeps.py).
 from __future__ import annotations
 
 import re
-import shlex
-from dataclasses import dataclass
 
 import pandas as pd
 import pytest
@@ -25,38 +23,9 @@ from tabflow.cli import parser
 from tabflow.contract import primary_objective
 from tabflow.sweep_identity import study_name
 from tests.helpers import REPO
+from tests.helpers.readme import Line, commands, quickstart_train_lines
 
-README = (REPO / "README.md").read_text()
-
-
-@dataclass
-class Line:
-    """One command of a README code block, and the comment beside or above it."""
-
-    args: list[str]
-    comment: str
-
-
-def commands(section: str) -> list[Line]:
-    """The bash commands of a README section, each with its comment."""
-    body = README.split(f"\n## {section}\n", 1)[1].split("\n## ", 1)[0]
-    found = []
-    for block in re.findall(r"```bash\n(.*?)```", body, re.S):
-        above: list[str] = []
-        for raw in block.splitlines():
-            if raw.startswith("#"):
-                above.append(raw.lstrip("# "))
-                continue
-            if not raw.strip():
-                above = []
-                continue
-            code, _, beside = raw.partition("  #")
-            found.append(Line(shlex.split(code), " ".join([*above, beside.strip()])))
-            above = []
-    return found
-
-
-TRAIN = [line for line in commands("Quickstart") if line.args[:2] == ["python", "src/train.py"]]
+TRAIN = quickstart_train_lines()
 TABFLOW = [line for section in ("After training", "Monitoring")
            for line in commands(section) if line.args[0] == "tabflow"]
 
