@@ -73,6 +73,32 @@ def test_a_failed_job_is_tracked_as_failed_with_its_error(sweep):
     assert run.data.tags["mlflow.parentRunId"] == callback.parent_run_id
 
 
+def test_ctrl_c_while_a_trial_is_logged_lands_after_its_record(sweep, monkeypatch):
+    """A real SIGINT arriving mid-record: the run is closed whole, then the interrupt comes."""
+    import os
+    import signal
+
+    from tabflow.tracking import jobs
+
+    cfg, callback = sweep
+    if cfg.tracking.async_logging:
+        pytest.skip("a background writer records off the main thread, where no signal lands")
+    run_id = start_job(sweep)
+    out = Path(cfg.hydra.runtime.output_dir)
+    contract.write_json(out / contract.METRICS_FILE, {"val_accuracy": 0.9})
+    real = jobs.log_run_data
+
+    def ctrl_c_then_log(*args, **kwargs):  # the signal comes while the record is written
+        os.kill(os.getpid(), signal.SIGINT)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(jobs, "log_run_data", ctrl_c_then_log)
+    with pytest.raises(KeyboardInterrupt):
+        callback.on_job_end(cfg, JobReturn(status=JobStatus.COMPLETED, _return_value=0.9))
+    run = MlflowClient(cfg.tracking.uri).get_run(run_id)
+    assert run.info.status == "FINISHED" and run.data.metrics["val_accuracy"] == 0.9
+
+
 def test_an_interrupted_sweep_leaves_the_parent_killed(sweep):
     cfg, callback = sweep
     try:

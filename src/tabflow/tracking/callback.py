@@ -31,6 +31,7 @@ from omegaconf import DictConfig
 
 from hydra_plugins.tabflow_sweeper import search_space
 from tabflow.contract import CODE_ROOT, MLFLOW_RUN_FILE, TRACKING_ERROR_FILE, disk_full
+from tabflow.interrupts import first_interrupt_held
 from tabflow.tracking.failures import (
     close_leaked_run,
     fail,
@@ -212,23 +213,26 @@ class MlflowCallback(Callback):
             with contextlib.suppress(Exception):  # the error file says what happened
                 self._connect(config).client.set_terminated(run_id, "FAILED")
 
-        try:
-            status, summary = write_outcome(record.out, error)
-            store = self._connect(config)
-        except Exception as e:
-            abandon(e)
-            return
-
-        def log_it() -> None:
+        # Ctrl-C waits until the job's record is whole: cut off half-logged, its run stayed
+        # RUNNING while the sweep kept its trial as COMPLETE (from the job's dir).
+        with first_interrupt_held():
             try:
-                log_job_dir(store, run_id, record, status, summary, log_model=log_model)
+                status, summary = write_outcome(record.out, error)
+                store = self._connect(config)
             except Exception as e:
                 abandon(e)
+                return
 
-        writer = self._background(config)
-        if writer is None:
-            log_it()
-        else:
-            # The job's config is not touched again once it ended: the writer may read it.
-            writer.submit(log_it)
+            def log_it() -> None:
+                try:
+                    log_job_dir(store, run_id, record, status, summary, log_model=log_model)
+                except Exception as e:
+                    abandon(e)
+
+            writer = self._background(config)
+            if writer is None:
+                log_it()
+            else:
+                # The job's config is not touched again once it ended: the writer may read it.
+                writer.submit(log_it)
 
