@@ -1,5 +1,8 @@
 """Check the import graph of src/: no cycles, mlflow only in tabflow.tracking, standalone plugins.
 
+A plugin's private modules (a leading underscore) are its own: code outside the plugin
+imports only its public API (the package and its public modules).
+
     python .ci/check_imports.py            # the project's own src/
     python .ci/check_imports.py SRC_DIR    # another tree (the tests use a small one)
 
@@ -97,6 +100,15 @@ def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
     return found
 
 
+def private_module_of(imported: str) -> str | None:
+    """The plugin whose private module ``imported`` names (``hydra_plugins.p._x``), or None."""
+    for plugin in STANDALONE:
+        rest = imported.removeprefix(f"{plugin}.")
+        if rest != imported and rest.startswith("_"):
+            return plugin
+    return None
+
+
 def _is_ancestor(a: str, b: str) -> bool:
     return b.startswith(f"{a}.")
 
@@ -113,6 +125,12 @@ def check(src: Path) -> list[str]:
         own = sorted(i for i in imported if i == "tabflow" or i.startswith("tabflow."))
         if name.startswith(STANDALONE) and own:
             problems.append(f"{name} imports {own[0]}: a standalone plugin uses Hydra only")
+        private = sorted(i for i in imported if (p := private_module_of(i)) is not None
+                         and not (name == p or name.startswith(f"{p}.")))
+        if private:
+            problems.append(f"{name} imports {private[0]}, a private module of its plugin: use "
+                            f"the plugin's public API (its package, or a module without a "
+                            f"leading underscore)")
         if name.startswith(MLFLOW_ALLOWED):
             continue
         banned = sorted(i for i in imported if i == "mlflow" or i.startswith("mlflow."))
@@ -129,7 +147,8 @@ def main() -> int:
     for problem in problems:
         print(problem)
     if not problems:
-        print(f"imports: no cycles; mlflow only in {', '.join(MLFLOW_ALLOWED)}")
+        print(f"imports: no cycles; mlflow only in {', '.join(MLFLOW_ALLOWED)}; plugins "
+              f"used through their public API")
     return 1 if problems else 0
 
 

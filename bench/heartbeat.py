@@ -53,7 +53,7 @@ def write_cost(url: str, n: int = 200) -> dict[str, float]:
 
     sys.path.insert(0, str(REPO / "src"))
     from hydra_plugins.tabflow_sweeper._heartbeat import Heartbeat
-    from hydra_plugins.tabflow_sweeper._stores import optuna_storage
+    from hydra_plugins.tabflow_sweeper.stores import optuna_storage
 
     storage = optuna_storage(url, heartbeat=Heartbeat(20, 60, 1))
     study = optuna.create_study(storage=storage, study_name=f"bench-{time.time_ns()}")

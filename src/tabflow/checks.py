@@ -384,7 +384,7 @@ def _fail(kind: str, error: Exception) -> None:
 
 def check_stores(cfg: DictConfig, sweeping: bool) -> None:
     """Refuse SQLite store files that are read-only, damaged or belong to something else."""
-    from hydra_plugins.tabflow_sweeper._stores import check_sqlite_store
+    from hydra_plugins.tabflow_sweeper.stores import check_sqlite_store
 
     if cfg.tracking.enabled:  # a sweep checks the file's integrity before it writes
         check_sqlite_store(str(cfg.tracking.uri), "experiments", "MLflow tracking store",
@@ -432,7 +432,7 @@ def check_free_space(cfg: DictConfig) -> None:
 
 
 def _check_all(config: DictConfig, sweeping: bool) -> None:
-    from hydra_plugins.tabflow_sweeper._stores import ForeignDatabaseError
+    from hydra_plugins.tabflow_sweeper.stores import ForeignDatabaseError
     from tabflow.sources import DataError  # imported here: pandas loads only once a run starts
 
     try:

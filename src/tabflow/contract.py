@@ -12,7 +12,7 @@
 This module imports nothing heavy and nothing else of tabflow: everything may import it.
 The names it shares with the sweeper plugin (trial attributes, the job's environment, the
 files the sweeper reads, clean exits) are defined in the plugin, which stands on its own
-in any Hydra app (``hydra_plugins.tabflow_sweeper._contract``), and re-exported here.
+in any Hydra app (``hydra_plugins.tabflow_sweeper.contract``), and re-exported here.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 # The sweeper plugin's names, shared with it: defined there, re-exported here.
-from hydra_plugins.tabflow_sweeper._contract import (
+from hydra_plugins.tabflow_sweeper.contract import (
     ATTR_ERROR,
     ATTR_INTERRUPTED,
     ATTR_RETRY_OF,

@@ -66,7 +66,7 @@ def _study(storage_url: str, name: str, pruner_cfg: str) -> Any:
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
-    from hydra_plugins.tabflow_sweeper._stores import optuna_storage
+    from hydra_plugins.tabflow_sweeper.stores import optuna_storage
 
     pruner = instantiate(OmegaConf.create(pruner_cfg), _execution_whitelist_=("optuna.pruners.*",))
     return optuna.load_study(study_name=name, storage=optuna_storage(storage_url),

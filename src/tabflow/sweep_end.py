@@ -27,14 +27,14 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from hydra_plugins.tabflow_sweeper._locks import (
+from hydra_plugins.tabflow_sweeper.locks import (
     LOCK_SUFFIX,
     LockBusyError,
     lock_timing,
     running_trials,
     storage_lock,
 )
-from hydra_plugins.tabflow_sweeper._stores import optuna_storage
+from hydra_plugins.tabflow_sweeper.stores import optuna_storage
 from tabflow.contract import (
     CONFIG_FILE,
     RESULTS_FILE,

@@ -9,7 +9,7 @@ between runs of one study.
 
 Both the sweeper (through ``hydra.sweeper.study_namer``, conf/hydra/sweeper/tabflow.yaml)
 and the tracking callback call :func:`study_name`, in the launching process, so they
-always agree. It extends the sweeper's own identity (``_identity``) with the data.
+always agree. It extends the sweeper's own identity (``identity``) with the data.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from hydra_plugins.tabflow_sweeper._identity import digest, sweep_overrides
-from hydra_plugins.tabflow_sweeper._identity import identity as sweep_identity
+from hydra_plugins.tabflow_sweeper.identity import digest, sweep_overrides
+from hydra_plugins.tabflow_sweeper.identity import identity as sweep_identity
 from tabflow.config import job_config
 from tabflow.contract import TRIAL_KEY
 
@@ -41,7 +41,7 @@ def identity(cfg: DictConfig, data_digest: str | None = None) -> dict[str, Any]:
         data_digest: The dataset's content digest, so that edited data starts a new study.
 
     Returns:
-        The sweeper's identity (``_identity.identity``: search space, command-line sweep
+        The sweeper's identity (``identity.identity``: search space, command-line sweep
         dimensions, sampler) of the job config without tracking and run settings (the
         objective and its direction are in it), and the data.
     """

@@ -174,15 +174,15 @@ def test_a_lock_held_by_a_frozen_process_on_postgres_is_taken_over_after_the_gra
     """The study's locks on PostgreSQL: a frozen holder (pid alive) beats no more."""
     if WHY_NOT is not None:
         pytest.skip(f"PostgreSQL: {WHY_NOT}")
-    from hydra_plugins.tabflow_sweeper._locks import LockBusyError, storage_lock
-    from hydra_plugins.tabflow_sweeper._stores import optuna_storage
+    from hydra_plugins.tabflow_sweeper.locks import LockBusyError, storage_lock
+    from hydra_plugins.tabflow_sweeper.stores import optuna_storage
     from tests.helpers import holding_process
 
     with postgres_database() as database:
         url = postgres_url(database)
         holder = holding_process(
-            "from hydra_plugins.tabflow_sweeper._locks import storage_lock\n"
-            "from hydra_plugins.tabflow_sweeper._stores import optuna_storage",
+            "from hydra_plugins.tabflow_sweeper.locks import storage_lock\n"
+            "from hydra_plugins.tabflow_sweeper.stores import optuna_storage",
             f"storage_lock(optuna_storage({url!r}), 's~ask', interval_s=0.3, grace_s=1.5)")
         try:
             storage = optuna_storage(url)

@@ -96,7 +96,7 @@ def test_three_workers_share_one_study_one_parent_and_register_once(tmp_path):
 
 OPEN_STORAGE = """
 import sys, time
-from hydra_plugins.tabflow_sweeper._stores import optuna_storage
+from hydra_plugins.tabflow_sweeper.stores import optuna_storage
 time.sleep(max(0.0, float(sys.argv[2]) - time.time()))  # all start at the same instant
 optuna_storage(sys.argv[1])
 """

@@ -194,7 +194,7 @@ def watch_heartbeats(proc: subprocess.Popen[str], storage: str,
 
     from hydra_plugins.tabflow_sweeper import _heartbeat
     from hydra_plugins.tabflow_sweeper._heartbeat import Heartbeat
-    from hydra_plugins.tabflow_sweeper._stores import optuna_storage
+    from hydra_plugins.tabflow_sweeper.stores import optuna_storage
 
     opened = optuna_storage(storage, heartbeat=Heartbeat(1, 3, None))
     stale: set[int] = set()

@@ -43,3 +43,23 @@ def test_a_cycle_through_a_function_import_and_a_stray_mlflow_import_are_named(t
     assert "import cycle: tabflow.tracking.records <-> tabflow.tracking.store" in lines
     assert any(line.startswith("tabflow.c imports mlflow") for line in lines)
     assert not any("tabflow.tracking.store imports" in line for line in lines)  # allowed there
+
+
+def test_a_plugins_private_module_is_imported_only_inside_the_plugin(tmp_path):
+    plugin = "hydra_plugins/tabflow_sweeper"
+    write(tmp_path, "tabflow/__init__.py", "")
+    write(tmp_path, "tabflow/a.py", "from hydra_plugins.tabflow_sweeper._sweep import loop\n")
+    write(tmp_path, "tabflow/b.py",
+          "def f():\n    from hydra_plugins.tabflow_sweeper import _study\n")
+    write(tmp_path, "tabflow/c.py", "from hydra_plugins.tabflow_sweeper.locks import hold\n"
+                                    "from hydra_plugins.tabflow_sweeper import search_space\n")
+    write(tmp_path, f"{plugin}/__init__.py",
+          "from hydra_plugins.tabflow_sweeper._sweep import x\n")
+    write(tmp_path, f"{plugin}/_sweep.py", "from hydra_plugins.tabflow_sweeper import _study\n")
+    write(tmp_path, f"{plugin}/_study.py", "")
+    write(tmp_path, f"{plugin}/locks.py", "")
+    proc = run_check(str(tmp_path))
+    assert proc.returncode == 1
+    flagged = sorted(line.split()[0] for line in proc.stdout.splitlines())
+    assert flagged == ["tabflow.a", "tabflow.b"], proc.stdout  # public modules, and the plugin
+    assert "hydra_plugins.tabflow_sweeper._sweep, a private module" in proc.stdout

@@ -154,7 +154,7 @@ def test_unlock_lists_held_locks_and_clears_only_a_stale_one_unless_forced(tmp_p
 
     import optuna
 
-    from hydra_plugins.tabflow_sweeper._stores import optuna_storage
+    from hydra_plugins.tabflow_sweeper.stores import optuna_storage
     from tabflow.cli import main
     from tests.helpers import client_for, seed_store
 

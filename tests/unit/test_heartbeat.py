@@ -18,7 +18,7 @@ from optuna.trial import TrialState
 
 from hydra_plugins.tabflow_sweeper import _heartbeat, _study
 from hydra_plugins.tabflow_sweeper._heartbeat import Heartbeat, TrialBeats
-from hydra_plugins.tabflow_sweeper._locks import lock_timing
+from hydra_plugins.tabflow_sweeper.locks import lock_timing
 from tabflow.contract import ATTR_ERROR, ATTR_RETRY_OF, HOST, PID
 
 SPACE = {"x": FloatDistribution(0, 1)}

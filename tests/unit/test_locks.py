@@ -12,13 +12,13 @@ from pathlib import Path
 import optuna
 import pytest
 
-from hydra_plugins.tabflow_sweeper._locks import (
+from hydra_plugins.tabflow_sweeper.locks import (
     LockBusyError,
     pid_alive,
     running_trials,
     storage_lock,
 )
-from hydra_plugins.tabflow_sweeper._stores import optuna_storage
+from hydra_plugins.tabflow_sweeper.stores import optuna_storage
 from tests.helpers import holding_process
 
 
@@ -38,8 +38,8 @@ def test_a_held_lock_refuses_a_second_holder_until_released(storage):
         pass
 
 
-STORAGE_IMPORTS = ("from hydra_plugins.tabflow_sweeper._locks import storage_lock; "
-                   "from hydra_plugins.tabflow_sweeper._stores import optuna_storage")
+STORAGE_IMPORTS = ("from hydra_plugins.tabflow_sweeper.locks import storage_lock; "
+                   "from hydra_plugins.tabflow_sweeper.stores import optuna_storage")
 
 
 def test_a_lock_held_by_another_process_is_seen_there(tmp_path, storage):
@@ -193,9 +193,9 @@ def test_a_beat_in_the_future_is_judged_by_whether_it_changes(storage):
 
 def test_a_lock_record_cut_short_is_broken_once_it_stays_so(storage, monkeypatch):
     """A disk that filled while the lock was written left only the host: no pid, no time."""
-    from hydra_plugins.tabflow_sweeper import _locks
+    from hydra_plugins.tabflow_sweeper import locks
 
-    monkeypatch.setattr(_locks, "UNRECORDED_GRACE_S", 0.5)
+    monkeypatch.setattr(locks, "UNRECORDED_GRACE_S", 0.5)
     _fake_lock(storage, "half~ask", {"holder_host": "elsewhere"})
     with pytest.raises(LockBusyError), storage_lock(storage, "half~ask", wait_s=0):
         pass

@@ -6,7 +6,7 @@ import sqlite3
 
 import pytest
 
-from hydra_plugins.tabflow_sweeper._stores import (
+from hydra_plugins.tabflow_sweeper.stores import (
     ForeignDatabaseError,
     check_sqlite_store,
     optuna_storage,

@@ -166,8 +166,8 @@ def test_provenance_counts_tracked_changes_only_and_hashes_the_diff(tmp_path):
 
 def test_a_rerun_stopped_by_a_busy_lock_leaves_a_finished_parent_finished(tmp_path):
     """Another process held the study's lock: nothing of the sweep the parent records ran."""
-    from hydra_plugins.tabflow_sweeper._contract import CleanExit
-    from hydra_plugins.tabflow_sweeper._locks import LockBusyError
+    from hydra_plugins.tabflow_sweeper.contract import CleanExit
+    from hydra_plugins.tabflow_sweeper.locks import LockBusyError
     from tabflow.tracking.parent import close_parent
     from tabflow.tracking.store import connect
     from tests.helpers import seed_store

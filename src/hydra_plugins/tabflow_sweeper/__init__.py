@@ -1,23 +1,28 @@
 """Hydra sweeper plugin ``hydra/sweeper=tabflow_optuna``: hydra-optuna-sweeper for long sweeps.
 
-It works in any Hydra app (docs/sweeper-plugin.md) and imports nothing of tabflow; tabflow
-imports the pieces both need from here (``_contract``, ``_locks``, ``_stores``, ``_identity``).
+It works in any Hydra app (docs/sweeper-plugin.md) and imports nothing of tabflow. Its
+public API is what an app may use (tabflow uses nothing else; ``.ci/check_imports.py``
+refuses an import of a private module from outside the plugin):
 
-* ``tabflow_sweeper``: the plugin class and its config schema (Hydra imports it at start-up,
-  so it stays cheap; the modules below load only when a sweep runs).
+* this package: :func:`search_space`, :func:`study_is_complete`, the hook checks;
+* ``contract``: names shared with jobs and the app (files, trial attributes, env vars),
+  clean exits and held signals;
+* ``locks``: locks in the study's storage, held by beating;
+* ``stores``: safe opening of SQLite and PostgreSQL storages;
+* ``identity``: the study's name when none is given, from what the sweep searches.
+
+Hydra's plugin scan imports the public modules at start-up, so they stay cheap (no Optuna
+or SQLAlchemy at import). The private ones (a leading underscore; the scan skips them) load
+only when a sweep runs:
+
+* ``tabflow_sweeper``: the plugin class and its config schema.
 * ``_sweep``: the loop: ask, launch, tell; an interrupted launch.
 * ``_space``: the search space, a trial's values, warm-start sets, batch sizes.
 * ``_study``: open, resume, warm-start the Optuna study; ask under its shared lock.
 * ``_heartbeat``: trials beat; a dead worker's trials are failed and retried.
-* ``_identity``: the study's name when none is given.
 * ``_hooks``: what the config may name as code (declared hooks, Optuna's classes only).
 * ``_pruning``, ``_outcomes``, ``_progress``: pruners; what a job returned; progress
   lines and ``optimization_results.yaml``.
-* ``_contract``, ``_locks``, ``_stores``: names shared with jobs and the app; locks in the
-  study's storage; safe opening of SQLite and PostgreSQL storages.
-
-Modules named with a leading underscore are skipped by Hydra's plugin scan. The names an
-app may use are re-exported here (its public API).
 """
 
 from typing import Any
@@ -27,8 +32,8 @@ from hydra_plugins.tabflow_sweeper._hooks import check_settings as check_sweeper
 
 
 def search_space(cfg: Any) -> dict[str, str]:
-    """Every dimension a sweep searches, config and command line (``_identity.search_space``)."""
-    from hydra_plugins.tabflow_sweeper._identity import search_space as space
+    """Every dimension a sweep searches, config and command line (``identity.search_space``)."""
+    from hydra_plugins.tabflow_sweeper.identity import search_space as space
 
     return space(cfg)
 

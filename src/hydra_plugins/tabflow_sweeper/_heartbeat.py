@@ -26,7 +26,7 @@ import optuna
 from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled
 from optuna.trial import FrozenTrial, TrialState
 
-from hydra_plugins.tabflow_sweeper._contract import (
+from hydra_plugins.tabflow_sweeper.contract import (
     ATTR_ERROR,
     ATTR_RETRY_OF,
     ATTR_RUN_ID,
@@ -34,7 +34,7 @@ from hydra_plugins.tabflow_sweeper._contract import (
     HOST,
     PID,
 )
-from hydra_plugins.tabflow_sweeper._locks import Periodic, pid_alive
+from hydra_plugins.tabflow_sweeper.locks import Periodic, pid_alive
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,8 @@ from typing import Any, cast
 from hydra.core.utils import JobReturn, JobStatus
 from optuna.trial import Trial
 
-from hydra_plugins.tabflow_sweeper._contract import (
+from hydra_plugins.tabflow_sweeper._study import set_user_attrs
+from hydra_plugins.tabflow_sweeper.contract import (
     ATTR_RUN_ID,
     ERROR_FILE,
     METRICS_FILE,
@@ -17,7 +18,6 @@ from hydra_plugins.tabflow_sweeper._contract import (
     as_list,
     read_json,
 )
-from hydra_plugins.tabflow_sweeper._study import set_user_attrs
 
 
 def record_dir(trial: Trial, out: Path) -> dict[str, Any]:

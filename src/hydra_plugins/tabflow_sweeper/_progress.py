@@ -13,7 +13,7 @@ import optuna
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
-from hydra_plugins.tabflow_sweeper._contract import ATTR_RUN_ID, RESULTS_FILE
+from hydra_plugins.tabflow_sweeper.contract import ATTR_RUN_ID, RESULTS_FILE
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.distributions import BaseDistribution
 from optuna.trial import Trial
 
-from hydra_plugins.tabflow_sweeper._contract import effective_n_jobs
 from hydra_plugins.tabflow_sweeper._study import set_user_attrs
+from hydra_plugins.tabflow_sweeper.contract import effective_n_jobs
 
 log = logging.getLogger(__name__)
 

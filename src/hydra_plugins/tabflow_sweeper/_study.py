@@ -22,16 +22,16 @@ import optuna
 from optuna.trial import FrozenTrial, Trial, TrialState
 
 from hydra_plugins.tabflow_sweeper import _heartbeat
-from hydra_plugins.tabflow_sweeper._contract import (
+from hydra_plugins.tabflow_sweeper._heartbeat import Heartbeat, TrialBeats
+from hydra_plugins.tabflow_sweeper.contract import (
     ATTR_INTERRUPTED,
     ATTR_RETRY_OF,
     ATTR_SESSIONS,
     HOST,
     PID,
 )
-from hydra_plugins.tabflow_sweeper._heartbeat import Heartbeat, TrialBeats
-from hydra_plugins.tabflow_sweeper._locks import LOCK_SUFFIX, lock_timing, pid_alive, storage_lock
-from hydra_plugins.tabflow_sweeper._stores import optuna_storage
+from hydra_plugins.tabflow_sweeper.locks import LOCK_SUFFIX, lock_timing, pid_alive, storage_lock
+from hydra_plugins.tabflow_sweeper.stores import optuna_storage
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 hydra-optuna-sweeper's implementation, subclassed (its search-space parsing, grid and
 directions are reused), with: the trial number in each job's environment
 (``OPTUNA_TRIAL_NUMBER``); resume to ``n_trials`` in total under the sweep's identity
-(:mod:`._identity`), interrupted trials retried first (:mod:`._study`); a ``timeout``;
+(:mod:`.identity`), interrupted trials retried first (:mod:`._study`); a ``timeout``;
 warm starts; conditional spaces; failures tolerated up to ``max_failure_rate`` (NaN / inf
 included); heartbeats (:mod:`._heartbeat`): a process that stops beating loses its
 trials to a retry; a progress line per trial and a results file (:mod:`._progress`).
@@ -29,21 +29,7 @@ from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import Trial, TrialState
 
-from hydra_plugins.tabflow_sweeper import _heartbeat, _identity, _study
-from hydra_plugins.tabflow_sweeper._contract import (
-    ATTR_ERROR,
-    ATTR_INTERRUPTED,
-    ENV_RETRY_OF,
-    ENV_STUDY,
-    ENV_TRIAL,
-    TRIAL_KEY,
-    as_interrupt,
-    as_list,
-    held_signals,
-    interrupt_code,
-    raise_on_sigterm,
-    restore_sigterm,
-)
+from hydra_plugins.tabflow_sweeper import _heartbeat, _study, identity
 from hydra_plugins.tabflow_sweeper._heartbeat import Heartbeat, TrialBeats
 from hydra_plugins.tabflow_sweeper._outcomes import (
     finished_values,
@@ -59,6 +45,20 @@ from hydra_plugins.tabflow_sweeper._space import (
     parse_space,
     suggest,
     warm_sets,
+)
+from hydra_plugins.tabflow_sweeper.contract import (
+    ATTR_ERROR,
+    ATTR_INTERRUPTED,
+    ENV_RETRY_OF,
+    ENV_STUDY,
+    ENV_TRIAL,
+    TRIAL_KEY,
+    as_interrupt,
+    as_list,
+    held_signals,
+    interrupt_code,
+    raise_on_sigterm,
+    restore_sigterm,
 )
 
 log = logging.getLogger(__name__)
@@ -217,7 +217,7 @@ class TabflowOptunaSweeperImpl(OptunaSweeperImpl):
             self.heartbeat = Heartbeat.from_config(self.heartbeat_cfg) if stored else None
         except ValueError as e:
             raise SweepAbortedError(str(e)) from e
-        name = _identity.study_name(self._cfg)
+        name = identity.study_name(self._cfg)
         self.current_study = name
         study = _study.create_study(name, self.storage, self.sampler, directions,
                                     self.metric_names, self.pruner, self.heartbeat)

@@ -19,7 +19,7 @@ from hydra.utils import instantiate
 from hydra_plugins.hydra_optuna_sweeper.config import OptunaSweeperConf
 from omegaconf import DictConfig
 
-from hydra_plugins.tabflow_sweeper._contract import disk_full, exit_cleanly, interrupt_code
+from hydra_plugins.tabflow_sweeper.contract import disk_full, exit_cleanly, interrupt_code
 
 
 class TabflowOptunaSweeper(Sweeper):
@@ -40,7 +40,7 @@ class TabflowOptunaSweeper(Sweeper):
         """Build the sampler and pruner (Optuna's only) and the implementation.
 
         ``study_namer`` is read from the composed config when the study is named
-        (``_identity``), like every setting of the job's config. Nothing named by the
+        (``identity``), like every setting of the job's config. Nothing named by the
         config is imported before ``_hooks.check_settings`` admits it (exit 2 otherwise).
         """
         from hydra_plugins.tabflow_sweeper._hooks import HookError, check_settings, resolve_hook
@@ -83,8 +83,8 @@ class TabflowOptunaSweeper(Sweeper):
                 worker cut the sweep short (``contract.Interrupted``, resumable): no
                 traceback unless ``HYDRA_FULL_ERROR=1`` asks for it, as for Hydra's errors.
         """
-        from hydra_plugins.tabflow_sweeper._locks import LockBusyError
         from hydra_plugins.tabflow_sweeper._sweep import SweepAbortedError, SweepInterruptedError
+        from hydra_plugins.tabflow_sweeper.locks import LockBusyError
 
         try:
             self.sweeper.sweep(arguments)

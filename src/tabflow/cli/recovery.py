@@ -48,7 +48,7 @@ def upload(args: argparse.Namespace) -> int:
 
 def unlock(args: argparse.Namespace) -> int:
     """List the held locks, or remove one whose holder is gone (or any, with --force)."""
-    from hydra_plugins.tabflow_sweeper._locks import (
+    from hydra_plugins.tabflow_sweeper.locks import (
         GRACE_S,
         describe_holder,
         holder_gone,
@@ -92,7 +92,7 @@ def unlock(args: argparse.Namespace) -> int:
 
 def _lock_storage(url: str) -> Any:
     """The Optuna storage of the locks, None where a SQLite file doesn't exist (no locks)."""
-    from hydra_plugins.tabflow_sweeper._stores import optuna_storage
+    from hydra_plugins.tabflow_sweeper.stores import optuna_storage
 
     if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
         return None

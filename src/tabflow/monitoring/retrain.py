@@ -90,7 +90,7 @@ def warm_start(tags: dict[str, str]) -> dict[str, Any]:
     """The best trial's parameters, read from the sweep's Optuna study (empty if gone)."""
     import optuna
 
-    from hydra_plugins.tabflow_sweeper._stores import optuna_storage
+    from hydra_plugins.tabflow_sweeper.stores import optuna_storage
 
     study, storage, trial = tags.get(TAG_STUDY), tags.get(TAG_STORAGE), tags.get("best.trial")
     if not (study and storage and trial):

@@ -17,14 +17,14 @@ from typing import Any, NamedTuple
 from omegaconf import DictConfig
 
 from hydra_plugins.tabflow_sweeper import search_space, study_is_complete
-from hydra_plugins.tabflow_sweeper._locks import (
+from hydra_plugins.tabflow_sweeper.locks import (
     LOCK_SUFFIX,
     LockBusyError,
     lock_timing,
     pid_alive,
     storage_lock,
 )
-from hydra_plugins.tabflow_sweeper._stores import optuna_storage
+from hydra_plugins.tabflow_sweeper.stores import optuna_storage
 from tabflow.config import redact_override
 from tabflow.contract import (
     CODE_ROOT,

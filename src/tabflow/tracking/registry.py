@@ -16,7 +16,7 @@ import contextlib
 import warnings
 from typing import Any
 
-from hydra_plugins.tabflow_sweeper._locks import (
+from hydra_plugins.tabflow_sweeper.locks import (
     HOLDER_BEAT,
     HOLDER_HOST,
     HOLDER_PID,
@@ -228,7 +228,7 @@ def registry_lock(store: Store, name: str, wait_s: float = 300.0
     The lock is a registered model named ``<name>~lock`` (creating a name is atomic in
     every MLflow backend, a tracking server included), tagged with its holder; it exists
     only while held. A holder on this host whose process is gone loses it at once, any
-    other once it stopped beating for a minute (the sweeper's ``_locks``). A command that
+    other once it stopped beating for a minute (the sweeper's ``locks``). A command that
     has to wait says for whom.
     """
     from mlflow.exceptions import MlflowException

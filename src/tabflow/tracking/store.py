@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hydra_plugins.tabflow_sweeper._stores import (
+from hydra_plugins.tabflow_sweeper.stores import (
     ForeignDatabaseError,
     check_sqlite_store,
     sqlite_init_lock,

@@ -19,8 +19,8 @@ from typing import Any
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
-from hydra_plugins.tabflow_sweeper._contract import TRIAL_KEY
 from hydra_plugins.tabflow_sweeper._hooks import resolve_hook
+from hydra_plugins.tabflow_sweeper.contract import TRIAL_KEY
 
 
 def sweep_overrides(overrides: list[str]) -> list[str]:
