@@ -1,5 +1,9 @@
 """Check the import graph of src/: no cycles, mlflow only in tabflow.tracking, standalone plugins.
 
+tabflow.tracking is a library the rest of tabflow calls down into: of tabflow, it imports
+only the modules below it (names, config, data, the study's name), never the callback,
+the sweep's end or the commands that use it.
+
 A plugin's private modules (a leading underscore) are its own: code outside the plugin
 imports only its public API (the package and its public modules).
 
@@ -18,6 +22,10 @@ from pathlib import Path
 
 # Only these packages' modules may import mlflow.
 MLFLOW_ALLOWED = ("tabflow.tracking",)
+# What tabflow.tracking may import of tabflow outside itself: the layers below it.
+TRACKING = "tabflow.tracking"
+BELOW_TRACKING = ("tabflow.contract", "tabflow.config", "tabflow.data", "tabflow.interrupts",
+                  "tabflow.sweep_identity")
 # The packages whose modules are checked (the rest of src/ is third-party namespaces).
 CHECKED = ("tabflow", "hydra_plugins.tabflow_sweeper", "hydra_plugins.tabflow_launcher")
 # Plugins that work in any Hydra app: they may not import tabflow.
@@ -125,6 +133,13 @@ def check(src: Path) -> list[str]:
         own = sorted(i for i in imported if i == "tabflow" or i.startswith("tabflow."))
         if name.startswith(STANDALONE) and own:
             problems.append(f"{name} imports {own[0]}: a standalone plugin uses Hydra only")
+        if name == TRACKING or name.startswith(f"{TRACKING}."):
+            upward = sorted(i for i in own if not i.startswith((f"{TRACKING}.", *BELOW_TRACKING))
+                            and i not in ("tabflow", TRACKING))
+            if upward:
+                problems.append(f"{name} imports {upward[0]}: tabflow.tracking is a library "
+                                f"that the rest calls down into (it may import "
+                                f"{', '.join(BELOW_TRACKING)})")
         private = sorted(i for i in imported if (p := private_module_of(i)) is not None
                          and not (name == p or name.startswith(f"{p}.")))
         if private:

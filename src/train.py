@@ -3,7 +3,7 @@
     python src/train.py                          # one run on the defaults
     python src/train.py -m model=rf sweep=wide   # an Optuna sweep, tracked in MLflow
 
-Tracking and registration happen in a Hydra callback (``tabflow.tracking.callback``); this
+Tracking and registration happen in a Hydra callback (``tabflow.callback``); this
 entry only runs the job and returns the objective to the sweeper.
 """
 
@@ -34,7 +34,7 @@ register_configs()
 # Config-named targets Hydra may instantiate: exactly our callbacks (estimator classes are
 # admitted by tabflow.estimators, the sweeper's hooks by its own list; docs/security.md).
 # A callback of your own is code: add its class path here, not in a config file.
-CALLBACKS = ("tabflow.checks.ConfigCheck", "tabflow.tracking.callback.MlflowCallback")
+CALLBACKS = ("tabflow.checks.ConfigCheck", "tabflow.callback.MlflowCallback")
 
 
 @hydra.main(config_path="../conf", config_name="train", execution_whitelist=CALLBACKS)

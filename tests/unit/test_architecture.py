@@ -63,3 +63,18 @@ def test_a_plugins_private_module_is_imported_only_inside_the_plugin(tmp_path):
     flagged = sorted(line.split()[0] for line in proc.stdout.splitlines())
     assert flagged == ["tabflow.a", "tabflow.b"], proc.stdout  # public modules, and the plugin
     assert "hydra_plugins.tabflow_sweeper._sweep, a private module" in proc.stdout
+
+
+def test_tracking_imports_nothing_above_it(tmp_path):
+    write(tmp_path, "tabflow/__init__.py", "")
+    write(tmp_path, "tabflow/contract.py", "")
+    write(tmp_path, "tabflow/sweep_end.py", "from tabflow.tracking import store\n")
+    write(tmp_path, "tabflow/tracking/__init__.py", "")
+    write(tmp_path, "tabflow/tracking/store.py", "from tabflow.contract import HOST\n")
+    write(tmp_path, "tabflow/tracking/parent.py",
+          "def f():\n    from tabflow.sweep_end import finish\n")  # hidden in a def
+    proc = run_check(str(tmp_path))
+    assert proc.returncode == 1
+    lines = proc.stdout.splitlines()
+    assert [line.split(":")[0] for line in lines] == [
+        "tabflow.tracking.parent imports tabflow.sweep_end"], lines  # contract is below it

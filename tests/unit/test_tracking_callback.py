@@ -10,7 +10,7 @@ from mlflow import MlflowClient
 from omegaconf import DictConfig, open_dict, read_write
 
 from tabflow import contract
-from tabflow.tracking.callback import MlflowCallback
+from tabflow.callback import MlflowCallback
 
 
 def with_output_dir(cfg: DictConfig, sweep_dir: Path, job: int) -> DictConfig:

@@ -10,7 +10,10 @@
 * :mod:`.parent`: a sweep's parent run: elected among processes, reattached on resume.
 * :mod:`.upload`: track a sweep's job dirs after a tracking outage.
 * :mod:`.failures`: make tracking failures loud; close runs that job code leaked.
-* :mod:`.callback`: the Hydra callback: decides *when*; the modules above decide *how*.
+* :mod:`.monitoring`: training profiles and monitoring runs.
+
+It is a library the rest of tabflow calls down into: the Hydra callback that decides
+*when* to track (:mod:`tabflow.callback`) and the sweep's end live outside it.
 
 MLflow is imported lazily in each module: importing it takes seconds, and ``--help``
 must not pay.

@@ -1,19 +1,19 @@
-"""The Hydra callback that tracks runs and sweeps in MLflow: it decides *when*.
+"""The Hydra callback that tracks runs and sweeps in MLflow: it decides *when*, tracking *how*.
 
 Where each hook runs and what it does (the modules it calls decide *how*):
 
 * ``on_multirun_start`` (launching process): creates or upgrades the tracking store
   once, before any job (parallel jobs would race on its schema migrations), sets the
-  experiment and opens the sweep's parent run (:mod:`.parent`).
+  experiment and opens the sweep's parent run (:mod:`tabflow.tracking.parent`).
 * ``on_job_start`` / ``on_job_end`` (the job's process: in-process, a joblib worker or
   a remote host): open a child run under the parent, then log the job's output dir
-  and close it FINISHED or FAILED (:mod:`.jobs`).
+  and close it FINISHED or FAILED (:mod:`tabflow.tracking.jobs`).
 * ``on_multirun_end`` (launching process): the sweep's end (:mod:`tabflow.sweep_end`):
   best trial, refit, test score, registration, report; then the parent is closed.
 * ``on_run_start`` / ``on_run_end``: a single run is one standalone MLflow run.
 
 Every tracking failure ends the command with a non-zero exit and a clear message
-(:mod:`.failures`); Hydra would otherwise turn it into a warning.
+(:mod:`tabflow.tracking.failures`); Hydra would otherwise turn it into a warning.
 """
 
 from __future__ import annotations
