@@ -30,8 +30,15 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from hydra_plugins.tabflow_sweeper import search_space
-from tabflow.contract import CODE_ROOT, MLFLOW_RUN_FILE, TRACKING_ERROR_FILE, disk_full
+from tabflow.contract import (
+    CODE_ROOT,
+    MLFLOW_RUN_FILE,
+    TRACKING_ERROR_FILE,
+    disk_full,
+    is_optuna_sweep,
+)
 from tabflow.interrupts import first_interrupt_held
+from tabflow.sweep_identity import study_name
 from tabflow.tracking.failures import (
     close_leaked_run,
     fail,
@@ -64,6 +71,8 @@ class MlflowCallback(Callback):
     run_tags: dict[str, str] = field(default_factory=dict)
     # The sweep's dimensions, read where its command line is (the launching process).
     searched: list[str] | None = None
+    # The Optuna study's name, computed once at the sweep's start and handed on.
+    study: str | None = None
     last_run_id: str | None = None
     # The process that launched the sweep: its in-process jobs log in the background.
     launcher_pid: int | None = None
@@ -139,9 +148,11 @@ class MlflowCallback(Callback):
         self.launcher_pid = os.getpid()
         store = self._start(config)
         assert self.experiment_id is not None
+        self.study = study_name(config) if is_optuna_sweep(config) else None
+        space = search_space(config)
+        self.searched = list(space)
         self.parent_run_id, self.parent_before, self.parent_reopened = open_parent(
-            store, self.experiment_id, config, self.run_tags)
-        self.searched = list(search_space(config))
+            store, self.experiment_id, config, self.run_tags, self.study, space)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         """Hand the sweep to its end step (registration), or close its parent as failed."""
@@ -173,7 +184,7 @@ class MlflowCallback(Callback):
         from tabflow.sweep_end import SweepRun, finish
 
         finish(SweepRun(store, config, self.experiment_id, self.parent_run_id, self.run_tags,
-                        self.parent_reopened))
+                        self.study, self.parent_reopened))
 
     # ------------------------------------------------------------------------ jobs
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:

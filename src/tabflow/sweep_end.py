@@ -39,13 +39,11 @@ from tabflow.contract import (
     CONFIG_FILE,
     RESULTS_FILE,
     TAG_DIGEST,
-    TAG_STUDY,
     exit_cleanly,
     interrupt_code,
     is_optuna_sweep,
     primary_objective,
 )
-from tabflow.sweep_identity import study_name
 from tabflow.tracking.failures import fail
 from tabflow.tracking.models import (
     copy_model_to_run,
@@ -92,6 +90,8 @@ class SweepRun:
     experiment_id: str
     parent_run_id: str
     provenance: dict[str, str]
+    # The Optuna study's name, as the sweep's start computed it (None: not an Optuna sweep).
+    study: str | None
     # False: a finished study re-run with nothing to run. Its parent keeps the record of
     # the sweep that ran (tags, metrics, end time); only a lost registration is mended.
     reopened: bool = True
@@ -112,7 +112,7 @@ def finish(sweep: SweepRun) -> None:
     if not is_optuna_sweep(sweep.config) or not sweeper.storage:
         _finish_closing_parent(sweep)
         return
-    storage, study = optuna_storage(str(sweeper.storage)), study_name(sweep.config)
+    storage, study = optuna_storage(str(sweeper.storage)), str(sweep.study)
     running = running_trials(storage, study)
     if running:
         print(f"{running} trial(s) of study {study} still run in other sweep processes; "
@@ -134,7 +134,7 @@ def _close_replaced_attempts(sweep: SweepRun) -> None:
     if not is_optuna_sweep(sweep.config) or not sweeper.storage:
         return  # retries happen in stored studies only
     try:
-        study = optuna.load_study(study_name=study_name(sweep.config),
+        study = optuna.load_study(study_name=str(sweep.study),
                                   storage=optuna_storage(str(sweeper.storage)))
     except KeyError:  # no study (a sweep that never started one)
         return
@@ -387,11 +387,11 @@ def report(sweep: SweepRun, best: Best, best_cfg: DictConfig, final: Any, name: 
                                       final.task, "test", config.seed)
         if is_optuna_sweep(config):
             figures.update(plots.sweep_figures(str(config.hydra.sweeper.storage),
-                                               study_name(config), metric))
+                                               str(sweep.study), metric))
         paths = plots.save_figures(figures, folder)
         run = store.client.get_run(parent)
         summary = {
-            "study": run.data.tags.get(TAG_STUDY, ""),
+            "study": sweep.study or "",
             "best trial": best.trial, f"best {metric} (validation)": best.value,
             "best run": best.run_id,
             "trials": ", ".join(f"{k.removeprefix('trials_')}: {int(v)}"

@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 
 from omegaconf import DictConfig
 
-from hydra_plugins.tabflow_sweeper import search_space, study_is_complete
+from hydra_plugins.tabflow_sweeper import study_is_complete
 from hydra_plugins.tabflow_sweeper.locks import (
     LOCK_SUFFIX,
     LockBusyError,
@@ -42,10 +42,9 @@ from tabflow.contract import (
     TAG_TRIAL,
     Interrupted,
     as_list,
-    is_optuna_sweep,
     primary_objective,
 )
-from tabflow.sweep_identity import model_label, study_name, sweep_label
+from tabflow.sweep_identity import model_label, sweep_label
 from tabflow.tracking.queries import latest_sweep, pages
 from tabflow.tracking.records import choice_tags, log_run_data, sanitize_key
 from tabflow.tracking.store import Store, save_runs_view
@@ -53,8 +52,15 @@ from tabflow.tracking.store import Store, save_runs_view
 log = logging.getLogger(__name__)
 
 
-def parent_tags(config: DictConfig, provenance: dict[str, str]) -> dict[str, str]:
-    """Return a sweep's parent tags: settings that may change between runs of one study."""
+def parent_tags(config: DictConfig, provenance: dict[str, str], study: str | None
+                ) -> dict[str, str]:
+    """Return a sweep's parent tags: settings that may change between runs of one study.
+
+    Args:
+        config: The sweep's config.
+        provenance: The code and environment tags (``provenance_tags``).
+        study: The Optuna study's name (None: not an Optuna sweep).
+    """
     sweeper = config.hydra.sweeper
     metric, direction = primary_objective(config.objective.metric, config.objective.direction)
     tags = {
@@ -67,8 +73,8 @@ def parent_tags(config: DictConfig, provenance: dict[str, str]) -> dict[str, str
         **{f"sweep.{k}": str(sweeper.get(k)) for k in
            ("n_trials", "timeout", "max_failure_rate", "n_jobs") if k in sweeper},
     }
-    if is_optuna_sweep(config):
-        tags[TAG_STUDY] = study_name(config)
+    if study is not None:
+        tags[TAG_STUDY] = study
         tags[TAG_STORAGE] = str(sweeper.storage)
     return tags
 
@@ -82,23 +88,33 @@ class Parent(NamedTuple):
 
 
 def open_parent(store: Store, experiment_id: str, config: DictConfig,
-                provenance: dict[str, str]) -> Parent:
-    """Create the sweep's parent run, or attach to its study's."""
-    tags = parent_tags(config, provenance)
+                provenance: dict[str, str], study: str | None, space: dict[str, str]
+                ) -> Parent:
+    """Create the sweep's parent run, or attach to its study's.
+
+    Args:
+        store: The tracking store.
+        experiment_id: The sweep's experiment.
+        config: The sweep's config.
+        provenance: The code and environment tags (``provenance_tags``).
+        study: The Optuna study's name, as the sweeper names it (None: not an Optuna sweep).
+        space: What the sweep searches (the plugin's ``search_space``).
+    """
+    tags = parent_tags(config, provenance, study)
     save_runs_view(store, experiment_id, [str(m) for m in as_list(config.objective.metric)],
-                   [sanitize_key(k) for k in search_space(config)])
+                   [sanitize_key(k) for k in space])
     storage = config.hydra.sweeper.get("storage") if TAG_STUDY in tags else None
     if not storage:
-        return _attach_or_create(store, experiment_id, config, tags)
+        return _attach_or_create(store, experiment_id, config, tags, space)
     # Sweep processes sharing the study elect one parent run: the first to take the lock
     # creates it, the others find it and attach to it.
     with storage_lock(optuna_storage(str(storage)), f"{tags[TAG_STUDY]}{LOCK_SUFFIX}parent",
                       **lock_timing(config.hydra.sweeper.get("heartbeat"))):
-        return _attach_or_create(store, experiment_id, config, tags)
+        return _attach_or_create(store, experiment_id, config, tags, space)
 
 
 def _attach_or_create(store: Store, experiment_id: str, config: DictConfig,
-                      tags: dict[str, str]) -> Parent:
+                      tags: dict[str, str], space: dict[str, str]) -> Parent:
     if TAG_STUDY in tags:
         previous = latest_sweep(store, experiment_id, tags[TAG_STUDY], tags[TAG_STORAGE])
         if previous is not None:
@@ -115,7 +131,7 @@ def _attach_or_create(store: Store, experiment_id: str, config: DictConfig,
         run_name=f"sweep-{sweep_label(config)}-{time.strftime('%Y%m%d-%H%M%S')}",
     )
     parent_run_id = str(run.info.run_id)
-    params = {f"search_space.{sanitize_key(k)}": v for k, v in search_space(config).items()}
+    params = {f"search_space.{sanitize_key(k)}": v for k, v in space.items()}
     params["sweep.sampler"] = str(sweeper.get("sampler", {}).get("_target_", ""))
     params["sweep.direction"] = str(sweeper.get("direction"))
     params["objective.metric"] = str(config.objective.metric)
