@@ -70,6 +70,37 @@ def test_fast_trusted_types_match_a_full_skops_dump(compose_cfg, model, dataset)
     assert (loaded.predict(splits.X_val) == pipeline.predict(splits.X_val)).all()
 
 
+def test_run_data_is_logged_in_the_fewest_batches_mlflow_accepts(tmp_path, monkeypatch):
+    from tabflow.tracking.records import log_run_data
+
+    store = connect(f"sqlite:///{tmp_path}/mlflow.db")
+    experiment = store.client.create_experiment("batches")
+    calls = []
+    real = store.client.log_batch
+
+    def counted(run_id, metrics=(), params=(), tags=()):
+        calls.append((len(params), len(tags), len(metrics)))
+        return real(run_id, metrics=metrics, params=params, tags=tags)
+
+    monkeypatch.setattr(store.client, "log_batch", counted)
+    # A trial's record: one call (it was one per kind).
+    run = store.client.create_run(experiment).info.run_id
+    log_run_data(store, run, params={f"p{i}": str(i) for i in range(90)},
+                 metrics={f"m{i}": i / 2 for i in range(32)}, tags={"t": "x"})
+    assert calls == [(90, 1, 32)]
+    # Past every limit (100 params, 100 tags, 1,000 metrics, 1,000 in all): all is logged.
+    calls.clear()
+    big = store.client.create_run(experiment).info.run_id
+    params = {f"p{i}": str(i) for i in range(250)}
+    tags = {f"t{i}": str(i) for i in range(120)}
+    metrics = {f"m{i}": float(i) for i in range(1900)}
+    log_run_data(store, big, params=params, metrics=metrics, tags=tags)
+    assert calls == [(100, 100, 800), (100, 20, 880), (50, 0, 220)]
+    data = store.client.get_run(big).data
+    assert data.params == params and data.metrics == metrics
+    assert {k: v for k, v in data.tags.items() if k.startswith("t")} == tags
+
+
 def test_best_trial_run_pages_through_the_sweep_and_never_ranks_nan(tmp_path, monkeypatch):
     from tabflow.contract import TAG_ROLE, TAG_TRIAL
     from tabflow.tracking import queries
