@@ -129,3 +129,26 @@ def test_a_read_only_store_is_named_so_and_kept(tmp_path):
     message = str(refused.value)
     assert "can't be written here" in message and "is kept as it is" in message
     assert "Move it aside" not in message and "not a readable" not in message
+
+
+def test_a_log_left_by_a_deleted_store_is_not_read_into_a_new_one(tmp_path):
+    """``rm optuna.db`` while a process still has it open: its ``-wal`` and ``-shm`` stay
+    beside the path, and the next sweep's new store must not read them."""
+    import optuna
+
+    path = tmp_path / "optuna.db"
+    holder = sqlite3.connect(path)  # a process that still has the old store open
+    holder.execute("PRAGMA journal_mode=WAL")
+    holder.execute("CREATE TABLE t (x INTEGER)")
+    holder.execute("INSERT INTO t VALUES (1)")
+    holder.commit()
+    path.unlink()  # the user's rm: the log files stay
+    assert (tmp_path / "optuna.db-wal").exists()
+    try:
+        url = f"sqlite:///{path}"
+        study = optuna.create_study(storage=optuna_storage(url), study_name="fresh")
+        study.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=2)
+        assert len(optuna.load_study(study_name="fresh", storage=url).trials) == 2
+        assert holder.execute("SELECT x FROM t").fetchall() == [(1,)]  # the old one, intact
+    finally:
+        holder.close()

@@ -18,17 +18,26 @@ from typing import Any
 
 @contextlib.contextmanager
 def sqlite_init_lock(uri: str) -> Iterator[None]:
-    """Serialise schema set-up of a SQLite database among this machine's processes."""
+    """Serialise schema set-up of a SQLite database among this machine's processes.
+
+    A database about to be created loses any write-ahead log or journal left beside its
+    path: they belong to a file that was deleted or moved (``rm optuna.db``, its ``-wal``
+    kept), and SQLite would read them into the new one and fail ("disk I/O error").
+    """
     import fcntl
 
     if not uri.startswith("sqlite:///"):
         yield
         return
-    path = Path(uri.removeprefix("sqlite:///")).with_suffix(".init-lock")
+    db = Path(uri.removeprefix("sqlite:///"))
+    path = db.with_suffix(".init-lock")
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
+            if not db.exists():
+                for orphan in ("-wal", "-shm", "-journal"):
+                    Path(f"{db}{orphan}").unlink(missing_ok=True)
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
