@@ -178,3 +178,31 @@ def test_the_study_names_its_objective(tmp_path):
     study = _study.create_study("s", f"sqlite:///{tmp_path}/o.db", None, ["maximize"],
                                 ["val_accuracy"])
     assert study.metric_names == ["val_accuracy"]
+
+
+@pytest.mark.parametrize("backend", ["memory", "sqlite", "postgres"])
+def test_user_attributes_are_set_together_and_read_back_as_optuna_stores_them(tmp_path,
+                                                                              backend):
+    import contextlib
+
+    from hydra_plugins.tabflow_sweeper._study import set_user_attrs
+    from hydra_plugins.tabflow_sweeper.stores import optuna_storage
+    from tests.helpers.services import postgres_database, postgres_unavailable, postgres_url
+
+    if backend == "postgres" and postgres_unavailable():
+        pytest.skip(str(postgres_unavailable()))
+    with postgres_database() if backend == "postgres" else contextlib.nullcontext() as db:
+        url = {"memory": None, "sqlite": f"sqlite:///{tmp_path}/optuna.db",
+               "postgres": postgres_url(str(db))}[backend]
+        study = optuna.create_study(storage=optuna_storage(url) if url else None)
+        trial = study.ask()
+        attrs = {f"val_m{i}": i / 3 for i in range(450)}  # more than one statement's rows
+        set_user_attrs(trial, {"mlflow_run_id": "old", "val_m0": -1.0})
+        set_user_attrs(trial, {**attrs, "mlflow_run_id": "abc", "nested": {"a": [1, None]}})
+        study.tell(trial, 1.0)
+        stored = optuna.load_study(study_name=study.study_name,
+                                   storage=optuna_storage(url) if url else study._storage)
+        assert stored.trials[0].user_attrs == {**attrs, "mlflow_run_id": "abc",
+                                               "nested": {"a": [1, None]}}  # updated in place
+        with pytest.raises(RuntimeError, match="finished"):  # as Optuna refuses it
+            set_user_attrs(trial, {"late": 1})
