@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -14,6 +15,19 @@ from omegaconf import DictConfig
 from tabflow.config import register_configs
 from tests.helpers import CONF
 from tests.helpers.scheduling import pytest_xdist_make_scheduler  # noqa: F401 (a hook)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Let Ctrl-C reach the commands the tests start, however the suite itself was started.
+
+    A shell without job control starts a background command (``.ci/run &``, a CI runner's
+    step) with SIGINT ignored, and an ignored signal stays ignored in every child: Python
+    then installs no Ctrl-C handler, and each test that sends SIGINT to a sweep or a
+    ``tabflow`` command sees it run on to the end. A handler of our own is reset to the
+    default in a child, which then handles Ctrl-C as a user's terminal would.
+    """
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture
