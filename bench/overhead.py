@@ -20,6 +20,9 @@ hand-written contenders do. Contenders, each in its own process, all on the same
 * ``tabflow``: ``python src/train.py -m ...`` as a user runs it, tracking and registration
   included, in a fresh project root (new SQLite stores).
 * ``tabflow-parallel``: the same with 2 warm workers (``hydra.launcher.n_jobs=2``).
+* ``tabflow-baseline`` (with ``--baseline DIR``): ``tabflow`` from another checkout (an
+  earlier commit: ``git worktree add DIR <rev>``), run alternately with this one, so that a
+  change's effect is measured side by side on the same machine in the same minutes.
 
 Per-trial overhead is a slope: each contender also runs a smaller number of trials, and
 ``((wall - fits) at N - (wall - fits) at n) / (N - n)`` leaves fixed costs (imports, the
@@ -56,6 +59,7 @@ TRAIN = REPO / "src" / "train.py"
 TARGETS = {
     "wall_vs_raw_mlflow": 1.15,    # tabflow wall / the hand-written Optuna + MLflow loop
     "overhead_per_trial_s": 0.050,  # slope, sequential, tracking included
+    "overhead_vs_raw_mlflow": 2.0,  # that slope / the hand-written loop's (issue 32)
     "registration_s": 1.0,         # log + register the final model
     "parallel_speedup": 1.7,       # sequential wall / 2 workers wall, fits >= 0.3 s
     "parallel_fast": 1.0,           # ... and never slower for 10 ms fits
@@ -151,7 +155,13 @@ def workload(name: str, trials: int | None = None, seed: int = 42) -> list[str]:
             "cv.folds=0"]
 
 
-def run_contender(name: str, overrides: list[str]) -> dict[str, Any]:
+def contenders(baseline: Path | None) -> list[str]:
+    """The contenders of a run: ``tabflow-baseline`` too when a baseline checkout is given."""
+    return [*CONTENDERS, "tabflow-baseline"] if baseline else list(CONTENDERS)
+
+
+def run_contender(name: str, overrides: list[str], baseline: Path | None = None
+                  ) -> dict[str, Any]:
     """Run one contender once in a fresh project root and return its measurements."""
     with tempfile.TemporaryDirectory(prefix="tabflow-bench-") as tmp:
         root = Path(tmp)
@@ -165,8 +175,12 @@ def run_contender(name: str, overrides: list[str]) -> dict[str, Any]:
                     "test": r["test"], "registration_s": None}
         extra = {"tabflow-parallel": ["hydra.launcher.n_jobs=2"],
                  "hydra-optuna": STOCK_HYDRA}.get(name, [])
-        m = run_measured([sys.executable, str(TRAIN), "-m", *overrides, *extra], root,
-                         _env(root))
+        train, env = TRAIN, _env(root)
+        if name == "tabflow-baseline":  # its own code first on the path, its own conf/
+            assert baseline is not None
+            train = baseline / "src" / "train.py"
+            env["PYTHONPATH"] = os.pathsep.join([str(baseline / "src"), str(baseline)])
+        m = run_measured([sys.executable, str(train), "-m", *overrides, *extra], root, env)
         fits = [json.loads(p.read_text())["fit_time_s"]
                 for p in root.glob("multirun/**/metrics.json")]
         if name == "hydra-optuna":
@@ -194,15 +208,17 @@ def _parent_metrics(db: Path) -> dict[str, float]:
 def compare(args: argparse.Namespace, name: str) -> dict[str, Any]:
     """Run every contender on one workload ``--repeats`` times, alternating; take medians."""
     _, big, small = WORKLOADS[name]
-    runs: dict[str, list[dict[str, Any]]] = {n: [] for n in CONTENDERS}
-    lows: dict[str, list[dict[str, Any]]] = {n: [] for n in CONTENDERS}
+    names = contenders(args.baseline)
+    runs: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
+    lows: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
     for rep in range(args.repeats):
-        for contender in CONTENDERS:
+        for contender in names:
             print(f"  {name}, repetition {rep + 1}/{args.repeats}: {contender} ...", flush=True)
-            runs[contender].append(run_contender(contender, workload(name, big, args.seed)))
+            runs[contender].append(run_contender(contender, workload(name, big, args.seed),
+                                                 args.baseline))
             if contender != "search":  # no per-trial framework to measure
-                lows[contender].append(run_contender(contender,
-                                                     workload(name, small, args.seed)))
+                lows[contender].append(run_contender(contender, workload(name, small, args.seed),
+                                                     args.baseline))
     table: dict[str, Any] = {}
     for contender, rs in runs.items():
         med = {k: statistics.median(r[k] for r in rs)
@@ -357,6 +373,16 @@ def checks(result: dict[str, Any], with_contenders: bool = True
         tab = t["tabflow"]
         add(f"{name}: tabflow overhead per trial, slope (s)", tab["overhead_per_trial_s"],
             TARGETS["overhead_per_trial_s"])
+        raw_slope = t["raw-mlflow"]["overhead_per_trial_s"]
+        add(f"{name}: tabflow overhead per trial / raw-mlflow's",
+            None if not raw_slope or tab["overhead_per_trial_s"] is None
+            else tab["overhead_per_trial_s"] / raw_slope,
+            TARGETS["overhead_vs_raw_mlflow"], unit="x")
+        if "tabflow-baseline" in t:  # this checkout against the one given by --baseline
+            base = t["tabflow-baseline"]["overhead_per_trial_s"]
+            add(f"{name}: tabflow overhead per trial / the baseline's",
+                None if not base or tab["overhead_per_trial_s"] is None
+                else tab["overhead_per_trial_s"] / base, 1.0, unit="x")
         add(f"{name}: tabflow wall / raw-mlflow wall", tab["wall_s"] / t["raw-mlflow"]["wall_s"],
             TARGETS["wall_vs_raw_mlflow"], unit="x")
         add(f"{name}: tabflow fits / raw fits", tab["fit_s"] / t["raw"]["fit_s"],
@@ -431,6 +457,9 @@ def main() -> None:
                              "memory and open files stay flat (e.g. 1000; 0 skips it)")
     parser.add_argument("--only-load", action="store_true",
                         help="run only the --load section (no contenders)")
+    parser.add_argument("--baseline", type=Path,
+                        help="another checkout whose tabflow runs beside this one "
+                             "(contender tabflow-baseline)")
     parser.add_argument("--out", type=Path, default=RESULTS / "overhead.json")
     args = parser.parse_args()
 
