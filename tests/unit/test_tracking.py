@@ -219,3 +219,36 @@ def test_a_rerun_stopped_by_a_busy_lock_leaves_a_finished_parent_finished(tmp_pa
     kept, new = (store.client.get_run(r) for r in run_ids)
     assert kept.info.status == "FINISHED" and "error" not in kept.data.tags
     assert new.info.status == "FAILED"  # a parent this run created did fail
+
+
+def test_a_dataset_row_created_by_another_process_meanwhile_still_links_the_run(tmp_path,
+                                                                                 monkeypatch):
+    """Two sweep processes log a dataset's first use at once: the loser's insert breaks the
+    unique key (CI9 saw it with two workers sharing a study). The race can't be timed for
+    real, so the first call fails as MLflow's did; the run must still get its input."""
+    from mlflow.exceptions import MlflowException
+
+    from tabflow.tracking.records import log_dataset
+
+    store = connect(f"sqlite:///{tmp_path}/mlflow.db")
+    experiment = store.client.create_experiment("race")
+    run = store.client.create_run(experiment).info.run_id
+    real, calls = store.client.log_inputs, []
+
+    def racing(run_id, datasets=None, models=None):
+        calls.append(run_id)
+        if len(calls) == 1:
+            raise MlflowException("(sqlite3.IntegrityError) UNIQUE constraint failed: "
+                                  "datasets.experiment_id, datasets.name, datasets.digest")
+        return real(run_id, datasets=datasets, models=models)
+
+    monkeypatch.setattr(store.client, "log_inputs", racing)
+    dataset = {"name": "d", "digest": "0123456789abcdef0123", "source": "/data/d.csv",
+               "schema": {"x": "float64"}, "n_rows": 3, "n_features": 1}
+    log_dataset(store, run, dataset, "training")
+    inputs = store.client.get_run(run).inputs.dataset_inputs
+    assert [(i.dataset.name, i.dataset.digest) for i in inputs] == [("d", "0123456789abcdef")]
+    monkeypatch.setattr(store.client, "log_inputs", lambda *a, **k: (_ for _ in ()).throw(
+        MlflowException("no such table: datasets")))
+    with pytest.raises(MlflowException, match="no such table"):  # other errors still raise
+        log_dataset(store, run, dataset, "training")
