@@ -41,7 +41,6 @@ from tabflow.contract import (
     TAG_DIGEST,
     exit_cleanly,
     interrupt_code,
-    is_optuna_sweep,
     primary_objective,
 )
 from tabflow.tracking.failures import fail
@@ -109,10 +108,11 @@ def finish(sweep: SweepRun) -> None:
     best model and closes the parent.
     """
     sweeper = sweep.config.hydra.sweeper
-    if not is_optuna_sweep(sweep.config) or not sweeper.storage:
+    study = sweep.study
+    if study is None or not sweeper.storage:
         _finish_closing_parent(sweep)
         return
-    storage, study = optuna_storage(str(sweeper.storage)), str(sweep.study)
+    storage = optuna_storage(str(sweeper.storage))
     running = running_trials(storage, study)
     if running:
         print(f"{running} trial(s) of study {study} still run in other sweep processes; "
@@ -131,10 +131,10 @@ def _close_replaced_attempts(sweep: SweepRun) -> None:
     import optuna
 
     sweeper = sweep.config.hydra.sweeper
-    if not is_optuna_sweep(sweep.config) or not sweeper.storage:
+    if sweep.study is None or not sweeper.storage:
         return  # retries happen in stored studies only
     try:
-        study = optuna.load_study(study_name=str(sweep.study),
+        study = optuna.load_study(study_name=sweep.study,
                                   storage=optuna_storage(str(sweeper.storage)))
     except KeyError:  # no study (a sweep that never started one)
         return
@@ -385,9 +385,9 @@ def report(sweep: SweepRun, best: Best, best_cfg: DictConfig, final: Any, name: 
         folder = Path(tmp) / "figures"
         figures = plots.model_figures(final.pipeline, final.X_test, final.y_test,
                                       final.task, "test", config.seed)
-        if is_optuna_sweep(config):
+        if sweep.study is not None:
             figures.update(plots.sweep_figures(str(config.hydra.sweeper.storage),
-                                               str(sweep.study), metric))
+                                               sweep.study, metric))
         paths = plots.save_figures(figures, folder)
         run = store.client.get_run(parent)
         summary = {
