@@ -30,6 +30,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from hydra_plugins.tabflow_sweeper import search_space
+from tabflow.config import register_resolvers
 from tabflow.contract import (
     CODE_ROOT,
     MLFLOW_RUN_FILE,
@@ -79,6 +80,13 @@ class MlflowCallback(Callback):
     _job_run_id: str | None = field(default=None, repr=False)
     _store: Store | None = field(default=None, repr=False)
     _writer: BackgroundWriter | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        register_resolvers()  # the config's ${file_stem:...} resolves in this process
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        register_resolvers()  # a worker that unpickled the callback resolves it too
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)

@@ -413,8 +413,15 @@ def file_stem(path: str | None, default: str = "csv") -> str:
     return Path(str(path)).stem if path else default
 
 
-# Registered on import: jobs in other processes resolve the same interpolations.
-OmegaConf.register_resolver("file_stem", file_stem, replace=True)
+def register_resolvers() -> None:
+    """Register tabflow's OmegaConf resolvers (``file_stem``) once in this process.
+
+    Called where tabflow sets itself up, not at import: by :func:`register_configs`
+    (the command's process) and by the tracking callback wherever a launcher builds or
+    unpickles it (a worker process resolves the same interpolations).
+    """
+    if not OmegaConf.has_resolver("file_stem"):
+        OmegaConf.register_new_resolver("file_stem", file_stem)
 
 
 def composed_node(node: str, overrides: list[str]) -> DictConfig:
@@ -451,7 +458,8 @@ def composed_node(node: str, overrides: list[str]) -> DictConfig:
 
 
 def register_configs() -> None:
-    """Register the schemas so ``conf/`` files can extend them by name."""
+    """Register the schemas so ``conf/`` files can extend them by name, and the resolvers."""
+    register_resolvers()
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainConfig, provider="tabflow", replace=True)
     for name, schema in MODEL_SCHEMAS.items():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -78,3 +79,44 @@ def test_tracking_imports_nothing_above_it(tmp_path):
     lines = proc.stdout.splitlines()
     assert [line.split(":")[0] for line in lines] == [
         "tabflow.tracking.parent imports tabflow.sweep_end"], lines  # contract is below it
+
+
+# Imports every module of tabflow and its plugins in a fresh process, then prints what
+# importing changed in the process: resolvers, logging filters, connection listeners.
+IMPORT_ALL = """
+import importlib, json, logging, pkgutil
+import sqlalchemy
+from omegaconf.basecontainer import BaseContainer
+
+def listeners():
+    return len(sqlalchemy.create_engine("sqlite://").pool.dispatch.connect)
+
+def filters():
+    return {name: len(logger.filters) for name, logger in logging.root.manager.loggerDict.items()
+            if isinstance(logger, logging.Logger) and logger.filters}
+
+before = (set(BaseContainer._resolvers), filters(), listeners())
+import tabflow, hydra_plugins.tabflow_sweeper, hydra_plugins.tabflow_launcher
+modules = []
+for package in (tabflow, hydra_plugins.tabflow_sweeper, hydra_plugins.tabflow_launcher):
+    for info in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
+        if not info.name.endswith("__main__"):
+            importlib.import_module(info.name)
+            modules.append(info.name)
+print(json.dumps({"modules": len(modules),
+                  "resolvers": sorted(set(BaseContainer._resolvers) - before[0]),
+                  "filters": {k: v for k, v in filters().items() if before[1].get(k) != v},
+                  "listeners": listeners() - before[2]}))
+"""
+
+
+def test_importing_any_module_changes_nothing_in_the_process():
+    # Resolvers, logging filters and SQLAlchemy listeners are set up when tabflow opens a
+    # store or composes a config, so a user's own code that imports tabflow keeps its own.
+    proc = subprocess.run([sys.executable, "-c", IMPORT_ALL], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    changed = json.loads(proc.stdout.splitlines()[-1])
+    assert changed["modules"] > 40
+    assert changed == {"modules": changed["modules"], "resolvers": [], "filters": {},
+                       "listeners": 0}
