@@ -18,6 +18,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from tabflow.contract import natural_direction
 from tabflow.monitoring.settings import MonitoringConfig
 
 
@@ -284,12 +285,14 @@ class SplitConfig:
 class ObjectiveConfig:
     """The value the sweep optimises: a validation metric and a direction."""
 
-    # A metric name and a direction, or lists of both for a multi-objective sweep
-    # (e.g. [val_f1, fit_time_s] and [maximize, minimize]); checked in tabflow.checks.
+    # A metric name, or a list of them for a multi-objective sweep ([val_f1, fit_time_s]);
+    # checked in tabflow.checks.
     metric: Any = MISSING
+    # Derived from the metric in conf/train.yaml (${direction_of:...}); a value given by
+    # hand is checked against it.
     direction: Any = MISSING
-    # Defaults per task, which `metric` and `direction` interpolate in conf/train.yaml.
-    by_task: dict[str, dict[str, str]] = field(default_factory=dict)
+    # The default metric per task, which `metric` interpolates in conf/train.yaml.
+    by_task: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -413,15 +416,31 @@ def file_stem(path: str | None, default: str = "csv") -> str:
     return Path(str(path)).stem if path else default
 
 
+def direction_of(metric: Any) -> str | list[str]:
+    """``${direction_of:${.metric}}`` in conf/: the direction each metric is optimised in.
+
+    Derived from the one list of metrics where smaller is better
+    (:data:`tabflow.contract.LOWER_IS_BETTER`); a list of metrics gives a list.
+    """
+    if isinstance(metric, str):
+        return natural_direction(metric)
+    return [natural_direction(str(m)) for m in metric]
+
+
+# tabflow's resolvers, by the name conf/ calls them.
+RESOLVERS = {"file_stem": file_stem, "direction_of": direction_of}
+
+
 def register_resolvers() -> None:
-    """Register tabflow's OmegaConf resolvers (``file_stem``) once in this process.
+    """Register tabflow's OmegaConf resolvers (:data:`RESOLVERS`) once in this process.
 
     Called where tabflow sets itself up, not at import: by :func:`register_configs`
     (the command's process) and by the tracking callback wherever a launcher builds or
     unpickles it (a worker process resolves the same interpolations).
     """
-    if not OmegaConf.has_resolver("file_stem"):
-        OmegaConf.register_new_resolver("file_stem", file_stem)
+    for name, resolver in RESOLVERS.items():
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_resolver(name, resolver)
 
 
 def composed_node(node: str, overrides: list[str]) -> DictConfig:

@@ -51,6 +51,8 @@ def identity(cfg: DictConfig, data_digest: str | None = None) -> dict[str, Any]:
         job.pop(key, None)
     for key in _NOT_IDENTITY_EVALUATION:
         job.get("evaluation", {}).pop(key, None)
+    # The objective is its metric and direction (resolved above), not the table of defaults.
+    job.get("objective", {}).pop("by_task", None)
     return {**sweep_identity(cfg, job), "data": data_digest}
 
 

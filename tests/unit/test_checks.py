@@ -15,7 +15,9 @@ from tabflow.checks import ConfigCheck, ConfigError, check_config
     (["objective.metric=test_accuracy"], "not a validation metric"),
     (["objective.metric=val_rmse"], "not a validation metric"),
     (["objective.direction=up"], "must give minimize or maximize"),
-    (["objective.metric=[val_f1,fit_time_s]"], "must give minimize or maximize for each"),
+    # Directions follow the metrics unless given; given, there is one for each metric.
+    (["objective.metric=[val_f1,fit_time_s]", "objective.direction=[maximize]"],
+     "must give minimize or maximize for each"),
     (["split.test_size=0.6", "split.val_size=0.5"], "training rows remain"),
 ])
 def test_checks_name_the_problem_and_the_fix(compose_cfg, overrides, needle):

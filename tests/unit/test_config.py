@@ -214,3 +214,24 @@ def test_figures_on_or_off_is_the_same_study(compose_cfg):
     assert identity(compose_cfg("sweep=narrow", "evaluation.figures=false",
                                 "evaluation.trial_figures=true"), "digest") == base
     assert identity(compose_cfg("sweep=narrow", "evaluation.stage_size=10"), "digest") != base
+    # The objective is what it resolves to: naming the default direction by hand, or
+    # editing another task's default metric, is the same study; another metric is not.
+    assert identity(compose_cfg("sweep=narrow", "objective.direction=maximize",
+                                "objective.by_task.regression=val_mae"), "digest") == base
+    assert identity(compose_cfg("sweep=narrow", "objective.metric=val_f1"), "digest") != base
+
+
+@pytest.mark.parametrize(("overrides", "direction"), [
+    ([], "maximize"),                                  # val_accuracy
+    (["dataset=diabetes"], "minimize"),                # val_rmse
+    (["objective.metric=val_log_loss"], "minimize"),
+    (["dataset=diabetes", "objective.metric=val_r2"], "maximize"),
+    (["objective.metric=[val_f1,fit_time_s]"], ["maximize", "minimize"]),
+])
+def test_the_objectives_direction_follows_from_its_metric(compose_cfg, overrides, direction):
+    # One fact per metric (tabflow.contract.LOWER_IS_BETTER): no direction to repeat by hand,
+    # and the sweeper optimises the one derived.
+    cfg = compose_cfg("sweep=narrow", *overrides)
+    assert OmegaConf.to_container(cfg.objective, resolve=True)["direction"] == direction
+    assert OmegaConf.to_container(cfg.hydra.sweeper, resolve=True)["direction"] == direction
+    check_config(cfg, sweeping=True)  # a derived direction never contradicts its metric
