@@ -10,6 +10,7 @@ stay cheap: no scikit-learn, pandas or MLflow imports here.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -428,7 +429,7 @@ def direction_of(metric: Any) -> str | list[str]:
 
 
 # tabflow's resolvers, by the name conf/ calls them.
-RESOLVERS = {"file_stem": file_stem, "direction_of": direction_of}
+RESOLVERS: dict[str, Callable[..., Any]] = {"file_stem": file_stem, "direction_of": direction_of}
 
 
 def register_resolvers() -> None:
