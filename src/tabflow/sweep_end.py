@@ -27,6 +27,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from hydra_plugins.tabflow_sweeper import best_trial
 from hydra_plugins.tabflow_sweeper.locks import (
     LOCK_SUFFIX,
     LockBusyError,
@@ -36,6 +37,7 @@ from hydra_plugins.tabflow_sweeper.locks import (
 )
 from hydra_plugins.tabflow_sweeper.stores import optuna_storage
 from tabflow.contract import (
+    ATTR_RUN_ID,
     CONFIG_FILE,
     RESULTS_FILE,
     TAG_DIGEST,
@@ -126,24 +128,36 @@ def finish(sweep: SweepRun) -> None:
         print(f"Another sweep process of study {study} is registering the best model")
 
 
-def _close_replaced_attempts(sweep: SweepRun) -> None:
-    """Close the runs of attempts that retries replaced, before anything ranks the trials."""
+def _close_replaced_attempts(sweep: SweepRun) -> tuple[str, str | None] | None:
+    """Close the runs of attempts that retries replaced, before anything ranks the trials.
+
+    Returns:
+        The trial the study holds best and its MLflow run id (see :func:`chosen_trial`),
+        or None for a sweep without a stored study.
+    """
     import optuna
 
     sweeper = sweep.config.hydra.sweeper
     if sweep.study is None or not sweeper.storage:
-        return  # retries happen in stored studies only
+        return None  # retries happen in stored studies only
     try:
         study = optuna.load_study(study_name=sweep.study,
                                   storage=optuna_storage(str(sweeper.storage)))
     except KeyError:  # no study (a sweep that never started one)
-        return
+        return None
     trials = study.get_trials(deepcopy=False)
     closed = close_attempts(sweep.store, sweep.experiment_id, sweep.parent_run_id,
                             replaced_by_study(trials))
     if closed:
         print(f"{closed} run(s) of trials given up (their sweep process stopped beating) "
               f"closed as FAILED")
+    return chosen_trial(study)
+
+
+def chosen_trial(study: Any) -> tuple[str, str | None] | None:
+    """The trial the study holds best (the sweeper's one rule) and its MLflow run id."""
+    trial = best_trial(study)
+    return None if trial is None else (str(trial.number), trial.user_attrs.get(ATTR_RUN_ID))
 
 
 def _finish_closing_parent(sweep: SweepRun) -> None:
@@ -165,10 +179,10 @@ def _finish_closing_parent(sweep: SweepRun) -> None:
 
 def _summarise_and_register(sweep: SweepRun) -> None:
     store, config, parent = sweep.store, sweep.config, sweep.parent_run_id
-    _close_replaced_attempts(sweep)
+    chosen = _close_replaced_attempts(sweep)
     metric, direction = sweep.objective
     previous = store.client.get_run(parent).data.tags
-    best, counts = best_trial_run(store, sweep.experiment_id, parent, metric, direction)
+    best, counts = best_trial_run(store, sweep.experiment_id, parent, metric, direction, chosen)
     # The same best trial, already registered under this name (a re-run, or a resume).
     same_best = previous.get("best.run_id") == best.run_id
     unchanged = same_best and "registry.version" in previous \

@@ -130,6 +130,41 @@ def test_best_trial_run_pages_through_the_sweep_and_never_ranks_nan(tmp_path, mo
     worst, _ = queries.best_trial_run(store, experiment, parent, "val_accuracy", "minimize")
     assert worst.trial == "0"  # NaN is not the minimum either
 
+    # A sweep with a study takes the study's choice as it is (one decision, made by the
+    # sweeper): its trial's run, even where the runs alone would rank another first.
+    chosen, _ = queries.best_trial_run(store, experiment, parent, "val_accuracy", "maximize",
+                                       chosen=("3", ids[3]))
+    assert (chosen.run_id, chosen.trial, chosen.value) == (ids[3], "3", 0.8)
+    # A choice whose run can't be used (failed record, NaN, another sweep's run, none):
+    # the runs are ranked instead, and it says so.
+    for unusable in (("2", ids[2]), ("1", ids[1]), ("9", other), ("4", None)):
+        fallback, _ = queries.best_trial_run(store, experiment, parent, "val_accuracy",
+                                             "maximize", chosen=unusable)
+        assert fallback.run_id == ids[5], unusable
+
+
+def test_the_best_trial_is_one_rule_for_progress_results_and_registration():
+    import optuna
+    from optuna.distributions import FloatDistribution
+
+    from hydra_plugins.tabflow_sweeper import best_trial
+
+    def study_of(directions, values):
+        study = optuna.create_study(directions=directions)
+        for number, v in enumerate(values):
+            study.add_trial(optuna.trial.create_trial(
+                values=v, params={"x": float(number)},
+                distributions={"x": FloatDistribution(0, 10)},
+                user_attrs={"mlflow_run_id": f"run{number}"}))
+        return study
+
+    assert best_trial(optuna.create_study()) is None  # nothing complete yet
+    assert best_trial(study_of(["maximize"], [[0.8], [0.9], [0.9]])).number == 1  # earliest tie
+    assert best_trial(study_of(["minimize"], [[0.8], [0.5], [0.5]])).number == 1
+    # Several objectives: the Pareto front's best on the first, ties to the earliest.
+    pareto = study_of(["maximize", "minimize"], [[0.9, 3.0], [0.9, 1.0], [0.7, 0.1], [0.9, 1.0]])
+    assert best_trial(pareto).number == 1
+
 
 def test_a_killed_sweeps_runs_are_finished_from_their_job_dirs_or_failed(tmp_path):
     """What a SIGKILL leaves while the background writer logs: runs still RUNNING. A trial

@@ -48,4 +48,24 @@ def study_is_complete(storage: str, name: str, n_trials: int) -> bool:
     return is_complete(storage, name, n_trials)
 
 
-__all__ = ["HookError", "check_sweeper_settings", "search_space", "study_is_complete"]
+def best_trial(study: Any) -> Any | None:
+    """The trial a study holds best: the one decision a sweep reports and registers.
+
+    The best value of the first objective among the complete trials (with several
+    objectives, among the Pareto front's), ties to the earliest trial, as Optuna's
+    ``best_trial`` promises for one objective. None while no trial is complete.
+    """
+    from optuna.trial import TrialState
+
+    if len(study.directions) > 1:
+        candidates = study.best_trials
+    else:
+        candidates = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not candidates:
+        return None
+    sign = -1.0 if study.directions[0].name == "MAXIMIZE" else 1.0
+    return min(candidates, key=lambda t: (sign * t.values[0], t.number))
+
+
+__all__ = ["HookError", "best_trial", "check_sweeper_settings", "search_space",
+           "study_is_complete"]

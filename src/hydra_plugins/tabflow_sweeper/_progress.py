@@ -13,6 +13,7 @@ import optuna
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
+from hydra_plugins.tabflow_sweeper import best_trial
 from hydra_plugins.tabflow_sweeper.contract import ATTR_RUN_ID, RESULTS_FILE
 
 log = logging.getLogger(__name__)
@@ -65,9 +66,8 @@ class Progress:
         eta = elapsed / self.finished_here * remaining
         best = ""
         if len(study.directions) == 1:
-            complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if complete:
-                b = study.best_trial
+            b = best_trial(study)
+            if b is not None:
                 best = f" | best {b.value:.4f} (trial {b.number})"
         else:
             best = f" | Pareto front: {len(study.best_trials)} trials"
@@ -93,13 +93,12 @@ def write_results(study: optuna.Study, sweep_dir: Path, storage: Any, n_trials: 
         "stopped_by_timeout": stopped_by_timeout,
         "failures": [{"trial": n, "error": m} for n, m in failures],
     }
-    complete = [t for t in trials if t.state is TrialState.COMPLETE]
-    if complete and len(study.directions) == 1:
-        best = study.best_trial
+    best = best_trial(study)
+    if best is not None and len(study.directions) == 1:
         results.update({"best_trial": best.number, "best_value": best.value,
                         "best_params": best.params,
                         "best_mlflow_run_id": best.user_attrs.get(ATTR_RUN_ID)})
-    elif complete:
+    elif best is not None:
         results["solutions"] = [
             {"trial": t.number, "values": t.values, "params": t.params,
              "mlflow_run_id": t.user_attrs.get(ATTR_RUN_ID)} for t in study.best_trials]

@@ -29,7 +29,7 @@ from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import Trial, TrialState
 
-from hydra_plugins.tabflow_sweeper import _heartbeat, _study, identity
+from hydra_plugins.tabflow_sweeper import _heartbeat, _study, best_trial, identity
 from hydra_plugins.tabflow_sweeper._heartbeat import Heartbeat, TrialBeats
 from hydra_plugins.tabflow_sweeper._outcomes import (
     finished_values,
@@ -90,8 +90,8 @@ def complete_message(study: optuna.Study, name: str, done: int, asked: int) -> s
     for fewer trials than it has is no reason to run any.
     """
     best = ""
-    if len(study.directions) == 1:
-        trial = study.best_trial
+    trial = best_trial(study)
+    if len(study.directions) == 1 and trial is not None:
         best = f", best trial {trial.number} at {trial.value:.4f}"
     count = f"{done} of {asked} trials" if asked >= done else \
         f"{done} trials, {asked} asked for"

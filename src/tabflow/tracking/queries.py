@@ -152,7 +152,8 @@ def _trial_order(run: Any) -> tuple[float, int]:
 
 
 def best_trial_run(store: Store, experiment_id: str, parent_run_id: str, metric: str,
-                   direction: str) -> tuple[Best, dict[str, int]]:
+                   direction: str, chosen: tuple[str, str | None] | None = None
+                   ) -> tuple[Best, dict[str, int]]:
     """Find a sweep's best finished trial run and count its trials by status.
 
     Args:
@@ -161,10 +162,13 @@ def best_trial_run(store: Store, experiment_id: str, parent_run_id: str, metric:
         parent_run_id: The sweep's parent run.
         metric: The objective metric, e.g. ``val_accuracy``.
         direction: ``maximize`` or ``minimize``.
+        chosen: The trial the sweep's study holds best and its run id, when it has a
+            study: that decision is taken as it is, not made again from the runs. Runs
+            are ranked (:func:`ranked_trials`) only for a sweep without a study, or when
+            the chosen trial's run can't be used (its record failed); that is printed.
 
     Returns:
-        The best run (see :func:`ranked_trials`) and ``{status: count}`` over all the
-        sweep's trial runs.
+        The best run and ``{status: count}`` over all the sweep's trial runs.
 
     Raises:
         TrackingError: If no trial finished with the metric.
@@ -175,13 +179,34 @@ def best_trial_run(store: Store, experiment_id: str, parent_run_id: str, metric:
     for run in pages(store, experiment_id, _trials_of(parent_run_id)):
         status = PRUNED if TAG_PRUNED_AT in run.data.tags else run.info.status
         counts[status] = counts.get(status, 0) + 1
-    best = next(ranked_trials(store, experiment_id, parent_run_id, metric, direction), None)
+    best = _chosen_run(store, parent_run_id, metric, chosen) if chosen else None
+    if best is None:
+        best = next(ranked_trials(store, experiment_id, parent_run_id, metric, direction), None)
     if best is None:
         raise TrackingError(f"no trial finished with {metric}: {counts or 'no trials'}; "
                             f"nothing is registered")
     return Best(best.info.run_id, best.data.tags.get(TAG_TRIAL, "?"),
                 best.data.metrics[metric], best.data.tags.get(TAG_OUTPUT_DIR, ""),
                 dict(best.data.params), best.data.tags.get(TAG_TUNED, "")), counts
+
+
+def _chosen_run(store: Store, parent_run_id: str, metric: str, chosen: tuple[str, str | None]
+                ) -> Any | None:
+    """The run of the trial the study chose, if it is a finished trial of this sweep."""
+    trial, run_id = chosen
+    run = None
+    if run_id:
+        try:
+            run = store.client.get_run(run_id)
+        except Exception:  # deleted, or never created: MLflow raises its own error
+            run = None
+    if run is not None and run.info.status == "FINISHED" \
+            and run.data.tags.get(TAG_PARENT) == parent_run_id \
+            and math.isfinite(run.data.metrics.get(metric, math.nan)):
+        return run
+    print(f"The study's best trial {trial} has no finished run with {metric} in this sweep "
+          f"(its record failed); choosing the best trial the runs recorded")
+    return None
 
 
 def pruned_trials(store: Store, experiment_id: str, parent_run_id: str
