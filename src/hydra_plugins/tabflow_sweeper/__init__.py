@@ -4,7 +4,8 @@ It works in any Hydra app (docs/sweeper-plugin.md) and imports nothing of tabflo
 public API is what an app may use (tabflow uses nothing else; ``.ci/check_imports.py``
 refuses an import of a private module from outside the plugin):
 
-* this package: :func:`search_space`, :func:`study_is_complete`, the hook checks;
+* this package: :func:`search_space`, :func:`study_is_complete`, :func:`best_trial`, the
+  hook checks;
 * ``contract``: names shared with jobs and the app (files, trial attributes, env vars),
   clean exits and held signals;
 * ``locks``: locks in the study's storage, held by beating;
