@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import optuna
@@ -182,6 +183,10 @@ def test_killed_sweep_resumes_to_the_configured_total(tmp_path, sig, workers):
     assert {t.number for t in interrupted} <= retried  # each interrupted trial ran again
     children = by_role(runs, "trial")
     finished = [c for c in children if c.info.status == "FINISHED"]
+    if len(finished) != 6:
+        # An xfail's message is never printed; a warning reaches CI's log (issue 30's flake).
+        warnings.warn(UserWarning("resume left unfinished runs:\n"
+                                  + run_table(children, study, tmp_path, resumed)), stacklevel=1)
     assert len(finished) == 6, run_table(children, study, tmp_path, resumed)
     assert {c.info.status for c in children} - {"FINISHED"} <= {"FAILED", "KILLED"}
     assert sorted(int(c.data.tags["optuna.trial"]) for c in finished) == sorted(
@@ -194,8 +199,11 @@ def test_killed_sweep_resumes_to_the_configured_total(tmp_path, sig, workers):
 
 def run_table(children, study, root: Path, resumed) -> str:
     """What a failed resume left: each trial run and trial, and both sweeps' output."""
+    from hydra_plugins.tabflow_sweeper.locks import pid_alive
+
     rows = [f"run trial={c.data.tags.get('optuna.trial')} job={c.data.tags.get('hydra.job.num')}"
             f" {c.info.status} pid={c.data.tags.get('tabflow.pid')} "
+            f"(alive now: {pid_alive(int(c.data.tags.get('tabflow.pid', '0')))}) "
             f"error={c.data.tags.get('error', '')[:200]}" for c in children]
     rows += [f"trial {t.number} {t.state.name} {t.user_attrs}" for t in study.trials]
     return "\n".join([*rows, (root / "first-run.log").read_text()[-3000:],
