@@ -128,33 +128,30 @@ def finish(sweep: SweepRun) -> None:
         print(f"Another sweep process of study {study} is registering the best model")
 
 
-def _close_replaced_attempts(sweep: SweepRun) -> tuple[str, str | None] | None:
-    """Close the runs of attempts that retries replaced, before anything ranks the trials.
-
-    Returns:
-        The trial the study holds best and its MLflow run id (see :func:`chosen_trial`),
-        or None for a sweep without a stored study.
-    """
+def _stored_study(sweep: SweepRun) -> Any | None:
+    """The sweep's Optuna study, or None for a sweep without a stored one."""
     import optuna
 
     sweeper = sweep.config.hydra.sweeper
     if sweep.study is None or not sweeper.storage:
-        return None  # retries happen in stored studies only
+        return None
     try:
-        study = optuna.load_study(study_name=sweep.study,
-                                  storage=optuna_storage(str(sweeper.storage)))
+        return optuna.load_study(study_name=sweep.study,
+                                 storage=optuna_storage(str(sweeper.storage)))
     except KeyError:  # no study (a sweep that never started one)
         return None
-    trials = study.get_trials(deepcopy=False)
+
+
+def _close_replaced_attempts(sweep: SweepRun, study: Any) -> None:
+    """Close the runs of attempts that retries replaced, before anything ranks the trials."""
     closed = close_attempts(sweep.store, sweep.experiment_id, sweep.parent_run_id,
-                            replaced_by_study(trials))
+                            replaced_by_study(study.get_trials(deepcopy=False)))
     if closed:
         print(f"{closed} run(s) of trials given up (their sweep process stopped beating) "
               f"closed as FAILED")
-    return chosen_trial(study)
 
 
-def chosen_trial(study: Any) -> tuple[str, str | None] | None:
+def _chosen_trial(study: Any) -> tuple[str, str | None] | None:
     """The trial the study holds best (the sweeper's one rule) and its MLflow run id."""
     trial = best_trial(study)
     return None if trial is None else (str(trial.number), trial.user_attrs.get(ATTR_RUN_ID))
@@ -179,7 +176,11 @@ def _finish_closing_parent(sweep: SweepRun) -> None:
 
 def _summarise_and_register(sweep: SweepRun) -> None:
     store, config, parent = sweep.store, sweep.config, sweep.parent_run_id
-    chosen = _close_replaced_attempts(sweep)
+    study = _stored_study(sweep)  # retries happen in stored studies only
+    chosen = None
+    if study is not None:
+        _close_replaced_attempts(sweep, study)
+        chosen = _chosen_trial(study)
     metric, direction = sweep.objective
     previous = store.client.get_run(parent).data.tags
     best, counts = best_trial_run(store, sweep.experiment_id, parent, metric, direction, chosen)

@@ -93,15 +93,16 @@ def write_results(study: optuna.Study, sweep_dir: Path, storage: Any, n_trials: 
         "stopped_by_timeout": stopped_by_timeout,
         "failures": [{"trial": n, "error": m} for n, m in failures],
     }
-    best = best_trial(study)
-    if best is not None and len(study.directions) == 1:
-        results.update({"best_trial": best.number, "best_value": best.value,
-                        "best_params": best.params,
-                        "best_mlflow_run_id": best.user_attrs.get(ATTR_RUN_ID)})
-    elif best is not None:
+    if len(study.directions) == 1:
+        best = best_trial(study)
+        if best is not None:
+            results.update({"best_trial": best.number, "best_value": best.value,
+                            "best_params": best.params,
+                            "best_mlflow_run_id": best.user_attrs.get(ATTR_RUN_ID)})
+    elif front := study.best_trials:  # the Pareto front, once a trial is complete
         results["solutions"] = [
             {"trial": t.number, "values": t.values, "params": t.params,
-             "mlflow_run_id": t.user_attrs.get(ATTR_RUN_ID)} for t in study.best_trials]
+             "mlflow_run_id": t.user_attrs.get(ATTR_RUN_ID)} for t in front]
     if failures:
         log.warning("%d trial(s) failed: %s", len(failures), summary)
     sweep_dir.mkdir(parents=True, exist_ok=True)  # a resumed, complete study launched nothing

@@ -90,8 +90,8 @@ def complete_message(study: optuna.Study, name: str, done: int, asked: int) -> s
     for fewer trials than it has is no reason to run any.
     """
     best = ""
-    trial = best_trial(study)
-    if len(study.directions) == 1 and trial is not None:
+    trial = best_trial(study) if len(study.directions) == 1 else None
+    if trial is not None:
         best = f", best trial {trial.number} at {trial.value:.4f}"
     count = f"{done} of {asked} trials" if asked >= done else \
         f"{done} trials, {asked} asked for"
