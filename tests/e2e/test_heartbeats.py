@@ -52,35 +52,58 @@ def _worker(root: Path, env: dict[str, str], extra: list[str], other_host: bool 
                                      "PYTHONWARNINGS": "ignore"})
 
 
-def _running_trial_of(storage: str, pid: int, deadline: float) -> int:
-    """Wait until a process runs a trial; return its number."""
-    while time.monotonic() < deadline:
-        try:
-            names = [n for n in optuna.get_all_study_names(storage) if "~" not in n]
-        except Exception:  # the storage is still being created
-            names = []
-        for name in names:
-            study = optuna.load_study(study_name=name, storage=storage)
-            for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-                if t.user_attrs.get("tabflow.pid") == pid:
-                    return t.number
-        time.sleep(0.1)
-    raise AssertionError(f"process {pid} never ran a trial")
+def _running_trials(storage: str) -> dict[int, optuna.trial.FrozenTrial]:
+    """The study's running trials by the pid of their process (none while it is created)."""
+    try:
+        names = [n for n in optuna.get_all_study_names(storage) if "~" not in n]
+    except Exception:  # the storage is still being created
+        return {}
+    running = {}
+    for name in names:
+        study = optuna.load_study(study_name=name, storage=storage)
+        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            running[t.user_attrs.get("tabflow.pid")] = t
+    return running
 
 
-def _wait_for_run(mlflow_db: Path, trial: int, deadline: float) -> None:
-    """Wait until a trial's job opened its MLflow run (so that a dead attempt leaves one)."""
+def _has_open_run(mlflow_db: Path, trial: int) -> bool:
+    """Whether a trial's job opened its MLflow run (so that a dead attempt leaves one)."""
     query = ("SELECT COUNT(*) FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid "
              "WHERE t.key = 'optuna.trial' AND t.value = ? AND r.status = 'RUNNING'")
+    try:
+        with sqlite3.connect(mlflow_db) as con:
+            return bool(con.execute(query, (str(trial),)).fetchone()[0])
+    except sqlite3.OperationalError:  # the store is being created
+        return False
+
+
+def _stop_both_mid_trial(storage: str, mlflow_db: Path, frozen: subprocess.Popen[str],
+                         killed: subprocess.Popen[str]) -> tuple[int, int]:
+    """Freeze one worker and kill the other, each in a first attempt whose run is open.
+
+    Both are stopped (SIGSTOP) at once, when each runs a trial of its own (not a retry of
+    the other's: on a loaded machine one may start late, after the other's trial went
+    stale) and has opened its run; otherwise both go on and the check is made again.
+
+    Returns:
+        The frozen worker's trial and the killed worker's trial.
+    """
+    deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
-        try:
-            with sqlite3.connect(mlflow_db) as con:
-                if con.execute(query, (str(trial),)).fetchone()[0]:
-                    return
-        except sqlite3.OperationalError:  # the store is being created
-            pass
-        time.sleep(0.05)
-    raise AssertionError(f"trial {trial} never opened its run")
+        time.sleep(0.1)
+        if not all(p.pid in _running_trials(storage) for p in (frozen, killed)):
+            continue
+        for p in (frozen, killed):
+            os.kill(p.pid, signal.SIGSTOP)
+        running = _running_trials(storage)  # what each holds, now that neither moves
+        trials = [running.get(p.pid) for p in (frozen, killed)]
+        if all(t is not None and "tabflow.retry_of" not in t.user_attrs
+               and _has_open_run(mlflow_db, t.number) for t in trials):
+            killed.kill()
+            return trials[0].number, trials[1].number  # type: ignore[union-attr]
+        for p in (frozen, killed):
+            os.kill(p.pid, signal.SIGCONT)
+    raise AssertionError("the two workers never ran a first attempt at once")
 
 
 def _study_of(storage: str) -> optuna.Study:
@@ -112,13 +135,8 @@ def test_dead_workers_trials_are_retried_and_the_study_ends_at_its_total(tmp_pat
         frozen = _worker(tmp_path / "a", env, sweep_storage)
         elsewhere = _worker(tmp_path / "b", env, sweep_storage, other_host=True)
         try:
-            deadline = time.monotonic() + 240
-            frozen_trial = _running_trial_of(storage, frozen.pid, deadline)
-            _wait_for_run(tmp_path / "mlflow.db", frozen_trial, deadline)
-            os.kill(frozen.pid, signal.SIGSTOP)
-            killed_trial = _running_trial_of(storage, elsewhere.pid, deadline)
-            _wait_for_run(tmp_path / "mlflow.db", killed_trial, deadline)
-            elsewhere.kill()
+            frozen_trial, killed_trial = _stop_both_mid_trial(
+                storage, tmp_path / "mlflow.db", frozen, elsewhere)
             survivor = _worker(tmp_path / "c", env, [*sweep_storage, *launcher])
             watch = watch_heartbeats(survivor, storage,
                                      frozenset({frozen.pid, elsewhere.pid}))
@@ -137,7 +155,10 @@ def test_dead_workers_trials_are_retried_and_the_study_ends_at_its_total(tmp_pat
         study = _study_of(storage)
         trials = {t.number: t for t in study.trials}
         complete = [t for t in trials.values() if t.state.name == "COMPLETE"]
-        assert len(complete) == TRIALS, {n: t.state.name for n, t in trials.items()}
+        assert len(complete) == TRIALS, (
+            {n: (t.state.name, t.user_attrs.get("tabflow.pid"),
+                 t.user_attrs.get("tabflow.error", "")[:300]) for n, t in trials.items()},
+            out[-3000:], late[-3000:])
         for dead, host in ((frozen_trial, f"{os.uname().nodename}:{frozen.pid}"),
                            (killed_trial, f"node-b:{elsewhere.pid}")):
             assert trials[dead].state.name == "FAIL"
