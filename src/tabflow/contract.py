@@ -37,6 +37,7 @@ from hydra_plugins.tabflow_sweeper.contract import (
     METRICS_FILE,
     MLFLOW_RUN_FILE,
     PID,
+    PID_STARTED,
     RESULTS_FILE,
     TRIAL_KEY,
     CleanExit,

@@ -15,8 +15,10 @@ import pytest
 from hydra_plugins.tabflow_sweeper.locks import (
     LockBusyError,
     pid_alive,
+    process_started,
     running_trials,
     storage_lock,
+    this_process,
 )
 from hydra_plugins.tabflow_sweeper.stores import optuna_storage
 from tests.helpers import holding_process
@@ -130,6 +132,17 @@ def test_pid_alive_tells_live_from_gone():
     child.wait()
     assert not pid_alive(child.pid)
     assert not pid_alive(0)
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux's /proc")
+def test_a_pid_given_to_a_later_process_is_not_the_one_recorded():
+    """Runs and trials record their process's start time with its pid: a long-lived
+    machine reuses pids, and a dead sweep's runs must not look alive through another."""
+    me = this_process()
+    assert me["tabflow.pid"] == os.getpid()
+    assert me["tabflow.pid_started"] == process_started(os.getpid())
+    assert pid_alive(os.getpid(), me["tabflow.pid_started"])
+    assert not pid_alive(os.getpid(), str(int(me["tabflow.pid_started"]) + 1))
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux's /proc")

@@ -17,6 +17,7 @@ from hydra_plugins.tabflow_sweeper._outcomes import finished_values, returned_va
 from hydra_plugins.tabflow_sweeper._progress import Progress, format_duration, write_results
 from hydra_plugins.tabflow_sweeper._space import batch_size
 from hydra_plugins.tabflow_sweeper._sweep import TabflowOptunaSweeperImpl
+from hydra_plugins.tabflow_sweeper.locks import process_started, this_process
 from tabflow.contract import ATTR_INTERRUPTED, ATTR_RETRY_OF, METRICS_FILE, write_json
 
 
@@ -68,6 +69,18 @@ def test_interrupted_trials_do_not_count_toward_the_total_and_are_queued_once():
     waiting = study.get_trials(states=(TrialState.WAITING,))
     assert sorted(t.user_attrs[ATTR_RETRY_OF] for t in waiting) == [2, 3]
     assert _study.reclaim_interrupted(study) == []  # queued once, not once per resume
+
+
+@pytest.mark.skipif(process_started(os.getpid()) is None, reason="needs Linux's /proc")
+def test_a_trial_whose_pid_another_process_was_given_is_reclaimed():
+    """A killed sweep's RUNNING trial, its pid since given to another live process."""
+    study = _study_with()
+    live = study.ask({"x": FloatDistribution(0, 1)})  # this process's own: kept
+    _study.set_user_attrs(live, this_process())
+    reused = study.ask({"x": FloatDistribution(0, 1)})
+    _study.set_user_attrs(reused, {**this_process(), "tabflow.pid_started": "1"})
+    assert _study.reclaim_interrupted(study) == [1]
+    assert [t.state for t in study.trials[:2]] == [TrialState.RUNNING, TrialState.FAIL]
 
 
 def test_ask_batch_stops_at_the_total_counting_what_is_done():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import time
+from pathlib import Path
 
 import pytest
 
@@ -320,3 +321,14 @@ def test_a_dataset_row_created_by_another_process_meanwhile_still_links_the_run(
         MlflowException("no such table: datasets")))
     with pytest.raises(MlflowException, match="no such table"):  # other errors still raise
         log_dataset(store, run, dataset, "training")
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux's /proc")
+def test_a_run_whose_pid_was_given_to_another_process_is_a_dead_sweeps():
+    """A resume closes the runs of dead processes; a reused pid does not keep one open."""
+    from hydra_plugins.tabflow_sweeper.locks import this_process
+    from tabflow.tracking.parent import _process_gone
+
+    tags = {k: str(v) for k, v in this_process().items()}  # as the run's tags hold them
+    assert not _process_gone(tags)
+    assert _process_gone({**tags, "tabflow.pid_started": "1"})

@@ -33,13 +33,14 @@ from hydra_plugins.tabflow_sweeper.contract import (
     ATTR_WORKER_DIED,
     HOST,
     PID,
+    PID_STARTED,
 )
 from hydra_plugins.tabflow_sweeper.locks import Periodic, pid_alive
 
 log = logging.getLogger(__name__)
 
 # The attributes of a dead attempt that describe that attempt, not the trial's parameters.
-_ATTEMPT_ATTRS = (ATTR_ERROR, ATTR_RUN_ID, ATTR_WORKER_DIED, HOST, PID)
+_ATTEMPT_ATTRS = (ATTR_ERROR, ATTR_RUN_ID, ATTR_WORKER_DIED, HOST, PID, PID_STARTED)
 
 
 @dataclass(frozen=True)
@@ -137,7 +138,8 @@ def stale_trials(study: optuna.Study) -> list[int]:
     host = socket.gethostname()
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         pid = t.user_attrs.get(PID)
-        if t.user_attrs.get(HOST) == host and pid is not None and not pid_alive(int(pid)):
+        if (t.user_attrs.get(HOST) == host and pid is not None
+                and not pid_alive(int(pid), t.user_attrs.get(PID_STARTED))):
             stale.add(t._trial_id)
     return sorted(stale)
 

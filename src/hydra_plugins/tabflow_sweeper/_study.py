@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import socket
 import time
 import warnings
@@ -29,8 +28,15 @@ from hydra_plugins.tabflow_sweeper.contract import (
     ATTR_SESSIONS,
     HOST,
     PID,
+    PID_STARTED,
 )
-from hydra_plugins.tabflow_sweeper.locks import LOCK_SUFFIX, lock_timing, pid_alive, storage_lock
+from hydra_plugins.tabflow_sweeper.locks import (
+    LOCK_SUFFIX,
+    lock_timing,
+    pid_alive,
+    storage_lock,
+    this_process,
+)
 from hydra_plugins.tabflow_sweeper.stores import optuna_storage
 
 log = logging.getLogger(__name__)
@@ -121,7 +127,8 @@ def reclaim_interrupted(study: optuna.Study) -> list[int]:
     host = socket.gethostname()
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         owner, pid = t.user_attrs.get(HOST), t.user_attrs.get(PID)
-        if owner not in (None, host) or (pid is not None and pid_alive(int(pid))):
+        if owner not in (None, host) or (pid is not None and pid_alive(
+                int(pid), t.user_attrs.get(PID_STARTED))):
             continue  # another live sweep process is running it
         Trial(study, t._trial_id).set_user_attr(ATTR_INTERRUPTED, True)
         study.tell(t.number, state=TrialState.FAIL)
@@ -201,7 +208,7 @@ def ask_batch(study: optuna.Study, stored: bool, n_trials: int, batch: int,
             # Optuna expects heartbeats only inside optimize(); this loop beats itself.
             warnings.filterwarnings("ignore", "Heartbeat of storage", UserWarning)
             trials = [study.ask() for _ in range(min(remaining, batch))]
-        owner = {HOST: socket.gethostname(), PID: os.getpid()}
+        owner = this_process()
         for trial in trials:
             # Owned and beating before the lock is released: another process looking
             # for dead trials must see that this one's owner is alive.

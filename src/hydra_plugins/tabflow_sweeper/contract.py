@@ -53,8 +53,9 @@ def read_json(path: Path) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------- trials and their jobs
-# The process that ran a trial: an MLflow tag and an Optuna trial attribute alike.
-HOST, PID = "tabflow.host", "tabflow.pid"
+# The process that ran a trial: an MLflow tag and an Optuna trial attribute alike. Its
+# start time tells it from a later process that was given the same pid.
+HOST, PID, PID_STARTED = "tabflow.host", "tabflow.pid", "tabflow.pid_started"
 
 # Optuna trial user attributes.
 ATTR_RUN_ID = "mlflow_run_id"

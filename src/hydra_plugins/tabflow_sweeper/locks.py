@@ -33,6 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hydra_plugins.tabflow_sweeper.contract import HOST, PID, PID_STARTED
+
 LOCK_SUFFIX = "~"
 # A lock created by a process that died before it could record itself is broken after this.
 UNRECORDED_GRACE_S = 10.0
@@ -92,13 +94,42 @@ def holder_record() -> dict[str, Any]:
             HOLDER_SINCE: time.time()}
 
 
-def pid_alive(pid: int) -> bool:
+def _proc_stat(pid: int) -> list[str] | None:
+    """A process's ``/proc/<pid>/stat`` fields from its state on (Linux), or None."""
+    try:  # the state follows the name, which may hold spaces and parentheses
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+
+
+def process_started(pid: int) -> str | None:
+    """When a process of this machine started (clock ticks since boot), where /proc says.
+
+    With its pid it names the process: a pid is reused once its process has ended.
+    """
+    fields = _proc_stat(pid)
+    return fields[19] if fields is not None and len(fields) > 19 else None
+
+
+def this_process() -> dict[str, Any]:
+    """The host, pid and start time of this process, as runs and trials record them."""
+    me = {HOST: socket.gethostname(), PID: os.getpid()}
+    started = process_started(os.getpid())
+    return me if started is None else {**me, PID_STARTED: started}
+
+
+def pid_alive(pid: int, started: str | None = None) -> bool:
     """Whether a process of this machine is alive (a zombie is not: it has ended).
 
     A process that ended stays in the process table until its parent reaps it; where
     PID 1 does not reap orphans (a container started without an init), it stays
     forever, and ``kill(pid, 0)`` alone would call it alive: its locks never broken,
     its runs never closed.
+
+    Args:
+        pid: The process id.
+        started: Its start time as :func:`process_started` gave it, if known: a live
+            process that started at another time was given the pid after ours ended.
     """
     if pid <= 0:
         return False
@@ -108,11 +139,12 @@ def pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True  # alive, someone else's
-    try:  # Linux: the state follows the name, which may hold spaces and parentheses
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+    fields = _proc_stat(pid)
+    if fields is None:
         return True  # no /proc here (macOS): kill() said it exists
-    return stat.rpartition(")")[2].split()[:1] != ["Z"]
+    if fields[:1] == ["Z"]:
+        return False
+    return started is None or len(fields) <= 19 or fields[19] == str(started)
 
 
 def holder_gone(record: dict[str, Any], grace_s: float, unchanged_for_s: float) -> str | None:

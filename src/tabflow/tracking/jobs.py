@@ -8,8 +8,6 @@ holds the same params, metrics, tags and artifacts.
 
 from __future__ import annotations
 
-import os
-import socket
 import time
 import traceback
 from dataclasses import dataclass
@@ -18,6 +16,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from hydra_plugins.tabflow_sweeper.locks import this_process
 from tabflow.config import loggable_config, redact_override
 from tabflow.contract import (
     CONFIG_FILE,
@@ -32,6 +31,7 @@ from tabflow.contract import (
     MODEL_FILE,
     OVERRIDES_ARTIFACT,
     PID,
+    PID_STARTED,
     PROCESS_FILE,
     TAG_DIGEST,
     TAG_ERROR,
@@ -134,7 +134,7 @@ class JobRecord:
 
 def note_process(out: Path) -> None:
     """Record which process runs the job (its run's host and pid tags, live or uploaded)."""
-    write_json(out / PROCESS_FILE, {HOST: socket.gethostname(), PID: os.getpid()})
+    write_json(out / PROCESS_FILE, this_process())
 
 
 def start_tags(record: JobRecord, parent_run_id: str | None, provenance: dict[str, str],
@@ -144,7 +144,7 @@ def start_tags(record: JobRecord, parent_run_id: str | None, provenance: dict[st
             TAG_ROLE: "trial" if parent_run_id else "run",
             TAG_OVERRIDES: " ".join(record.overrides)}
     process = read_json(record.out / PROCESS_FILE)
-    tags.update({k: str(process[k]) for k in (HOST, PID) if k in process})
+    tags.update({k: str(process[k]) for k in (HOST, PID, PID_STARTED) if k in process})
     if parent_run_id:
         tags[TAG_PARENT] = parent_run_id
         tags[TAG_JOB_NUM] = str(record.hydra.job.num)

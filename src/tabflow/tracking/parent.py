@@ -30,6 +30,7 @@ from tabflow.contract import (
     CODE_ROOT,
     HOST,
     PID,
+    PID_STARTED,
     TAG_ERROR,
     TAG_OUTPUT_DIR,
     TAG_OVERRIDES,
@@ -199,7 +200,7 @@ def _process_gone(tags: dict[str, str]) -> bool:
     """Whether the process that opened a run (per its host and pid tags) has ended."""
     if tags.get(HOST) != socket.gethostname():
         return HOST not in tags  # untagged runs predate these tags: treat as ours
-    return not pid_alive(int(tags.get(PID, "0")))
+    return not pid_alive(int(tags.get(PID, "0")), tags.get(PID_STARTED))
 
 
 def close_parent(store: Store, parent_run_id: str, error: BaseException | None,
