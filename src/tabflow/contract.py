@@ -53,6 +53,7 @@ from hydra_plugins.tabflow_sweeper.contract import (
     raise_on_sigterm,
     read_json,
     restore_sigterm,
+    write_atomic,
     write_json,
 )
 

@@ -13,10 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
-import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -27,6 +24,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from tabflow.config import Source, Task
+from tabflow.contract import write_atomic
 from tabflow.sources import (
     READERS,
     DataError,
@@ -104,19 +102,6 @@ def frame_digest(X: pd.DataFrame, y: pd.Series | None = None) -> str:
 
 def short_hash(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def write_atomic(path: Path, write: Callable[[Path], Any]) -> None:
-    """Write through a temporary file, so parallel jobs never read half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 # ------------------------------------------------------------------------------ checks

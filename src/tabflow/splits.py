@@ -19,7 +19,8 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from tabflow.config import Task
-from tabflow.data import Dataset, load_dataset, short_hash, write_atomic
+from tabflow.contract import write_atomic
+from tabflow.data import Dataset, load_dataset, short_hash
 from tabflow.sources import DataError, source_identity
 
 # Each class needs a row in each of train, validation and test for a stratified split.

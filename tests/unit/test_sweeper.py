@@ -219,3 +219,20 @@ def test_user_attributes_are_set_together_and_read_back_as_optuna_stores_them(tm
                                                "nested": {"a": [1, None]}}  # updated in place
         with pytest.raises(RuntimeError, match="finished"):  # as Optuna refuses it
             set_user_attrs(trial, {"late": 1})
+
+
+def test_a_job_file_cut_off_while_written_leaves_the_old_one_whole(tmp_path):
+    """A process killed mid-write (here: an error mid-write) leaves no part of a file."""
+    from hydra_plugins.tabflow_sweeper.contract import read_json, write_atomic, write_json
+
+    path = tmp_path / "job" / "metrics.json"
+    write_json(path, {"val_accuracy": 0.9})
+
+    def cut_off(p):
+        p.write_text('{"val_accura')
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        write_atomic(path, cut_off)
+    assert read_json(path) == {"val_accuracy": 0.9}
+    assert [p.name for p in path.parent.iterdir()] == ["metrics.json"]  # nothing left over

@@ -22,9 +22,10 @@ import json
 import os
 import signal
 import sys
+import tempfile
 import threading
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -37,10 +38,28 @@ ERROR_FILE = "error.txt"  # a failed job's exception and traceback
 RESULTS_FILE = "optimization_results.yaml"  # in the sweep dir: the study's outcome
 
 
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    """Write a JSON file, creating its folder."""
+def write_atomic(path: Path, write: Callable[[Path], Any]) -> None:
+    """Write a file whole or not at all: ``write`` fills a temporary file beside it.
+
+    A job's files are read by other processes (the sweep, a resume, ``tabflow upload``,
+    parallel jobs sharing a cache), and a process may be killed at any moment: renamed
+    into place once complete, the file is found old or new, never in part.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2, sort_keys=True))
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write a JSON file, creating its folder: whole, or not at all."""
+    text = json.dumps(data, indent=2, sort_keys=True)
+    write_atomic(path, lambda p: p.write_text(text))
 
 
 def read_json(path: Path) -> dict[str, Any]:
