@@ -83,6 +83,35 @@ def test_profile_size_is_bounded_whatever_the_data(tmp_path):
     pd.testing.assert_frame_equal(loaded.sample, profile.sample)
 
 
+def test_a_profiles_sample_reads_back_with_every_dtype_and_from_the_older_format(tmp_path):
+    """NumPy columns go to an array file, the others to Parquet; both come back as saved,
+    in their order; a profile saved as one Parquet file (format 1) is still read."""
+    import json
+
+    sample = pd.DataFrame({
+        "ratio": np.array([0.5, np.nan, 2.0], dtype="float32"), "plan": ["a", "b", None],
+        "count": np.array([1, 2, 3], dtype="int64"), "flag": [True, False, True],
+        "seen": pd.to_datetime(["2024-01-01", "2024-01-02", None]),
+        "score": pd.array([1, None, 3], dtype="Int64"), "level": pd.Categorical(["x", "y", "x"]),
+        "x 1": np.array([1.0, 2.0, 3.0])})
+    profile = Profile({"format": 2, "features": {}}, sample)
+    folder = profile.save(tmp_path / "profile")
+    assert {p.name for p in folder.iterdir()} == {"profile.json", "reference.npz",
+                                                  "reference.parquet"}
+    pd.testing.assert_frame_equal(Profile.load(folder).sample, sample)
+    numeric_only = Profile({"format": 2}, sample[["count", "ratio"]]).save(tmp_path / "numeric")
+    assert not (numeric_only / "reference.parquet").exists()
+    pd.testing.assert_frame_equal(Profile.load(numeric_only).sample, sample[["count", "ratio"]])
+    old = tmp_path / "format1"  # as registered before: one Parquet file
+    old.mkdir()
+    (old / "profile.json").write_text(json.dumps({"format": 1, "features": {}}))
+    sample.to_parquet(old / "reference.parquet", index=False)
+    pd.testing.assert_frame_equal(Profile.load(old).sample, sample)
+    (old / "profile.json").write_text(json.dumps({"format": 9}))
+    with pytest.raises(ValueError, match="format 9 is not one of"):
+        Profile.load(old)
+
+
 def test_profile_of_a_real_table_with_gaps_and_categories():
     import palmerpenguins
 
