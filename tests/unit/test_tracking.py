@@ -332,3 +332,37 @@ def test_a_run_whose_pid_was_given_to_another_process_is_a_dead_sweeps():
     tags = {k: str(v) for k, v in this_process().items()}  # as the run's tags hold them
     assert not _process_gone(tags)
     assert _process_gone({**tags, "tabflow.pid_started": "1"})
+
+
+def test_the_runs_view_survives_a_sweep_started_beside_it_and_never_stops_one(
+        tmp_path, monkeypatch, caplog):
+    """Sweep processes started together race on the view tag's first insert (seen on
+    PostgreSQL: the loser broke the unique key and its sweep did not start)."""
+    import logging
+
+    from mlflow.exceptions import MlflowException
+
+    from tabflow.tracking.store import RUNS_VIEW_TAG, ensure_experiment, save_runs_view
+
+    store = connect(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = ensure_experiment(store, "view", tmp_path)
+    real = store.client.set_experiment_tag
+    calls = []
+
+    def racing(*args):  # the first write loses to another process's insert
+        calls.append(args)
+        real(*args)
+        if len(calls) == 1:
+            raise MlflowException("duplicate key value violates unique constraint")
+
+    monkeypatch.setattr(store.client, "set_experiment_tag", racing)
+    save_runs_view(store, experiment, ["val_accuracy"], ["model.C"])
+    assert len(calls) == 2 and RUNS_VIEW_TAG in store.client.get_experiment(experiment).tags
+
+    def refused(*args):
+        raise MlflowException("the server is gone")
+
+    monkeypatch.setattr(store.client, "set_experiment_tag", refused)
+    with caplog.at_level(logging.WARNING):
+        save_runs_view(store, experiment, ["val_accuracy"], ["model.C"])  # no raise
+    assert "runs view" in caplog.text and "the server is gone" in caplog.text

@@ -225,7 +225,21 @@ def save_runs_view(store: Store, experiment_id: str, metrics: list[str], tuned: 
     deflated = base64.b64encode(zlib.compress(json.dumps(state).encode())).decode()
     envelope = {"name": f"tabflow: {', '.join(metrics)} and tuned values",
                 "createdAt": int(time.time() * 1000), "state": f"deflate;{deflated}"}
-    store.client.set_experiment_tag(experiment_id, RUNS_VIEW_TAG, json.dumps(envelope))
+    # Sweep processes started together race on the tag's first write: MLflow looks it up,
+    # then inserts it, and the loser's insert breaks the unique key. Then the tag exists
+    # and a second try updates it. The view is a convenience: it never stops a sweep.
+    for attempt in range(3):
+        try:
+            store.client.set_experiment_tag(experiment_id, RUNS_VIEW_TAG, json.dumps(envelope))
+            return
+        except Exception as e:
+            if attempt == 2:
+                logging.getLogger(__name__).warning(
+                    "The experiment's runs view (tag %s) was not saved: %s: %s. The sweep "
+                    "goes on; its runs are listed as always", RUNS_VIEW_TAG,
+                    type(e).__name__, str(e).splitlines()[0][:200])
+                return
+            time.sleep(0.2 * (attempt + 1))
 
 
 def experiment_id_of(store: Store, name: str) -> str:
