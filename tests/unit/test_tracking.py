@@ -231,9 +231,17 @@ def test_a_killed_sweeps_runs_are_finished_from_their_job_dirs_or_failed(tmp_pat
         runs.append(store.client.create_run(experiment, tags={
             contract.TAG_TRIAL: str(number), contract.TAG_OUTPUT_DIR: str(out)}))
 
-    finished = reconcile_stale(store, runs, {contract.TAG_STUDY: "s",
-                                             contract.TAG_STORAGE: storage})
+    # Trial 0's job was tracked twice: a first run, left RUNNING when its store went away
+    # mid-job, then `tabflow upload`'s run, which its job dir names. One finishes.
+    (tmp_path / "multirun" / "0" / contract.MLFLOW_RUN_FILE).write_text(runs[0].info.run_id)
+    leftover = store.client.create_run(experiment, tags={
+        contract.TAG_TRIAL: "0", contract.TAG_OUTPUT_DIR: str(tmp_path / "multirun" / "0")})
+
+    finished = reconcile_stale(store, [*runs, leftover], {contract.TAG_STUDY: "s",
+                                                          contract.TAG_STORAGE: storage})
     assert finished == 1
+    assert store.client.get_run(leftover.info.run_id).info.status == "FAILED"
+    assert "tracked again in run" in store.client.get_run(leftover.info.run_id).data.tags["error"]
     done, interrupted = (store.client.get_run(r.info.run_id) for r in runs)
     assert done.info.status == "FINISHED" and done.data.metrics["val_accuracy"] == 0.9
     assert done.data.params["model.name"] == "rf"

@@ -29,6 +29,7 @@ from tabflow.config import redact_override
 from tabflow.contract import (
     CODE_ROOT,
     HOST,
+    MLFLOW_RUN_FILE,
     PID,
     PID_STARTED,
     TAG_ERROR,
@@ -170,7 +171,9 @@ def reconcile_stale(store: Store, stale: list[Any], tags: dict[str, str]) -> int
 
     A trial the study counts as COMPLETE finished its job: its run, cut short while the
     background writer logged it, is logged again from its job dir and closed FINISHED.
-    The others were interrupted: FAILED, and the sweep retries their trials.
+    The others were interrupted: FAILED, and the sweep retries their trials. So is a run
+    whose job dir names another run as its own (the job was uploaded again after its
+    store went away mid-job): one finished run per trial.
     """
     from tabflow.tracking.jobs import FINISHED, JobRecord, log_job_dir, read_outcome
 
@@ -185,6 +188,15 @@ def reconcile_stale(store: Store, stale: list[Any], tags: dict[str, str]) -> int
     finished = 0
     for run in stale:
         out = Path(run.data.tags.get(TAG_OUTPUT_DIR, ""))
+        recorded = out / MLFLOW_RUN_FILE
+        owner = recorded.read_text().strip() if recorded.is_file() else run.info.run_id
+        if owner != run.info.run_id:
+            # The job was tracked again in another run (`tabflow upload` after its store
+            # went away mid-job): that run holds it; this one is a dead first attempt.
+            log_run_data(store, run.info.run_id, tags={
+                TAG_ERROR: f"interrupted: its job was tracked again in run {owner}"})
+            store.client.set_terminated(run.info.run_id, "FAILED")
+            continue
         if run.data.tags.get(TAG_TRIAL) in complete and out.is_dir() \
                 and read_outcome(out)[0] == FINISHED:
             log_job_dir(store, run.info.run_id, JobRecord.read(out), FINISHED, None)
